@@ -1,0 +1,106 @@
+"""Prediction-type conversions and model contracts (MATH §1). The only place they live.
+
+A score model is any callable ``model(x, t, cond=None) -> Tensor`` with an optional
+attribute ``prediction`` in ``{"score", "eps", "x0", "v"}`` (``"score"`` when absent) and an
+optional ``schedule`` (:class:`~molfuse.schedules.Schedule`) it was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import ConventionError
+from .schedules import Schedule
+
+__all__ = ["PREDICTIONS", "to_score", "prediction_of", "resolve_schedule", "ScoreFn", "score_fn"]
+
+PREDICTIONS = ("score", "eps", "x0", "v")
+ScoreFn = Callable[[Tensor, Tensor, Any], Tensor]
+
+
+def _bcast(c: Tensor, x: Tensor) -> Tensor:
+    """Per-sample coefficient (batch,) -> broadcastable against x (batch, ...)."""
+    c = c.to(dtype=x.dtype, device=x.device)
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+def to_score(output: Tensor, prediction: str, x: Tensor, t: Tensor, schedule: Schedule) -> Tensor:
+    """Convert a network output to the score ``grad_x log q_t(x)`` (MATH §1).
+
+    Args:
+        output: network output, same shape as ``x`` (batch, ...).
+        prediction: one of ``"score"``, ``"eps"``, ``"x0"``, ``"v"``.
+        x: noisy input (batch, ...).
+        t: times (batch,).
+        schedule: the convention the output is expressed in.
+    """
+    if prediction == "score":
+        return output
+    alpha, sigma = _bcast(schedule.alpha(t), x), _bcast(schedule.sigma(t), x)
+    if prediction == "eps":
+        return -output / sigma  # s = -eps_hat / sigma
+    if prediction == "x0":
+        return -(x - alpha * output) / sigma**2  # eps_hat = (x - alpha x0_hat) / sigma
+    if prediction == "v":
+        eps = (sigma * x + alpha * output) / (alpha**2 + sigma**2)  # v = alpha eps - sigma x0
+        return -eps / sigma
+    raise ConventionError(f"unknown prediction type {prediction!r}; expected one of {PREDICTIONS}")
+
+
+def prediction_of(model: Any) -> str:
+    """The model's declared prediction type (``"score"`` when it declares none)."""
+    pred = getattr(model, "prediction", "score")
+    if pred not in PREDICTIONS:
+        raise ConventionError(f"{_name(model)} declares prediction={pred!r}; expected one of {PREDICTIONS}")
+    return pred
+
+
+def resolve_schedule(models: Sequence[Any], schedule: Schedule | None = None) -> Schedule | None:
+    """The one schedule the models share, checked against ``schedule`` if given.
+
+    Raises:
+        ConventionError: two models (or a model and ``schedule``) declare different
+            schedules, or a non-score model has no schedule to convert with.
+    """
+    declared = [(m, getattr(m, "schedule", None)) for m in models]
+    for m, s in declared:
+        if s is None:
+            continue
+        if not isinstance(s, Schedule):
+            raise ConventionError(f"{_name(m)}.schedule is {type(s).__name__}, not a molfuse Schedule")
+        if schedule is None:
+            schedule = s
+        elif s != schedule:
+            raise ConventionError(
+                f"schedule mismatch: {_name(m)} was trained with {s!r} but {schedule!r} is in use; "
+                "convert the model to one convention or use its own schedule (MATH §1)"
+            )
+    if schedule is None and any(prediction_of(m) != "score" for m, _ in declared):
+        raise ConventionError("a model predicts eps/x0/v but no schedule is known to convert it to a score")
+    return schedule
+
+
+def score_fn(model: Any, schedule: Schedule | None) -> ScoreFn:
+    """Wrap ``model`` as ``fn(x, t, cond) -> score`` with its contract checked.
+
+    ``t`` may be a float or a (batch,) tensor; the wrapped model always receives a (batch,)
+    tensor of the dtype of ``x``. The output shape is checked against ``x``.
+    """
+    pred = prediction_of(model)
+    schedule = resolve_schedule([model], schedule)
+
+    def fn(x: Tensor, t: Tensor | float, cond: Any = None) -> Tensor:
+        tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        out = model(x, tb, cond=cond) if cond is not None else model(x, tb)
+        if out.shape != x.shape:
+            raise ConventionError(f"{_name(model)} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+        return to_score(out, pred, x, tb, schedule)
+
+    return fn
+
+
+def _name(model: Any) -> str:
+    return getattr(model, "name", None) or type(model).__name__
