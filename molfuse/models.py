@@ -58,30 +58,35 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
-    def marginal(self, t: float) -> tuple[Tensor, Tensor]:
-        """Component means (K, D) and covariances (K, D, D) of q_t."""
-        a = float(self.schedule.alpha(t))
-        s2 = float(self.schedule.sigma2(t))
+    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Component means and covariances of q_t: (K, D), (K, D, D) for a scalar t, with a
+        leading batch dimension for a (B,) tensor of times."""
+        tt = torch.as_tensor(t, dtype=torch.float64)
+        a, s2 = self.schedule.alpha(tt), self.schedule.sigma2(tt)
+        a, s2 = a.reshape(a.shape + (1, 1)), s2.reshape(s2.shape + (1, 1, 1))
         eye = torch.eye(self.dim, dtype=torch.float64)
-        return a * self.means, a * a * self.covs + s2 * eye
+        return a * self.means, a[..., None] ** 2 * self.covs + s2 * eye
 
     def _terms(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Per-component log(w_k N(x)) (B, K) and component scores (B, K, D), float64."""
-        x64 = x.detach().to(torch.float64) if not x.requires_grad else x.to(torch.float64)
+        x64 = x.to(torch.float64) if x.requires_grad else x.detach().to(torch.float64)
         if x64.dim() != 2 or x64.shape[1] != self.dim:
             raise ConventionError(f"GaussianMixture of dim {self.dim} got input of shape {tuple(x.shape)}")
-        tt = torch.as_tensor(t, dtype=torch.float64).flatten()
-        if tt.numel() > 1 and not bool((tt == tt[0]).all()):
-            rows = [self._terms(x64[i : i + 1], tt[i]) for i in range(x64.shape[0])]
-            return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
-        m, c = self.marginal(float(tt[0]))
+        tt = torch.as_tensor(t, dtype=torch.float64).flatten().cpu()
+        if tt.numel() == 1 or bool((tt == tt[0]).all()):
+            m, c = self.marginal(tt[0])  # one time for the whole batch: (K, D), (K, D, D)
+            m, c = m[None], c[None]
+        else:
+            if tt.numel() != x64.shape[0]:
+                raise ConventionError(f"t has {tt.numel()} entries for a batch of {x64.shape[0]}")
+            m, c = self.marginal(tt)  # (B, K, D), (B, K, D, D)
         m, c = m.to(x64.device), c.to(x64.device)
-        chol = torch.linalg.cholesky(c)  # (K, D, D)
-        diff = x64[:, None, :] - m[None]  # (B, K, D)
-        z = torch.linalg.solve_triangular(chol[None], diff[..., None], upper=False)[..., 0]
+        chol = torch.linalg.cholesky(c)
+        diff = x64[:, None, :] - m  # (B, K, D)
+        z = torch.linalg.solve_triangular(chol, diff[..., None], upper=False)[..., 0]
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         logn = -0.5 * (z**2).sum(-1) - 0.5 * logdet - 0.5 * self.dim * math.log(2 * math.pi)
-        prec_diff = torch.cholesky_solve(diff[..., None], chol[None])[..., 0]
+        prec_diff = torch.cholesky_solve(diff[..., None], chol)[..., 0]
         return logn + torch.log(self.weights.to(x64.device)), -prec_diff
 
     def log_prob(self, x: Tensor, t: Tensor | float = 0.0) -> Tensor:

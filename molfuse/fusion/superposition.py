@@ -1,0 +1,165 @@
+"""Superposition of diffusion models, OR and AND (SuperDiff, MATH §3-4).
+
+Every member's log-density is tracked with the Itô estimator along the fused reverse-SDE
+path, and the per-sample member weights κ are chosen from those densities at each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..density import ito_increment, prior_log_prob
+from ..errors import SamplerError
+from ..sampling import check_sampler_args, gaussian, time_grid
+from ..schedules import Schedule
+from ._common import as_weights, check_members, member_fns, stack_scores
+
+__all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "MODES"]
+
+MODES = ("or", "and")
+
+
+@dataclass
+class SuperpositionResult:
+    """Output of :func:`superpose`.
+
+    Attributes:
+        x: samples (n, ...) at ``t_end``.
+        log_q: (n, K) float64 Itô estimates of ``log q^i_{t_end}(x)`` per member, nats.
+        kappa: (n, K) member weights used in the last step.
+        fallbacks: (n,) int, AND steps that fell back to equal weights (degenerate system).
+        t_end: the time the sampler stopped at.
+    """
+
+    x: Tensor
+    log_q: Tensor
+    kappa: Tensor
+    fallbacks: Tensor
+    t_end: float
+
+
+def or_weights(log_q: Tensor, temperature: float, bias: Tensor) -> Tensor:
+    """OR: ``κ = softmax_i(T log q^i + ℓ_i)`` per sample (MATH §4). (n, K) -> (n, K).
+
+    With ``T = 1`` and ``ℓ = log ω`` the fused path samples the mixture ``Σ ω_i p_i``; as
+    ``T → ∞`` κ tends to the one-hot argmax of ``log q^i``; ``ℓ`` shifts the logits.
+    """
+    return torch.softmax(temperature * log_q + bias, dim=1)
+
+
+def and_weights(s: Tensor, noise: Tensor, dtau: float, g2: float, bias: Tensor,
+                tol: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """AND: κ (Σκ = 1, not clipped) equalising every member's Itô increment (MATH §4).
+
+    With ``a_ij = g² Δτ ⟨s^j, s^i⟩`` and ``b_i = −½ g² Δτ ‖s^i‖² + ⟨g sqrt(Δτ) z, s^i⟩ − ℓ_i Δτ``
+    (terms common to all members cancel), solve ``[A, −1; 1ᵀ, 0][κ; d] = [−b; 1]`` per
+    sample. When the member scores are (numerically) affinely dependent — near t = 1 all
+    models agree — the system is singular: fall back to equal weights.
+
+    Args:
+        s: (n, K, D) member scores at the pre-step point, float64.
+        noise: (n, D) the noise the sampler adds this step, float64.
+        bias: (K,) ℓ; from a common start ``log q^i − log q^j`` tends to ``(ℓ_i − ℓ_j)(1 − t_end)``.
+
+    Returns:
+        κ (n, K) and a (n,) bool mask of fallbacks.
+    """
+    n, k, _ = s.shape
+    gram = torch.einsum("nid,njd->nij", s, s)
+    A = g2 * dtau * gram
+    b = -0.5 * g2 * dtau * torch.diagonal(gram, dim1=1, dim2=2) + torch.einsum("nd,nid->ni", noise, s) - bias * dtau
+    diff = s[:, :-1] - s[:, -1:]  # (n, K-1, D): the system is singular iff these are dependent
+    dgram = torch.einsum("nid,njd->nij", diff, diff)
+    scale = torch.diagonal(gram, dim1=1, dim2=2).amax(1).clamp_min(1e-300)
+    if k == 2:  # closed form: κ_1 = (b_2 − b_1 + A_22 − A_12) / (g² Δτ ‖s^1 − s^2‖²)
+        k1 = (b[:, 1] - b[:, 0] + A[:, 1, 1] - A[:, 0, 1]) / (g2 * dtau * dgram[:, 0, 0])
+        kappa = torch.stack([k1, 1.0 - k1], dim=1)
+        low = dgram[:, 0, 0]
+    else:
+        m = torch.zeros(n, k + 1, k + 1, dtype=s.dtype, device=s.device)
+        m[:, :k, :k], m[:, :k, k], m[:, k, :k] = A, -1.0, 1.0
+        rhs = torch.cat([-b, torch.ones(n, 1, dtype=s.dtype, device=s.device)], dim=1)
+        low = torch.linalg.eigvalsh(dgram)[:, 0]
+        ok_rows = low > tol * scale
+        kappa = torch.full((n, k), 1.0 / k, dtype=s.dtype, device=s.device)
+        if ok_rows.any():
+            kappa[ok_rows] = torch.linalg.solve(m[ok_rows], rhs[ok_rows][..., None])[:, :k, 0]
+    bad = (low <= tol * scale) | ~torch.isfinite(kappa).all(1)
+    kappa = torch.where(bad[:, None], torch.full_like(kappa, 1.0 / k), kappa)
+    return kappa, bad
+
+
+def _check_superpose_args(mode: str, temperature: float, method: str, noise_scale: float) -> None:
+    if mode not in MODES:
+        raise SamplerError(f"mode must be one of {MODES}; got {mode!r}")
+    if method != "sde":
+        raise SamplerError("superposition tracks densities with the Itô estimator, which holds only on the "
+                           f"reverse SDE (MATH §3); method={method!r} is refused, use method='sde'")
+    if noise_scale != 1.0:
+        raise SamplerError(f"noise_scale={noise_scale} rescales the injected noise and breaks the Itô density "
+                           "estimator (MATH §3): it needs exactly g sqrt(dτ) z")
+    if not (temperature > 0 and torch.isfinite(torch.tensor(float(temperature)))):
+        raise SamplerError(f"temperature must be a positive finite number; got {temperature}")
+    if mode == "and" and temperature != 1.0:
+        raise SamplerError("temperature only enters OR (κ = softmax(T log q + ℓ)); AND has none")
+
+
+def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], mode: str = "or",
+              temperature: float = 1.0, bias: Any = None, steps: int = 500,
+              generator: torch.Generator | None = None, cond: Any = None, t_end: float = 1e-3,
+              method: str = "sde", noise_scale: float = 1.0, device: str | torch.device | None = None,
+              dtype: torch.dtype | None = None, progress: bool = False, tol: float = 1e-8) -> SuperpositionResult:
+    """Sample the superposition of K >= 2 models (SuperDiff OR / AND, MATH §4).
+
+    Each step: member scores ``s^i`` at ``x``; noise ``z`` drawn; κ from OR
+    (``softmax(T log q + ℓ)``) or AND (linear solve); ``Δx = (−f + g² Σ κ_i s^i) Δτ + g sqrt(Δτ) z``;
+    every ``log q^i`` advanced by the Itô estimator with that same ``Δx`` (float64,
+    re-centred per sample each step, offset kept).
+
+    Args:
+        models: K >= 2 score models sharing one convention (converted to scores).
+        shape: (n, ...) sample shape.
+        mode: ``"or"`` (mixture) or ``"and"`` (equal density).
+        temperature: T of OR (1 samples the mixture; large T approaches argmax).
+        bias: (K,) ℓ. OR: logit offsets (``log ω`` for mixture weights ω). AND: rates that
+            make the densities differ by ``ℓ_i − ℓ_j`` over the path. Default zeros.
+        method, noise_scale: only ``"sde"`` and ``1.0``; anything else breaks the estimator
+            and is refused.
+        tol: AND degeneracy threshold on the score-difference Gram matrix (relative).
+    """
+    _check_superpose_args(mode, temperature, method, noise_scale)
+    check_sampler_args(steps, t_end, method)
+    models = check_members(models, "superpose", minimum=2)
+    fns, schedule = member_fns(models, schedule)
+    k = len(models)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = dtype or torch.get_default_dtype()
+    ell = (torch.zeros(k, dtype=torch.float64) if bias is None else as_weights(bias, k, "superpose bias", simplex=False)).to(device)
+    x = gaussian(shape, generator, device, dtype) * schedule.prior_std()
+    log_q = prior_log_prob(x, schedule)[:, None].repeat(1, k)
+    offset = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
+    fallbacks = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+    kappa = torch.full((x.shape[0], k), 1.0 / k, dtype=torch.float64, device=device)
+    ts = time_grid(steps, t_end)
+    for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"superpose[{mode}]"):
+        dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
+        s = stack_scores(fns, x, t, cond)  # (n, K, ...)
+        noise = (g2 * dtau) ** 0.5 * gaussian(x.shape, generator, device, dtype)
+        if mode == "or":
+            kappa = or_weights(log_q, temperature, ell)
+        else:
+            s64 = s.reshape(x.shape[0], k, -1).to(torch.float64)
+            kappa, bad = and_weights(s64, noise.reshape(x.shape[0], -1).to(torch.float64), dtau, g2, ell, tol)
+            fallbacks += bad.long()
+        kx = kappa.to(s.dtype).reshape(x.shape[0], k, *([1] * (x.dim() - 1)))
+        dx = (-dla * x + g2 * (kx * s).sum(1)) * dtau + noise
+        log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2)  # MATH §3, same Δx for every member
+        top = log_q.amax(1)
+        log_q, offset = log_q - top[:, None], offset + top
+        x = (x + dx).detach()
+    return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end)
