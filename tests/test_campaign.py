@@ -1,0 +1,198 @@
+"""Workflows: validation names the field, runs write every RESULTS.md file, resume, refusal."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from molfuse import GaussianMixture, WorkflowError
+from molfuse import campaign
+from molfuse.campaign import derive_seed, load_workflow, run_workflow
+
+METHODS = ["single_a", "or", "and", "bary_fit", "ens", "rc"]
+
+
+def tiny(tmp_path, **top) -> dict:
+    """A 2-D workflow small enough for a unit test (32 samples, 20 steps, two chunks)."""
+    wf = {
+        "name": "tiny", "seed": 3, "output": str(tmp_path / "results"), "run_name": "r1",
+        "models": {
+            "a": {"kind": "gaussian_mixture", "means": [[-2.0, 0.0], [-2.0, 2.0]], "covs": [0.5, 0.5]},
+            "b": {"kind": "gaussian_mixture", "means": [[2.0, 0.0]], "covs": [1.0]},
+            "target": {"kind": "gaussian_mixture", "means": [[1.0, 0.0]], "covs": [1.0]},
+        },
+        "target": "target",
+        "n_samples": 32,
+        "sampler": {"steps": 20, "chunk_size": 16, "threads": 1},
+        "methods": [
+            {"name": "single_a", "operator": "single", "models": ["a"]},
+            {"name": "or", "operator": "superpose", "models": ["a", "b"], "weights": [0.7, 0.3]},
+            {"name": "and", "operator": "superpose", "models": ["a", "b"], "mode": "and"},
+            {"name": "bary_fit", "operator": "barycenter", "models": ["a", "b"],
+             "fit": {"data_from": "target", "n": 64, "n_mc": 256}},
+            {"name": "ens", "operator": "ensemble", "models": ["a", "b"], "rule": "mean"},
+            {"name": "rc", "operator": "random_choice", "models": ["a", "b"], "weights": [0.5, 0.5]},
+        ],
+    }
+    wf.update(top)
+    return wf
+
+
+def run(wf: dict):
+    return run_workflow(wf, progress=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("camp")
+    wf = tiny(tmp)
+    return wf, run(wf)
+
+
+def test_run_writes_every_results_file(first_run):
+    wf, res = first_run
+    folder = res.folder
+    for name in ("config.yaml", "provenance.json", "per_sample.csv", "metrics.csv", "summary.md", "samples.png"):
+        assert (folder / name).is_file(), name
+    for m in METHODS:
+        x = np.load(folder / "samples" / f"{m}.npy")
+        assert x.shape == (32, 2) and np.isfinite(x).all()
+    metrics, per_sample = pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "per_sample.csv")
+    assert list(metrics["method"]) == METHODS and len(per_sample) == 32 * len(METHODS)
+    assert per_sample["id"].is_unique and per_sample["valid"].all()
+    for col in ("seed", "reason", "x0", "x1", "log_q_nats_a", "log_q_nats_target", "ito_log_q_nats_a",
+                "ito_log_q_nats_b", "fallbacks", "chosen_model"):
+        assert col in per_sample, col
+    for col in ("n", "mean_log_q_nats_target", "share_a", "share_b", "ito_abs_err_nats_a", "mean_abs_log_q_gap_nats",
+                "fallbacks", "weight_a", "heldout_dsm_loss", "wall_time_s"):
+        assert col in metrics, col
+    pd.testing.assert_frame_equal(metrics, res.metrics, check_dtype=False)
+    shares = metrics.set_index("method").loc["or", ["share_a", "share_b"]]
+    assert shares.sum() == pytest.approx(1.0)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["sampler"]["t_end"] == 1e-3 and config["methods"][1]["temperature"] == 1.0  # defaults filled
+    assert config["methods"][3]["fit"]["window"] == "full"
+    prov = json.loads((folder / "provenance.json").read_text())
+    for key in ("molfuse_version", "git", "seeds", "methods", "started", "finished", "machine"):
+        assert key in prov, key
+    fitted = prov["methods"][3]
+    assert fitted["weights"] == pytest.approx(metrics.loc[3, ["weight_a", "weight_b"]].tolist())
+    assert sum(fitted["weights"]) == pytest.approx(1.0) and "heldout_dsm_loss" in fitted["fit"]
+    assert prov["seeds"]["chunks"]["or"] == [derive_seed(3, "or", 0), derive_seed(3, "or", 1)]
+    assert "## Caveats" in (folder / "summary.md").read_text()
+
+
+def test_resume_keeps_finished_chunks(first_run):
+    wf, res = first_run
+    chunks = sorted((res.folder / "samples" / "chunks").rglob("chunk_*.npz"))
+    assert len(chunks) == 2 * len(METHODS)
+    before = {p: p.stat().st_mtime_ns for p in chunks}
+    x_or = np.load(res.folder / "samples" / "or.npy")
+    removed = res.folder / "samples" / "chunks" / "or" / "chunk_00001.npz"
+    removed.unlink()
+    again = run(copy.deepcopy(wf))
+    assert again.provenance["chunks"] == {"reused": len(chunks) - 1, "generated": 1}
+    for p, t in before.items():
+        if p != removed:
+            assert p.stat().st_mtime_ns == t, p
+    np.testing.assert_array_equal(np.load(res.folder / "samples" / "or.npy"), x_or)  # same seeds, same samples
+    assert len(again.per_sample) == 32 * len(METHODS) and again.per_sample["id"].is_unique
+
+
+def test_changed_config_is_refused(first_run):
+    wf, _ = first_run
+    changed = copy.deepcopy(wf)
+    changed["sampler"]["steps"] = 21
+    with pytest.raises(WorkflowError, match=r"different configuration.*sampler\.steps: 20 -> 21"):
+        run(changed)
+
+
+def test_derive_seed_is_stable():
+    assert derive_seed(0, "a", 0) == 7756895851570414870  # fixed forever: resumed runs depend on it
+    assert derive_seed(7, "or", 3) == 1369670478088464737
+    assert derive_seed(0, "a", 1) != derive_seed(0, "a", 0) < 2**63
+
+
+def _break(wf: dict, path: str, value) -> dict:
+    wf = copy.deepcopy(wf)
+    *keys, last = path.split("/")
+    node = wf
+    for k in keys:
+        node = node[int(k)] if k.isdigit() else node[k]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return wf
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("methods/2/models", ["a", "c"], r"methods\[2\]\.models: unknown model 'c'; known: a, b, target"),
+    ("methods/0/operator", "superpos",
+     r"methods\[0\]\.operator: unknown operator 'superpos' \(did you mean 'superpose'"),
+    ("methods/5/weights", [0.7, 0.7], r"methods\[5\]\.weights: weights \[0.7, 0.7\] are off the simplex"),
+    ("methods/4/weights", [0.5, 0.5], r"methods\[4\]\.weights: weights only apply to rule 'weighted'"),
+    ("methods/1/temprature", 2.0, r"methods\[1\]\.temprature: unknown key \(did you mean 'temperature'"),
+    ("methds", [], r"methds: unknown key \(did you mean 'methods'"),
+    ("sampler/stpes", 3, r"sampler\.stpes: unknown key"),
+    ("name", KeyError, r"^name: required field is missing"),
+    ("methods/3/fit/data_from", "nope", r"methods\[3\]\.fit\.data_from: unknown model 'nope'"),
+    ("methods/2/temperature", 5.0, r"methods\[2\]\.temperature: temperature only enters mode 'or'"),
+    ("methods/0/models", ["a", "b"], r"methods\[0\]\.models: operator 'single' takes exactly 1 models; got 2"),
+    ("target", "zz", r"target: unknown model 'zz'"),
+    ("models/b/kind", "gmm", r"models\.b\.kind: unknown model kind 'gmm'"),
+    ("models/b/mean", [[0, 0]], r"models\.b\.mean: unknown key \(did you mean 'means'"),
+    ("sampler/t_end", 2.0, r"sampler\.t_end: must be a finite number"),
+    ("n_samples", 0, r"n_samples: must be >= 1"),
+])
+def test_malformed_fields_are_named(tmp_path, path, value, message):
+    with pytest.raises(WorkflowError, match=message):
+        load_workflow(_break(tiny(tmp_path), path, value))
+
+
+def test_duplicate_method_name_and_bad_model_spec(tmp_path):
+    wf = tiny(tmp_path)
+    wf["methods"][1]["name"] = "single_a"
+    with pytest.raises(WorkflowError, match=r"methods\[1\]\.name: duplicate method name 'single_a'"):
+        load_workflow(wf)
+    bad = _break(tiny(tmp_path), "models/a/weights", [0.9, 0.3])
+    with pytest.raises(WorkflowError, match=r"models\.a: weights must be"):
+        run(bad)
+    assert not (tmp_path / "results").exists()  # nothing written before the models build
+
+
+def test_yaml_file_numeric_strings_and_overrides(tmp_path):
+    text = yaml.safe_dump(tiny(tmp_path)).replace("chunk_size: 16", "chunk_size: 16\n  t_end: 1e-3")
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    wf = load_workflow(path, output=tmp_path / "elsewhere", run_name="x", device="cpu")
+    assert wf.sampler.t_end == 1e-3  # YAML 1.1 reads 1e-3 as a string; accepted
+    assert wf.folder == tmp_path / "elsewhere" / "tiny" / "x"
+    with pytest.raises(WorkflowError, match="does not exist"):
+        load_workflow(tmp_path / "missing.yaml")
+
+
+def test_model_kind_registry_is_open(tmp_path, monkeypatch):
+    monkeypatch.setitem(campaign._MODEL_KINDS, "iso", campaign.ModelKind(
+        lambda spec, sched: GaussianMixture([spec["mean"]], [spec["var"]], schedule=sched),
+        {"mean": campaign.REQUIRED, "var": 1.0}))
+    wf = tiny(tmp_path, models={"p": {"kind": "iso", "mean": [0.0, 1.0]}, "q": {"kind": "iso", "mean": [1.0, 0.0]}},
+              target=None, n_samples=8, methods=[{"name": "bary", "operator": "barycenter", "models": ["p", "q"]}])
+    loaded = load_workflow(wf)
+    assert loaded.to_config()["models"]["p"] == {"kind": "iso", "mean": [0.0, 1.0], "var": 1.0}
+    assert loaded.methods[0].options["weights"] == [0.5, 0.5]
+    res = run(wf)
+    assert res.metrics.loc[0, "n"] == 8 and "mean_log_q_nats_target" not in res.metrics
+
+
+def test_operator_refusal_writes_nothing(tmp_path):
+    wf = tiny(tmp_path)
+    wf["methods"][4].update(rule="trimmed", trim=0.5)  # K = 2: trimming 1 from each end leaves nothing
+    with pytest.raises(WorkflowError, match=r"methods\[4\] \(ens\): .*nothing remains"):
+        run(wf)
+    assert not (tmp_path / "results").exists()

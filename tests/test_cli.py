@@ -1,0 +1,67 @@
+"""The molfuse command: help, doctor, run, demo (click CliRunner, in-process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from molfuse import cli
+
+TINY = {
+    "name": "clitiny", "seed": 1,
+    "models": {"a": {"kind": "gaussian_mixture", "means": [[-1.0, 0.0]], "covs": [0.5]},
+               "b": {"kind": "gaussian_mixture", "means": [[1.0, 0.0]], "covs": [0.5]}},
+    "n_samples": 16, "sampler": {"steps": 10, "chunk_size": 8, "threads": 1},
+    "methods": [{"name": "a", "operator": "single", "models": ["a"]},
+                {"name": "or", "operator": "superpose", "models": ["a", "b"]}],
+}
+
+
+def test_help():
+    res = CliRunner().invoke(cli.main, ["--help"])
+    assert res.exit_code == 0
+    for command in ("run", "demo", "doctor"):
+        assert command in res.output
+
+
+def test_doctor():
+    res = CliRunner().invoke(cli.main, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert "torch" in res.output and "rdkit" in res.output and "nats" in res.output and "ok" in res.output
+
+
+def test_run_tiny_workflow(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    res = CliRunner().invoke(cli.main, ["run", str(path), "--out", str(tmp_path / "out"), "--name", "r",
+                                        "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "out" / "clitiny" / "r"
+    assert (folder / "metrics.csv").is_file() and (folder / "summary.md").is_file()
+    assert "device cpu" in res.output and str(folder) in res.output
+
+
+def test_run_reports_workflow_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "methods": [{"name": "x", "operator": "single", "models": ["c"]}]}))
+    res = CliRunner().invoke(cli.main, ["run", str(path), "--out", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "methods[0].models: unknown model 'c'; known: a, b" in res.output
+
+
+def test_demo_missing_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "demo_path", lambda: tmp_path / "nowhere" / "demo.yaml")
+    res = CliRunner().invoke(cli.main, ["demo", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "demo workflow not found" in res.output
+
+
+def test_demo_workflow_ships_and_validates():
+    from molfuse.campaign import load_workflow
+
+    path = cli.demo_path()
+    assert path.is_file() and path.parent.name == "workflows"
+    wf = load_workflow(path, run_name="check")
+    assert {m.operator for m in wf.methods} == {"single", "superpose", "barycenter", "ensemble", "random_choice"}
+    assert Path(wf.output).name == "results"
