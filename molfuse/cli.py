@@ -37,7 +37,7 @@ def main() -> None:
     """
 
 
-def _run(path: Path, out: str | None, name: str | None, device: str | None) -> None:
+def _run(path: Path, out: str | None, name: str | None, device: str | None):
     from .campaign import run_workflow
     from .errors import WorkflowError
     from .evaluation.vectors import markdown_table
@@ -51,6 +51,7 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None) -> N
             *(c for c in ("mean_abs_log_q_gap_nats", "wall_time_s") if c in m)]
     click.echo(markdown_table(result.metrics[cols]))
     click.echo(f"results: {result.folder}  (summary.md, metrics.csv, per_sample.csv)")
+    return result
 
 
 @main.command()
@@ -72,7 +73,35 @@ def demo(out: str | None, name: str | None) -> None:
     if not path.is_file():
         raise click.ClickException(f"demo workflow not found at {path}; it ships with a source checkout of molfuse "
                                    "(pip install -e . from the repository), or run `molfuse run <file>`")
-    _run(path, out, name, None)
+    result = _run(path, out, name, None)
+    _exactness_checks(result.folder)
+
+
+_HEADLINE = {("ito_single_model", "mae_nats"), ("log_likelihood_exact", "max_abs_err_nats"),
+             ("or_mixture_share", "measured"), ("or_temperature", "mean_max_kappa"),
+             ("and_equal_density", "mean_abs_gap_exact_nats"), ("and_equal_density", "ito_bias_corrected_nats"),
+             ("barycenter_fit_full", "max_abs_weight_err"), ("pathwise_barycenter", "max_abs_score_diff")}
+
+
+def _exactness_checks(folder: Path) -> None:
+    """The closed-form checks of the fusion core (Gaussian mixtures), written to checks.csv."""
+    from .campaign.files import _atomic
+    from .evaluation import exactness
+
+    import torch
+
+    click.echo("molfuse: closed-form checks of the fusion core (quick settings, 1 thread) ...")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny 2-D / 16-D tensors: one thread is fastest and steadiest
+    try:
+        table = exactness.run_all(quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    _atomic(folder / "checks.csv", lambda fh: table.to_csv(fh, index=False), text=True)
+    for row in table.itertuples():
+        if (row.check, row.metric) in _HEADLINE:
+            click.echo(f"  {row.check:<22} {row.settings:<34} {row.metric:<26} {row.value:.4g}")
+    click.echo(f"checks: {folder / 'checks.csv'}")
 
 
 @main.command()

@@ -1,0 +1,55 @@
+"""YAML workflow -> validated dataclasses -> run -> results folder (RESULTS.md).
+
+Schema (``?`` = optional, default after ``=``)::
+
+    name: str                    # required, [A-Za-z0-9_.-]+; results go to <output>/<name>/<run_name>/
+    description?: str = ""       # copied into summary.md
+    seed?: int = 0               # every chunk and fit seed derives from it (stable hash, see derive_seed)
+    output?: str = results       # base folder
+    run_name?: str = <timestamp> # YYYYmmdd-HHMMSS; rerunning the same folder resumes it
+    schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
+    models:                      # required, name -> spec; kinds are a registry (register_model_kind)
+      a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
+    target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
+    n_samples?: int = 1000       # per method
+    sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null}
+    methods:                     # required, list; operators are a registry (register_operator)
+      - {name: str, operator: single, models: [a]}
+      - {name, operator: superpose, models: [a, b, ...], mode?: or|and = or,
+         temperature?: float = 1.0 (or only), bias?: [ℓ_i nats] | weights?: [ω_i] (ℓ = log ω),
+         ito_correction?: bool = (mode == and)}   # exact Itô log q along AND paths
+      - {name, operator: barycenter, models: [...], weights?: [λ_i] = uniform
+         | fit: {data_from: <model>, n: int, window?: full|vanilla = full,
+                 n_mc?: 20000, heldout_fraction?: 0.2}}   # λ learned from n samples of data_from
+      - {name, operator: ensemble, models: [...], rule?: mean|weighted|median|trimmed|sum = mean,
+         weights?: [...] (weighted only), trim?: 0.2 (trimmed only)}
+      - {name, operator: random_choice, models: [...], weights?: [p_i] = uniform}
+
+Every error is a :class:`~molfuse.errors.WorkflowError` naming the field path, e.g.
+``methods[2].models: unknown model 'c'; known: a, b``. Unknown keys are errors (typos).
+YAML 1.1 reads ``1e-3`` as a string: numeric strings are accepted wherever a number is.
+
+A run draws each method's ``n_samples`` in chunks with seeds from (seed, method, chunk),
+saves each chunk atomically under ``samples/chunks/<method>/``, so rerunning the same
+folder keeps finished chunks; a rerun with a different resolved config is refused.
+
+Modules, each importing only ones listed before it: ``checks`` (field checks), ``registry``
+(extension points), ``spec`` (dataclasses, load_workflow), ``kinds`` (model kinds),
+``operators`` (built-in operators), ``files`` (atomic writes), ``report`` (picture,
+provenance, summary), ``run`` (run_workflow, chunks, resume).
+"""
+
+from __future__ import annotations
+
+from . import operators  # noqa: F401  (registers the built-in operators)
+from .checks import REQUIRED
+from .kinds import build_models, data_shape
+from .registry import (Draw, ModelKind, Operator, Prepared, RunContext, derive_seed, register_model_kind,
+                       register_operator)
+from .registry import _MODEL_KINDS, _OPERATORS  # noqa: F401  (the registries themselves; tests patch them)
+from .run import RunResult, run_workflow
+from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow, build_schedule, load_workflow
+
+__all__ = ["REQUIRED", "Workflow", "ModelSpec", "MethodSpec", "SamplerSpec", "ModelKind", "Operator", "RunContext",
+           "Draw", "Prepared", "RunResult", "register_model_kind", "register_operator", "load_workflow",
+           "build_schedule", "build_models", "data_shape", "derive_seed", "run_workflow"]

@@ -1,0 +1,172 @@
+"""The built-in operators a method can name: single, superpose, barycenter, ensemble, random_choice."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+
+from .. import fusion
+from .checks import REQUIRED, _choice, _fail, _fields, _float, _floats, _int, _simplex
+from .kinds import data_shape
+from .registry import Draw, Prepared, RunContext, derive_seed, register_operator
+from .spec import MethodSpec
+
+
+def _prepare_single(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    model, shape = members[0], data_shape(members[0])
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        r = ctx.sde(model, n, shape, g, track=True)
+        return Draw(r.x, ito=r.log_density[:, None])
+
+    return Prepared(draw)
+
+
+def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    o["mode"] = _choice(o["mode"], f"{path}.mode", fusion.superposition.MODES)
+    o["temperature"] = _float(o["temperature"], f"{path}.temperature", 0.0, open_lo=True)
+    if o["mode"] == "and" and o["temperature"] != 1.0:
+        _fail(f"{path}.temperature", "temperature only enters mode 'or' (κ = softmax(T log q + ℓ)); drop it for 'and'")
+    if o["bias"] is not None and o["weights"] is not None:
+        _fail(path, "give bias or weights (bias = log weights), not both")
+    if o["bias"] is not None:
+        o["bias"] = _floats(o["bias"], f"{path}.bias", k)
+    if o["weights"] is not None:
+        o["weights"] = _simplex(o["weights"], f"{path}.weights", k, positive=True)
+    if o["ito_correction"] is None:
+        o["ito_correction"] = o["mode"] == "and"
+    elif not isinstance(o["ito_correction"], bool):
+        _fail(f"{path}.ito_correction", f"must be true or false; got {o['ito_correction']!r}")
+    return o
+
+
+def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    o, shape = method.options, data_shape(members[0])
+    bias = [math.log(w) for w in o["weights"]] if o["weights"] is not None else o["bias"]
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        r = fusion.superpose(members, ctx.schedule, (n, *shape), mode=o["mode"], temperature=o["temperature"],
+                             bias=bias, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device,
+                             ito_correction=o["ito_correction"])
+        return Draw(r.x, ito=r.log_q, fallbacks=r.fallbacks)
+
+    return Prepared(draw, None, {"mode": o["mode"], "temperature": o["temperature"], "bias_nats": bias,
+                                 "ito_correction": o["ito_correction"]})
+
+
+_FIT = {"data_from": REQUIRED, "n": REQUIRED, "window": "full", "n_mc": 20000, "heldout_fraction": 0.2}
+
+
+def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    if o["fit"] is not None and o["weights"] is not None:
+        _fail(path, "give weights or fit, not both")
+    if o["fit"] is None:
+        o["weights"] = _simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
+        return o
+    p = f"{path}.fit"
+    f = _fields(o["fit"], p, _FIT)
+    if f["data_from"] not in names:
+        _fail(f"{p}.data_from", f"unknown model {f['data_from']!r}; known: {', '.join(names)}")
+    f["n"] = _int(f["n"], f"{p}.n", 2)
+    f["window"] = _choice(f["window"], f"{p}.window", fusion.barycenter.WINDOWS)
+    f["n_mc"] = _int(f["n_mc"], f"{p}.n_mc", 1)
+    f["heldout_fraction"] = _float(f["heldout_fraction"], f"{p}.heldout_fraction", 0.0, 0.9)
+    o["fit"] = f
+    return o
+
+
+def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    o, shape, info = method.options, data_shape(members[0]), {}
+    weights = o["weights"]
+    if o["fit"] is not None:
+        weights, info = _fit_weights(method, members, ctx)
+    model = fusion.Barycenter(members, weights, ctx.schedule)
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        return Draw(ctx.sde(model, n, shape, g, track=False).x)
+
+    return Prepared(draw, [float(w) for w in weights], info)
+
+
+def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[list[float], dict]:
+    """λ from ``fit.n`` samples of ``fit.data_from`` (MATH §2), seeded by (seed, method, "fit")."""
+    f = method.options["fit"]
+    source = ctx.models[f["data_from"]]
+    if not hasattr(source, "sample"):
+        raise ValueError(f"fit.data_from: model {f['data_from']!r} cannot draw samples (it has no .sample)")
+    g = ctx.generator(method.name, "fit")
+    data = source.sample(f["n"], generator=g).to(ctx.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fusion.fit_barycenter_weights(members, data, ctx.schedule, window=f["window"], n_mc=f["n_mc"],
+                                            heldout_fraction=f["heldout_fraction"], generator=g)
+    for w in caught:
+        warnings.warn(f"{method.name}: {w.message}", stacklevel=2)
+    info = {"fit": {"seed": derive_seed(ctx.seed, method.name, "fit"), "data_from": f["data_from"], "n": f["n"],
+                    "window": f["window"], "t_window": list(fit.window), "n_train": fit.n_train,
+                    "n_heldout": fit.n_heldout, "train_dsm_loss": fit.train_loss, "heldout_dsm_loss": fit.heldout_loss,
+                    "per_model": fit.per_model.to_dict("records"), "warnings": [str(w.message) for w in caught]}}
+    return [float(w) for w in fit.weights], info
+
+
+def _check_ensemble(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    o["rule"] = _choice(o["rule"], f"{path}.rule", fusion.ensemble.RULES)
+    if o["rule"] == "weighted":
+        if o["weights"] is None:
+            _fail(f"{path}.weights", "rule 'weighted' needs weights (one per model, on the simplex)")
+        o["weights"] = _simplex(o["weights"], f"{path}.weights", k)
+    elif o["weights"] is not None:
+        _fail(f"{path}.weights", f"weights only apply to rule 'weighted' (rule is {o['rule']!r})")
+    if o["rule"] == "trimmed":
+        o["trim"] = _float(0.2 if o["trim"] is None else o["trim"], f"{path}.trim", 0.0, 0.5)
+    elif o["trim"] is not None:
+        _fail(f"{path}.trim", f"trim only applies to rule 'trimmed' (rule is {o['rule']!r})")
+    return o
+
+
+def _prepare_ensemble(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    o, shape = method.options, data_shape(members[0])
+    model = fusion.Ensemble(members, rule=o["rule"], weights=o["weights"], schedule=ctx.schedule,
+                            trim=0.2 if o["trim"] is None else o["trim"])
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        return Draw(ctx.sde(model, n, shape, g, track=False).x)
+
+    return Prepared(draw, o["weights"])
+
+
+def _check_random_choice(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    o["weights"] = _simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
+    return o
+
+
+def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    """Each sample runs one member, drawn with probabilities ``weights`` (MATH §4 baseline)."""
+    shape, k = data_shape(members[0]), len(members)
+    probs = torch.tensor(method.options["weights"], dtype=torch.float64)
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        chosen = torch.multinomial(probs, n, replacement=True, generator=g)
+        x = torch.full((n, *shape), math.nan, dtype=torch.get_default_dtype())
+        ito = torch.full((n, k), math.nan, dtype=torch.float64)
+        for i, model in enumerate(members):
+            idx = (chosen == i).nonzero().flatten()
+            if len(idx):
+                r = ctx.sde(model, len(idx), shape, g, track=True)
+                x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
+        return Draw(x, ito=ito, chosen=chosen)
+
+    return Prepared(draw, method.options["weights"])
+
+
+register_operator("single", _prepare_single, min_models=1, max_models=1)
+register_operator("superpose", _prepare_superpose, {"mode": "or", "temperature": 1.0, "bias": None, "weights": None,
+                                                       "ito_correction": None},
+                  _check_superpose, min_models=2)
+register_operator("barycenter", _prepare_barycenter, {"weights": None, "fit": None}, _check_barycenter, min_models=2)
+register_operator("ensemble", _prepare_ensemble, {"rule": "mean", "weights": None, "trim": None}, _check_ensemble,
+                  min_models=2)
+register_operator("random_choice", _prepare_random_choice, {"weights": None}, _check_random_choice, min_models=2)

@@ -1,0 +1,116 @@
+"""Extension points: model kinds, operators and schedules by name, and what an operator gets and returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..sampling import sample
+from ..schedules import Schedule, VPSchedule
+
+
+# ---------------------------------------------------------------- registries
+@dataclass(frozen=True)
+class ModelKind:
+    """How to build one model kind: ``builder(spec, schedule) -> score model``.
+
+    ``fields`` maps each allowed key (besides ``kind``) to its default or REQUIRED; None
+    leaves key checking to the builder. A builder's ValueError / TypeError becomes a
+    WorkflowError naming the model. The model must expose ``dim`` (vectors) or
+    ``sample_shape``; an optional ``checkpoint`` attribute (path) is hashed into provenance.
+    """
+
+    builder: Callable[[dict, Schedule], Any]
+    fields: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A fusion operator a method can name.
+
+    ``prepare(method, members, ctx) -> Prepared`` runs once per method (e.g. fits weights);
+    ``options`` maps each allowed option key to its default (or REQUIRED);
+    ``check(options, k, model_names, path) -> options`` validates them (raise with ``path``).
+    """
+
+    prepare: Callable[..., "Prepared"]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[dict, int, Sequence[str], str], dict] | None = None
+    min_models: int = 1
+    max_models: int | None = None
+
+
+_MODEL_KINDS: dict[str, ModelKind] = {}
+_OPERATORS: dict[str, Operator] = {}
+_SCHEDULES: dict[str, tuple[Callable[..., Schedule], dict]] = {"vp": (VPSchedule, {"beta_min": 0.1, "beta_max": 20.0})}
+
+
+def register_model_kind(kind: str, builder: Callable[[dict, Schedule], Any],
+                        fields: Mapping[str, Any] | None = None, replace: bool = False) -> None:
+    """Make ``models.<name>.kind: <kind>`` buildable (see :class:`ModelKind`)."""
+    if kind in _MODEL_KINDS and not replace:
+        raise ValueError(f"model kind {kind!r} is already registered (pass replace=True)")
+    _MODEL_KINDS[kind] = ModelKind(builder, fields)
+
+
+def register_operator(name: str, prepare: Callable[..., "Prepared"], options: Mapping[str, Any] | None = None,
+                      check: Callable[[dict, int, Sequence[str], str], dict] | None = None,
+                      min_models: int = 1, max_models: int | None = None, replace: bool = False) -> None:
+    """Make ``methods[i].operator: <name>`` runnable (see :class:`Operator`)."""
+    if name in _OPERATORS and not replace:
+        raise ValueError(f"operator {name!r} is already registered (pass replace=True)")
+    _OPERATORS[name] = Operator(prepare, dict(options or {}), check, min_models, max_models)
+
+
+# ---------------------------------------------------------------- what an operator gets and returns
+@dataclass
+class RunContext:
+    """What operators need at run time: the convention, the built models, sampler settings."""
+
+    schedule: Schedule
+    models: dict[str, Any]
+    steps: int
+    t_end: float
+    device: torch.device
+    seed: int
+
+    def generator(self, *parts: Any) -> torch.Generator:
+        """A CPU generator seeded from (workflow seed, *parts) (portable across devices)."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, *parts))
+
+    def sde(self, model: Any, n: int, shape: tuple[int, ...], g: torch.Generator, track: bool):
+        return sample(model, self.schedule, (n, *shape), steps=self.steps, t_end=self.t_end, generator=g,
+                      track_log_density=track, device=self.device)
+
+
+@dataclass
+class Draw:
+    """One chunk from an operator: samples (n, ...), Itô log q per member (n, K) float64 with
+    NaN where not tracked, AND fallback counts (n,), chosen member per sample (n,)."""
+
+    x: torch.Tensor
+    ito: torch.Tensor | None = None
+    fallbacks: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
+
+
+@dataclass
+class Prepared:
+    """A method ready to draw chunks: ``draw(n, generator) -> Draw``; the member weights it
+    uses (given or fitted) and extra provenance (fit losses, warnings)."""
+
+    draw: Callable[[int, torch.Generator], Draw]
+    weights: list[float] | None = None
+    info: dict = field(default_factory=dict)
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from ``(seed, *parts)``: first 8 bytes of sha256 of their JSON (stable
+    across processes and Python versions, unlike ``hash()``)."""
+    digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+

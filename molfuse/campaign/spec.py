@@ -1,0 +1,209 @@
+"""The workflow as validated dataclasses: :func:`load_workflow` parses YAML (or a dict) into them."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..errors import WorkflowError
+from ..schedules import Schedule
+from .checks import REQUIRED, _choice, _fail, _fields, _float, _int, _name
+from .registry import _MODEL_KINDS, _OPERATORS, _SCHEDULES
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str
+    params: dict
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    steps: int = 500
+    t_end: float = 1e-3
+    chunk_size: int = 250
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    operator: str
+    models: tuple[str, ...]
+    options: dict
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A validated workflow; :meth:`to_config` is the resolved ``config.yaml``."""
+
+    name: str
+    seed: int
+    output: str
+    run_name: str
+    description: str
+    schedule: dict
+    models: dict[str, ModelSpec]
+    target: str | None
+    n_samples: int
+    sampler: SamplerSpec
+    methods: tuple[MethodSpec, ...]
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output) / self.name / self.run_name
+
+    def to_config(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
+            "run_name": self.run_name, "schedule": dict(self.schedule),
+            "models": {n: {"kind": m.kind, **m.params} for n, m in self.models.items()},
+            "target": self.target, "n_samples": self.n_samples, "sampler": vars(self.sampler).copy(),
+            "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), **m.options}
+                        for m in self.methods],
+        }
+
+
+_TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "run_name": None, "schedule": None,
+        "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED}
+
+
+def load_workflow(source: str | Path | Mapping, output: str | Path | None = None, run_name: str | None = None,
+                  device: str | None = None) -> Workflow:
+    """Parse and validate a workflow given as a YAML file path or as the same content in a dict.
+
+    ``output``, ``run_name`` and ``device`` override the file (CLI ``--out``, ``--name``,
+    ``--device``). A missing ``run_name`` becomes the current timestamp.
+
+    Raises:
+        WorkflowError: naming the first offending field.
+    """
+    raw = _read(source)
+    top = _fields(raw, "", _TOP)
+    if output is not None:
+        top["output"] = str(output)
+    if run_name is not None:
+        top["run_name"] = run_name
+    if top["run_name"] is None:
+        top["run_name"] = datetime.now().strftime("%Y%m%d-%H%M%S")
+    models = _parse_models(top["models"])
+    target = top["target"]
+    if target is not None and target not in models:
+        _fail("target", f"unknown model {target!r}; known: {', '.join(models)}")
+    if "target" in models and target != "target":
+        _fail("models.target", "the name 'target' is reserved for the workflow's target model (set target: target)")
+    sampler = _parse_sampler(top["sampler"] or {}, device)
+    methods = top["methods"]
+    if not isinstance(methods, list) or not methods:
+        _fail("methods", "expected a non-empty list of methods")
+    parsed = tuple(_parse_method(m, f"methods[{i}]", list(models)) for i, m in enumerate(methods))
+    seen: set[str] = set()
+    for i, m in enumerate(parsed):
+        if m.name in seen:
+            _fail(f"methods[{i}].name", f"duplicate method name {m.name!r}")
+        seen.add(m.name)
+    return Workflow(
+        name=_name(top["name"], "name"), seed=_int(top["seed"], "seed", 0), output=str(top["output"]),
+        run_name=_name(str(top["run_name"]), "run_name"), description=str(top["description"] or ""),
+        schedule=_parse_schedule(top["schedule"] or {}), models=models, target=target,
+        n_samples=_int(top["n_samples"], "n_samples", 1), sampler=sampler, methods=parsed)
+
+
+def _read(source: str | Path | Mapping) -> Any:
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise WorkflowError(f"{path}: not valid YAML: {e}") from None
+
+
+def _parse_schedule(d: Any) -> dict:
+    kind = d.get("kind", "vp") if isinstance(d, Mapping) else None
+    if kind not in _SCHEDULES:
+        _fail("schedule.kind", f"unknown schedule kind {kind!r}; known: {', '.join(_SCHEDULES)}")
+    f = _fields(d, "schedule", {"kind": "vp", **_SCHEDULES[kind][1]})
+    return {"kind": kind, **{k: _float(v, f"schedule.{k}", 0.0, open_lo=True) for k, v in f.items() if k != "kind"}}
+
+
+def build_schedule(spec: Mapping) -> Schedule:
+    cls, _ = _SCHEDULES[spec["kind"]]
+    try:
+        return cls(**{k: v for k, v in spec.items() if k != "kind"})
+    except ValueError as e:
+        raise WorkflowError(f"schedule: {e}") from None
+
+
+def _parse_models(d: Any) -> dict[str, ModelSpec]:
+    if not isinstance(d, Mapping) or not d:
+        _fail("models", "expected a non-empty mapping of model name -> spec")
+    out = {}
+    for name, spec in d.items():
+        path = f"models.{name}"
+        _name(name, path)
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            _fail(f"{path}.kind", "required field is missing")
+        kind = spec["kind"]
+        if kind not in _MODEL_KINDS:
+            _fail(f"{path}.kind", f"unknown model kind {kind!r}; known: {', '.join(sorted(_MODEL_KINDS))}")
+        fields_ = _MODEL_KINDS[kind].fields
+        params = {k: v for k, v in spec.items() if k != "kind"}
+        if fields_ is not None:
+            params = {k: v for k, v in _fields(spec, path, {"kind": REQUIRED, **fields_}).items() if k != "kind"}
+        out[str(name)] = ModelSpec(kind, params)
+    return out
+
+
+def _parse_sampler(d: Any, device: str | None) -> SamplerSpec:
+    f = _fields(d, "sampler", vars(SamplerSpec()))
+    if device is not None:
+        f["device"] = device
+    threads = f["threads"]
+    return SamplerSpec(steps=_int(f["steps"], "sampler.steps", 1),
+                       t_end=_float(f["t_end"], "sampler.t_end", 0.0, 0.5, open_lo=True),
+                       chunk_size=_int(f["chunk_size"], "sampler.chunk_size", 1),
+                       device=_choice(f["device"], "sampler.device", ("cpu", "cuda", "auto")),
+                       threads=None if threads is None else _int(threads, "sampler.threads", 1))
+
+
+def _parse_method(d: Any, path: str, model_names: list[str]) -> MethodSpec:
+    if not isinstance(d, Mapping):
+        _fail(path, f"expected a mapping, got {d!r}")
+    if "operator" not in d:
+        _fail(f"{path}.operator", f"required field is missing; known operators: {', '.join(sorted(_OPERATORS))}")
+    op_name = d["operator"]
+    if op_name not in _OPERATORS:
+        close = difflib.get_close_matches(str(op_name), list(_OPERATORS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        _fail(f"{path}.operator", f"unknown operator {op_name!r}{hint}; known: {', '.join(sorted(_OPERATORS))}")
+    op = _OPERATORS[op_name]
+    f = _fields(d, path, {"name": REQUIRED, "operator": REQUIRED, "models": REQUIRED, **op.options})
+    name = _name(f["name"], f"{path}.name")
+    members = f["models"]
+    if isinstance(members, str):
+        members = [members]
+    if not isinstance(members, list) or not members:
+        _fail(f"{path}.models", f"expected a list of model names, got {members!r}")
+    for m in members:
+        if m not in model_names:
+            _fail(f"{path}.models", f"unknown model {m!r}; known: {', '.join(model_names)}")
+        if members.count(m) > 1:
+            _fail(f"{path}.models", f"model {m!r} is listed twice")
+    k, lo, hi = len(members), op.min_models, op.max_models
+    if k < lo or (hi is not None and k > hi):
+        want = f"exactly {lo}" if lo == hi else f"at least {lo}" + (f" and at most {hi}" if hi else "")
+        _fail(f"{path}.models", f"operator {op_name!r} takes {want} models; got {k}")
+    options = {key: f[key] for key in op.options}
+    if op.check is not None:
+        options = op.check(options, k, model_names, path)
+    return MethodSpec(name, op_name, tuple(members), options)
+
