@@ -2,6 +2,7 @@
 
     molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto]
     molfuse demo [--out DIR] [--name NAME]
+    molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]
     molfuse doctor
 """
 
@@ -62,6 +63,27 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None):
 def run(workflow: Path, out: str | None, name: str | None, device: str | None) -> None:
     """Run a workflow YAML file and write its results folder."""
     _run(workflow, out, name, device)
+
+
+@main.command("train")
+@click.argument("workflow", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", help="Base output folder (overrides the workflow's `output`).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides train.device.")
+def train_command(workflow: Path, out: str | None, device: str | None) -> None:
+    """Train a network from a training workflow YAML; rerun to resume (see molfuse.train_workflow)."""
+    try:
+        from .checkpoints import CheckpointError
+        from .errors import WorkflowError
+        from .training import train_from_workflow
+    except ImportError as e:  # lightning / safetensors missing
+        raise click.ClickException(str(e)) from None
+    try:
+        result = train_from_workflow(workflow, output=out, device=device)
+    except (WorkflowError, CheckpointError) as e:
+        raise click.ClickException(str(e)) from None
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.card.get("final_losses", {}).items())
+    click.echo(f"trained {result.card['steps']} steps; {losses}")
+    click.echo(f"checkpoint: {result.checkpoint}  results: {result.folder}")
 
 
 @main.command()

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .convert import score_fn
+from .convert import PREDICTIONS, prediction_of, score_fn
+from .errors import ConventionError
 from .schedules import Schedule
 
-__all__ = ["dsm_loss"]
+__all__ = ["dsm_loss", "denoising_loss", "drop_condition"]
 
 
 def dsm_loss(
@@ -60,3 +61,79 @@ def dsm_loss(
     xt = alpha * x0 + sigma * eps  # MATH §1 noising path
     s = score_fn(model, schedule)(xt, tb, cond)
     return (sigma * s + eps).pow(2).flatten(1).sum(1)  # MATH §2 sigma^2-weighted DSM
+
+
+def denoising_loss(
+    net: Any,
+    x0: Tensor,
+    schedule: Schedule,
+    cond: Any = None,
+    t: Tensor | float | None = None,
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t_min: float = 1e-3,
+    prediction: str | None = None,
+) -> Tensor:
+    """Per-sample training loss: :func:`dsm_loss` averaged over coordinates (MATH §1, §2).
+
+    Draws ``t ~ U[t_min, 1]`` and ``eps ~ N(0, I)`` from ``generator`` unless given, and
+    returns ``mean_coords ||sigma_t s(x_t, t) + eps||^2`` with ``x_t = alpha_t x0 + sigma_t eps``.
+    For an eps-network this is ``mean ||eps_hat - eps||^2``. Every prediction type (score / eps /
+    x0 / v) is converted to a score by :mod:`molfuse.convert` and trained on this same
+    ``sigma_t^2``-weighted objective, so all of them share one minimiser and one scale
+    (an x0-network's own error is thereby weighted by ``alpha_t^2 / sigma_t^2``, a v-network's
+    by ``alpha_t^2``).
+
+    The mean over coordinates keeps the loss O(1) whatever the data size (a network that
+    predicts 0 scores 1). For DSM values in nats-comparable units (summed over coordinates,
+    as the barycenter fit and the fusion reports use), call :func:`dsm_loss`.
+
+    Args:
+        net: a network ``net(x, t[, cond=])`` with a ``prediction`` attribute.
+        x0: clean data in model space (batch, ...).
+        schedule: the noising convention.
+        cond: optional condition passed to ``net``.
+        t: times (batch,) or a float; drawn when None.
+        eps: noise shaped like ``x0``; drawn when None.
+        generator: source of the draws (on the device of ``x0``).
+        t_min: lower end of the time window (avoids ``sigma_t -> 0``).
+        prediction: the prediction type the caller expects; must equal the net's.
+
+    Returns:
+        (batch,) loss in the dtype of ``x0``.
+
+    Raises:
+        ConventionError: ``prediction`` differs from the net's declared one, or is unknown.
+    """
+    declared = prediction_of(net)
+    if prediction is not None and prediction != declared:
+        raise ConventionError(f"expected a {prediction!r}-network but the net declares prediction={declared!r} "
+                              f"(one of {PREDICTIONS}); fix the net or the caller, never mix silently")
+    if t is None:
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1); got {t_min}")
+        u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+        t = t_min + (1.0 - t_min) * u
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return dsm_loss(net, x0, schedule, t, eps, cond=cond) / x0[0].numel()
+
+
+def drop_condition(cond: Tensor, p: float, null_value: Any, generator: torch.Generator | None = None) -> Tensor:
+    """Classifier-free dropout: each sample's condition becomes ``null_value`` with probability ``p``.
+
+    Args:
+        cond: conditions (batch, ...): class labels (batch,) or property vectors (batch, k).
+        p: drop probability in [0, 1].
+        null_value: the "no condition" value (e.g. the null class index), broadcastable
+            against one sample's condition.
+        generator: source of the Bernoulli draws (on the device of ``cond``).
+
+    Returns:
+        A new tensor like ``cond`` (``cond`` itself is not modified).
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability must lie in [0, 1]; got {p}")
+    drop = torch.rand(cond.shape[0], generator=generator, device=cond.device) < p
+    null = torch.as_tensor(null_value, dtype=cond.dtype, device=cond.device)
+    return torch.where(drop.reshape((-1,) + (1,) * (cond.dim() - 1)), null, cond)

@@ -1,0 +1,126 @@
+"""Checkpoints: safetensors + card round trip, and refusals of tampered or mismatched files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("safetensors")
+pytest.importorskip("lightning")
+
+import molfuse as mf  # noqa: E402
+from molfuse.checkpoints import (CheckpointError, load_model, save_checkpoint, to_data_space,  # noqa: E402
+                                 to_model_space)
+from molfuse.nets import build  # noqa: E402
+from molfuse.training import DiffusionModule  # noqa: E402
+
+ARCH = {"name": "mlp", "config": {"dim": 2, "hidden": 16, "depth": 2, "time_dim": 8, "num_classes": 3}}
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A few hand-driven training steps; returns the module and its saved EMA checkpoint."""
+    torch.manual_seed(0)
+    module = DiffusionModule(build(**ARCH), mf.VPSchedule(), ema_decay=0.5, cond_drop_prob=0.2, null_cond=3)
+    opt = torch.optim.Adam(module.net.parameters(), lr=1e-2)
+    x0, labels = torch.randn(64, 2), torch.randint(0, 3, (64,))
+    for k in range(5):
+        loss = module.batch_loss(module.net, (x0, labels), torch.Generator().manual_seed(k), dropout=True).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        module.update_ema()
+    folder = save_checkpoint(tmp_path / "ckpt", module.ema, {
+        "architecture": ARCH, "schedule": mf.VPSchedule(), "normalisation": {"scale": 2.0, "shift": -1.0},
+        "data": {"kind": "test"}, "seed": 0, "steps": 5, "name": "tiny"})
+    return module, folder
+
+
+def test_round_trip_gives_the_ema_net(trained):
+    module, folder = trained
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.safetensors"]  # no temporary files left
+    model = load_model(folder)
+    x, t, c = torch.randn(10, 2), torch.rand(10), torch.randint(0, 4, (10,))
+    assert torch.equal(model(x, t, cond=c), module.ema(x, t, cond=c))
+    assert not torch.equal(model(x, t, cond=c), module.net(x, t, cond=c))
+    assert model.prediction == "eps" and model.schedule == mf.VPSchedule() and model.name == "tiny"
+    assert model.normalisation == {"scale": 2.0, "shift": -1.0} and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    card = json.loads((folder / "card.json").read_text())
+    assert card["weights"]["sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert card["molfuse_version"] == mf.__version__ and card["architecture"] == ARCH
+    assert load_model(folder / "card.json").card == card  # a card path works too
+
+
+def test_loaded_model_samples(trained):
+    _, folder = trained
+    model = load_model(folder)
+    g = torch.Generator().manual_seed(0)
+    res = mf.sample(mf.bind(model, 1), model.schedule, (32, 2), steps=20, generator=g)
+    assert res.x.shape == (32, 2) and torch.isfinite(res.x).all()
+    back = to_data_space(res.x, model.normalisation)
+    torch.testing.assert_close(to_model_space(back, model.normalisation), res.x)
+
+
+def test_tampered_weights_are_refused(trained):
+    _, folder = trained
+    blob = bytearray((folder / "model.safetensors").read_bytes())
+    blob[-1] ^= 0x01
+    (folder / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256 .* does not match"):
+        load_model(folder)
+
+
+def test_wrong_architecture_config_is_refused(trained):
+    _, folder = trained
+    card = json.loads((folder / "card.json").read_text())
+    card["architecture"]["config"]["hidden"] = 8
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(\d+\): .*inp.weight \(16, 2\) != \(8, 2\)"):
+        load_model(folder)
+    card["architecture"] = {"name": "nope", "config": {}}
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="unknown architecture 'nope'.*mlp"):
+        load_model(folder)
+
+
+def test_missing_keys_are_named(trained):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = trained
+    state = load_file(folder / "model.safetensors")
+    del state["out.1.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, folder / "model.safetensors")
+    card = json.loads((folder / "card.json").read_text())
+    card["weights"]["sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): out.1.bias; unexpected keys \(1\): extra.weight"):
+        load_model(folder)
+
+
+def test_missing_and_foreign_files_are_refused(trained, tmp_path):
+    _, folder = trained
+    with pytest.raises(CheckpointError, match="no checkpoint card"):
+        load_model(tmp_path / "elsewhere")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="is missing"):
+        load_model(folder)
+    (folder / "card.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(CheckpointError, match="not a molfuse checkpoint card"):
+        load_model(folder)
+
+
+def test_save_refuses_a_card_that_would_not_load(tmp_path):
+    net = build(**ARCH)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        save_checkpoint(tmp_path, net, {"architecture": {**ARCH, "config": {**ARCH["config"], "hidden": 8}},
+                                        "schedule": mf.VPSchedule()})
+    with pytest.raises(CheckpointError, match="needs 'schedule'"):
+        save_checkpoint(tmp_path, net, {"architecture": ARCH})
+    with pytest.raises(CheckpointError, match="prediction must be one of"):
+        save_checkpoint(tmp_path, net, {"architecture": ARCH, "schedule": mf.VPSchedule(), "prediction": "noise"})
+    assert not any(tmp_path.iterdir())

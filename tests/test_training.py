@@ -1,0 +1,233 @@
+"""Training: the pure loss, label dropout, EMA, the lightning loop, resume, `molfuse train`."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from torch.utils.data import TensorDataset
+
+pytest.importorskip("lightning")
+pytest.importorskip("safetensors")
+
+from molfuse import ConventionError, GaussianMixture, VPSchedule, WorkflowError, cli  # noqa: E402
+from molfuse.checkpoints import load_model, read_card  # noqa: E402
+from molfuse.losses import denoising_loss, drop_condition, dsm_loss  # noqa: E402
+from molfuse.nets import build  # noqa: E402
+from molfuse.training import DiffusionModule, StepBatches, TrainConfig, train  # noqa: E402
+
+ARCH = {"name": "mlp", "config": {"dim": 2, "hidden": 32, "depth": 2, "time_dim": 16}}
+GM = GaussianMixture([[-2.0, 0.0], [2.0, 0.5]], [0.3, 0.3])
+
+
+class Wrapped:
+    """``GM`` re-expressed as an eps / x0 / v predictor (MATH §1), to check the conversions."""
+
+    def __init__(self, prediction: str):
+        self.prediction, self.schedule = prediction, GM.schedule
+
+    def __call__(self, x, t, cond=None):
+        a, s = self.schedule.alpha(t).to(x.dtype)[:, None], self.schedule.sigma(t).to(x.dtype)[:, None]
+        eps = -s * GM(x, t)
+        x0 = (x - s * eps) / a
+        return {"eps": eps, "x0": x0, "v": a * eps - s * x0}[self.prediction]
+
+
+def _data(n: int = 512, seed: int = 0) -> TensorDataset:
+    return TensorDataset(GM.sample(n, torch.Generator().manual_seed(seed)).float())
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=40, batch_size=64, lr=3e-3, ema_decay=0.9, log_every=10, checkpoint_every=10, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _train(tmp, steps: int, **kw):
+    torch.manual_seed(0)
+    return train(build(**ARCH), _data(), VPSchedule(), _config(steps=steps, **kw), tmp,
+                 card_extra={"architecture": ARCH, "data": {"kind": "test"}}, progress=False)
+
+
+# ---------------------------------------------------------------- the pure loss
+def test_denoising_loss_of_eps_net_is_eps_mse():
+    net = build(**ARCH)
+    torch.nn.init.normal_(net.out[1].weight)
+    g = torch.Generator().manual_seed(0)
+    x0, t, eps = torch.randn(16, 2, generator=g), torch.rand(16, generator=g) * 0.9 + 0.05, torch.randn(16, 2, generator=g)
+    sch = VPSchedule()
+    xt = sch.alpha(t).float()[:, None] * x0 + sch.sigma(t).float()[:, None] * eps
+    expected = (net(xt, t) - eps).pow(2).mean(1)
+    torch.testing.assert_close(denoising_loss(net, x0, sch, t=t, eps=eps), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_every_prediction_type_gives_the_same_loss(prediction):
+    g = torch.Generator().manual_seed(1)
+    x0 = GM.sample(64, g)
+    t, eps = 0.05 + 0.9 * torch.rand(64, generator=g, dtype=torch.float64), torch.randn(64, 2, generator=g, dtype=torch.float64)
+    ref = dsm_loss(GM, x0, GM.schedule, t, eps) / 2  # mean over the 2 coordinates
+    torch.testing.assert_close(denoising_loss(Wrapped(prediction), x0, GM.schedule, t=t, eps=eps), ref)
+
+
+def test_denoising_loss_draws_are_seeded_and_prediction_checked():
+    net = build(**ARCH)
+    x0 = torch.randn(8, 2)
+    a = denoising_loss(net, x0, VPSchedule(), generator=torch.Generator().manual_seed(3))
+    b = denoising_loss(net, x0, VPSchedule(), generator=torch.Generator().manual_seed(3))
+    assert a.shape == (8,) and torch.equal(a, b)
+    with pytest.raises(ConventionError, match="declares prediction='eps'"):
+        denoising_loss(net, x0, VPSchedule(), prediction="v")
+
+
+def test_drop_condition_replaces_the_expected_fraction():
+    labels = torch.randint(0, 10, (20000,), generator=torch.Generator().manual_seed(0))
+    out = drop_condition(labels, 0.3, 10, torch.Generator().manual_seed(1))
+    dropped = out == 10
+    assert abs(dropped.float().mean().item() - 0.3) < 4 * (0.3 * 0.7 / 20000) ** 0.5
+    assert torch.equal(out[~dropped], labels[~dropped]) and labels.max() < 10  # input untouched
+    assert torch.equal(drop_condition(labels, 0.0, 10), labels)
+    assert bool((drop_condition(labels, 1.0, 10) == 10).all())
+    props = torch.ones(1000, 3)
+    vec = drop_condition(props, 0.5, 0.0, torch.Generator().manual_seed(2))
+    rows = vec.sum(1)
+    assert set(rows.unique().tolist()) == {0.0, 3.0}  # whole rows are dropped
+
+
+# ---------------------------------------------------------------- EMA, batches, config
+def test_ema_is_the_bias_corrected_average():
+    d = 0.8
+    module = DiffusionModule(build(**ARCH), VPSchedule(), ema_decay=d)
+    thetas = []
+    for k in range(4):
+        with torch.no_grad():
+            for p in module.net.parameters():
+                p.add_(0.1 * (k + 1))
+        thetas.append([p.detach().clone() for p in module.net.parameters()])
+        module.update_ema()
+    # after K updates: ema = sum_j (1 - d) d^(K - j) theta_j / (1 - d^K), nothing of the initial weights
+    K = len(thetas)
+    for i, e in enumerate(module.ema.parameters()):
+        expected = sum((1 - d) * d ** (K - j) * th[i] for j, th in enumerate(thetas, 1)) / (1 - d**K)
+        torch.testing.assert_close(e, expected)
+    assert int(module.ema_updates) == K
+    assert not any(p.requires_grad for p in module.ema.parameters())
+    assert any(not torch.equal(e, p) for e, p in zip(module.ema.parameters(), module.net.parameters()))
+    with pytest.raises(WorkflowError, match="ema_decay: must be < 1"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_step_batches_depend_only_on_seed_and_step():
+    full = [b.tolist() for b in islice(StepBatches(10, 4, seed=5), 8)]
+    assert [b.tolist() for b in islice(StepBatches(10, 4, seed=5, start=5), 3)] == full[5:8]
+    assert all(len(b) == 4 for b in full) and sorted(full[0] + full[1]) == sorted(set(full[0] + full[1]))
+    big = next(iter(StepBatches(3, 7, seed=0)))  # batch larger than the data: permutations concatenated
+    assert len(big) == 7 and set(big.tolist()) == {0, 1, 2}
+
+
+def test_train_config_errors_name_the_field():
+    with pytest.raises(WorkflowError, match="TrainConfig.lr"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(WorkflowError, match=r"train.lrr: unknown key \(did you mean 'lr'\?\)"):
+        TrainConfig.from_dict({"lrr": 0.1})
+    assert TrainConfig.from_dict({"lr": "1e-3", "steps": 5}).lr == 1e-3  # YAML 1.1 reads 1e-3 as text
+
+
+# ---------------------------------------------------------------- the lightning loop
+def test_training_reduces_the_loss_and_ships_the_ema(tmp_path):
+    ckpt = _train(tmp_path, 120, val_fraction=0.1)
+    card, _ = read_card(ckpt)
+    losses = card["final_losses"]
+    # the output layer starts at zero, so the initial loss is mean(eps^2) = 1
+    assert losses["raw_train_loss"] < 0.5 and losses["ema_train_loss"] < 0.6 and losses["ema_val_loss"] < 0.6
+    assert losses["ema_train_loss"] != losses["raw_train_loss"]  # EMA weights differ from the raw ones
+    assert card["steps"] == 120 and card["session"]["resumed_from_step"] == 0
+    assert (tmp_path / "last.ckpt").is_file() and (tmp_path / "logs" / "version_0" / "metrics.csv").is_file()
+    model = load_model(ckpt)
+    assert model.prediction == "eps" and model.schedule == VPSchedule()
+
+
+def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    step = DiffusionModule.training_step
+
+    def crash_at_25(self, batch, batch_idx):
+        if self.global_step == 25:
+            raise RuntimeError("simulated crash")
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(DiffusionModule, "training_step", crash_at_25)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _train(a, 40)  # last.ckpt holds step 20 (checkpoint_every = 10)
+    ckpt = _train(a, 40)
+    card, _ = read_card(ckpt)
+    assert card["steps"] == 40 and card["session"]["resumed_from_step"] == 20 and card["session"]["steps"] == 20
+    straight = _train(b, 40)
+    x, t = torch.randn(32, 2), torch.rand(32)
+    torch.testing.assert_close(load_model(ckpt)(x, t), load_model(straight)(x, t), rtol=0, atol=0)
+    more = _train(a, 50)  # rerun with more steps: continues from 40
+    assert read_card(more)[0]["session"]["resumed_from_step"] == 40 and read_card(more)[0]["steps"] == 50
+    assert len(list((a / "logs").glob("version_*"))) == 3
+    with pytest.raises(WorkflowError, match="train.lr"):
+        _train(a, 60, lr=1e-2)  # another run in the same folder is refused
+    with pytest.raises(WorkflowError, match="step 50 > steps = 30"):
+        _train(a, 30)
+
+
+def test_labels_are_used_only_by_a_conditional_net(tmp_path):
+    x = _data(128).tensors[0]
+    labelled = TensorDataset(x, (x[:, 0] > 0).long())
+    ckpt = train(build(**ARCH), labelled, VPSchedule(), _config(steps=5), tmp_path / "u",
+                 progress=False)  # unconditional: labels ignored; the architecture comes from net.architecture
+    assert read_card(ckpt)[0]["conditioning"] == {"labels": False, "null_cond": None, "cond_drop_prob": 0.0}
+    with pytest.raises(WorkflowError, match="train.cond_drop_prob: .*the data have no labels"):
+        train(build(**ARCH), TensorDataset(x), VPSchedule(), _config(steps=5, cond_drop_prob=0.1), tmp_path / "v",
+              card_extra={"architecture": ARCH}, progress=False)
+
+
+# ---------------------------------------------------------------- the workflow and the command
+TINY = {
+    "name": "tinytrain", "seed": 2,
+    "architecture": {"name": "mlp", "config": {"dim": 2, "hidden": 32, "depth": 1, "time_dim": 16, "num_classes": 2}},
+    "data": {"kind": "gaussian_mixture_samples", "means": [[-2, 0], [2, 0]], "covs": [0.3, 0.3], "n": 256,
+             "labels": True},
+    "train": {"steps": 30, "batch_size": 64, "lr": "2e-3", "ema_decay": 0.9, "cond_drop_prob": 0.2,
+              "log_every": 5, "checkpoint_every": 10, "val_fraction": 0.2, "threads": 1, "device": "cpu"},
+}
+
+
+def test_molfuse_train_writes_the_results_folder(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    res = CliRunner().invoke(cli.main, ["train", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "out" / "tinytrain"
+    for f in ("config.yaml", "provenance.json", "metrics.csv", "training_log.csv", "loss_curve.png", "summary.md",
+              "last.ckpt", "checkpoint/model.safetensors", "checkpoint/card.json"):
+        assert (folder / f).is_file(), f
+    assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["lr"] == 2e-3
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["seeds"]["workflow"] == 2 and len(prov["checkpoints"]) == 2
+    model = load_model(folder / "checkpoint")
+    assert model.card["data"]["labels"] and model.card["training"]["cond_drop_prob"] == 0.2
+    assert model(torch.zeros(3, 2), torch.full((3,), 0.5), cond=torch.tensor([0, 1, 2])).shape == (3, 2)
+    assert "checkpoint:" in res.output
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"architecture": {"name": "nope"}}, "architecture.name"),
+    ({"data": {"kind": "nope"}}, "data.kind"),
+    ({"data": {**TINY["data"], "n": 0}}, "data.n"),
+    ({"train": {"steps": 0}}, "train.steps"),
+    ({"train": {"seed": 1}}, "train.seed"),
+    ({"architecture": {"name": "mlp", "config": {"dim": 2, "widht": 3}}}, "architecture.config"),
+])
+def test_molfuse_train_reports_workflow_errors(tmp_path, change, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **change}))
+    res = CliRunner().invoke(cli.main, ["train", str(path), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and field in res.output, res.output
