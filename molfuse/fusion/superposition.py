@@ -53,13 +53,16 @@ def or_weights(log_q: Tensor, temperature: float, bias: Tensor) -> Tensor:
 
 
 def and_weights(s: Tensor, noise: Tensor, dtau: float, g2: float, bias: Tensor,
-                tol: float = 1e-8, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                tol: float = 1e-8, extra: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """AND: κ (Σκ = 1, not clipped) equalising every member's Itô increment (MATH §4).
 
-    With ``a_ij = g² Δτ ⟨s^j, s^i⟩`` and ``b_i = −½ g² Δτ ‖s^i‖² + ⟨g sqrt(Δτ) z, s^i⟩ − ℓ_i Δτ``
-    (terms common to all members cancel), solve ``[A, −1; 1ᵀ, 0][κ; d] = [−b; 1]`` per
-    sample. When the member scores are (numerically) affinely dependent — near t = 1 all
-    models agree — the system is singular: fall back to equal weights.
+    With ``c = g² Δτ``, ``a_ij = c ⟨s^j, s^i⟩`` and ``b_i = −½ c ‖s^i‖² + ⟨g sqrt(Δτ) z, s^i⟩ − ℓ_i Δτ``
+    (terms common to all members cancel), MATH §4 solves ``[A, −1; 1ᵀ, 0][κ; d] = [−b; 1]``.
+    Eliminating ``d`` and ``κ_K = 1 − Σ_{j<K} κ_j`` leaves the (K−1)×(K−1) symmetric system
+    in the score differences ``Δ_i = s^i − s^K``:
+    ``⟨Δ_i, Δ_j⟩ κ_j = (b_K − b_i) / c − ⟨Δ_i, s^K⟩`` (K = 2: the closed form), solved by
+    Cholesky. When the differences are (numerically) dependent — identical members, or all
+    models agreeing near t = 1 — the Cholesky pivot vanishes: fall back to equal weights.
 
     Args:
         s: (n, K, D) member scores at the pre-step point, float64.
@@ -69,33 +72,30 @@ def and_weights(s: Tensor, noise: Tensor, dtau: float, g2: float, bias: Tensor,
             :func:`and_ito_correction`), so the corrected increments are the ones equalised.
 
     Returns:
-        κ (n, K) and a (n,) bool mask of fallbacks.
+        κ (n, K); a (n,) bool mask of fallbacks; and (n, K) the member-specific part of each
+        Itô increment after the step, ``−½ c ‖s^i‖² + c ⟨Σ_j κ_j s^j, s^i⟩ + ⟨noise, s^i⟩``
+        (+ ``extra``), from the Gram matrix (add ``D Δτ dlogα`` for the full increment).
     """
     n, k, _ = s.shape
-    gram = torch.einsum("nid,njd->nij", s, s)
-    A = g2 * dtau * gram
-    b = -0.5 * g2 * dtau * torch.diagonal(gram, dim1=1, dim2=2) + torch.einsum("nd,nid->ni", noise, s) - bias * dtau
-    if extra is not None:
-        b = b + extra
-    diff = s[:, :-1] - s[:, -1:]  # (n, K-1, D): the system is singular iff these are dependent
-    dgram = torch.einsum("nid,njd->nij", diff, diff)
+    c = g2 * dtau
+    gram = torch.einsum("nid,njd->nij", s, s)  # (n, K, K)
+    zs = torch.einsum("nd,nid->ni", noise, s)
+    own = -0.5 * c * torch.diagonal(gram, dim1=1, dim2=2) + zs + (0.0 if extra is None else extra)
+    b = own - bias * dtau
+    last = gram[:, :, -1]  # <s^i, s^K>
+    dgram = (gram - last[:, :, None] - last[:, None, :] + gram[:, -1:, -1:])[:, :-1, :-1]
+    rhs = (b[:, -1:] - b[:, :-1]) / c - (last[:, :-1] - gram[:, -1:, -1])
+    chol, info = torch.linalg.cholesky_ex(dgram)
     scale = torch.diagonal(gram, dim1=1, dim2=2).amax(1).clamp_min(1e-300)
-    if k == 2:  # closed form: κ_1 = (b_2 − b_1 + A_22 − A_12) / (g² Δτ ‖s^1 − s^2‖²)
-        k1 = (b[:, 1] - b[:, 0] + A[:, 1, 1] - A[:, 0, 1]) / (g2 * dtau * dgram[:, 0, 0])
-        kappa = torch.stack([k1, 1.0 - k1], dim=1)
-        low = dgram[:, 0, 0]
-    else:
-        m = torch.zeros(n, k + 1, k + 1, dtype=s.dtype, device=s.device)
-        m[:, :k, :k], m[:, :k, k], m[:, k, :k] = A, -1.0, 1.0
-        rhs = torch.cat([-b, torch.ones(n, 1, dtype=s.dtype, device=s.device)], dim=1)
-        low = torch.linalg.eigvalsh(dgram)[:, 0]
-        ok_rows = low > tol * scale
-        kappa = torch.full((n, k), 1.0 / k, dtype=s.dtype, device=s.device)
-        if ok_rows.any():
-            kappa[ok_rows] = torch.linalg.solve(m[ok_rows], rhs[ok_rows][..., None])[:, :k, 0]
-    bad = (low <= tol * scale) | ~torch.isfinite(kappa).all(1)
+    pivot = torch.diagonal(chol, dim1=1, dim2=2).pow(2).amin(1)
+    bad = (info != 0) | ~(pivot > tol * scale)
+    safe = torch.where(bad[:, None, None], torch.eye(k - 1, dtype=s.dtype, device=s.device), chol)
+    head = torch.cholesky_solve(rhs[..., None], safe)[..., 0]
+    kappa = torch.cat([head, 1.0 - head.sum(1, keepdim=True)], dim=1)
+    bad = bad | ~torch.isfinite(kappa).all(1)
     kappa = torch.where(bad[:, None], torch.full_like(kappa, 1.0 / k), kappa)
-    return kappa, bad
+    inc = own + c * torch.einsum("nij,nj->ni", gram, kappa)
+    return kappa, bad, inc
 
 
 def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau: float,
@@ -183,6 +183,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
     offset = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
     fallbacks = torch.zeros(x.shape[0], dtype=torch.long, device=device)
     kappa = torch.full((x.shape[0], k), 1.0 / k, dtype=torch.float64, device=device)
+    d, kshape = x[0].numel(), (x.shape[0], k, *([1] * (x.dim() - 1)))
     ts = time_grid(steps, t_end)
     for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"superpose[{mode}]"):
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
@@ -194,17 +195,17 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         noise = (g2 * dtau) ** 0.5 * gaussian(x.shape, generator, device, dtype)
         if mode == "or":
             kappa = or_weights(log_q, temperature, ell)
+            dx = (-dla * x + g2 * (kappa.to(s.dtype).reshape(kshape) * s).sum(1)) * dtau + noise
+            log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2)  # MATH §3, same Δx for every member
         else:
             s64 = s.reshape(x.shape[0], k, -1).to(torch.float64)
-            kappa, bad = and_weights(s64, noise.reshape(x.shape[0], -1).to(torch.float64), dtau, g2, ell, tol, corr)
+            z64 = noise.reshape(x.shape[0], -1).to(torch.float64)
+            kappa, bad, inc = and_weights(s64, z64, dtau, g2, ell, tol, corr)
+            if corr is not None:  # fallback rows (equal κ, full noise) take no correction
+                inc = inc - torch.where(bad[:, None], corr, torch.zeros_like(corr))
             fallbacks += bad.long()
-            if corr is not None:
-                corr = torch.where(bad[:, None], torch.zeros_like(corr), corr)
-        kx = kappa.to(s.dtype).reshape(x.shape[0], k, *([1] * (x.dim() - 1)))
-        dx = (-dla * x + g2 * (kx * s).sum(1)) * dtau + noise
-        log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2)  # MATH §3, same Δx for every member
-        if corr is not None:
-            log_q = log_q + corr
+            dx = (-dla * x + g2 * (kappa.to(s.dtype).reshape(kshape) * s).sum(1)) * dtau + noise
+            log_q = log_q + d * dtau * dla + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
         x = (x + dx).detach()

@@ -55,11 +55,20 @@ def _increments(s, z, kappa, dtau=0.01, g2=3.0):
 def test_and_weights_solve_the_linear_system(k):
     g = torch.Generator().manual_seed(0)
     s, z = torch.randn(7, k, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
-    kappa, bad = fusion.and_weights(s, z, 0.01, 3.0, torch.zeros(k, dtype=torch.float64))
+    kappa, bad, inc_gram = fusion.and_weights(s, z, 0.01, 3.0, torch.zeros(k, dtype=torch.float64))
     assert not bad.any()
     assert torch.allclose(kappa.sum(1), torch.ones(7, dtype=torch.float64))
     inc = _increments(s, z, kappa)
     assert torch.allclose(inc - inc[:, :1], torch.zeros_like(inc), atol=1e-9)
+    assert torch.allclose(inc_gram, inc, atol=1e-12)  # the Gram-form increment is the Itô one
+    # MATH §4's bordered system gives the same κ
+    c = 0.03
+    gram = torch.einsum("nid,njd->nij", s, s)
+    b = -0.5 * c * torch.diagonal(gram, dim1=1, dim2=2) + torch.einsum("nd,nid->ni", z, s)
+    m = torch.zeros(7, k + 1, k + 1, dtype=torch.float64)
+    m[:, :k, :k], m[:, :k, k], m[:, k, :k] = c * gram, -1.0, 1.0
+    rhs = torch.cat([-b, torch.ones(7, 1, dtype=torch.float64)], 1)
+    assert torch.allclose(torch.linalg.solve(m, rhs[..., None])[:, :k, 0], kappa, atol=1e-9)
 
 
 def test_or_log_q_tracks_exact_density(sched):
