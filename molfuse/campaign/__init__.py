@@ -10,6 +10,10 @@ Schema (``?`` = optional, default after ``=``)::
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
     models:                      # required, name -> spec; kinds are a registry (register_model_kind)
       a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
+      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label> | null}
+                                 # path: absolute, or relative to the repository root (not the
+                                 # workflow file's folder); the card must match `schedule`; cond is
+                                 # bound with molfuse.bind; shape from the card (data.shape / arch)
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
     n_samples?: int = 1000       # per method
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null}
@@ -24,6 +28,15 @@ Schema (``?`` = optional, default after ``=``)::
       - {name, operator: ensemble, models: [...], rule?: mean|weighted|median|trimmed|sum = mean,
          weights?: [...] (weighted only), trim?: 0.2 (trimmed only)}
       - {name, operator: random_choice, models: [...], weights?: [p_i] = uniform}
+    evaluation?:                 # image models only (an error for vectors)
+      target_classes?: {7: 0.6, 9: 0.4}   # class -> weight: class_mixture_tv, coverage
+      reference_classes?: [7, 9]          # real test images for feature_frechet (default: target's, else all)
+      classifier?: <folder>               # default the shipped models/images/classifier
+
+Evaluation is chosen by the models' modality (``modality_of``; ``register_evaluator``):
+``vectors`` (exact log q, ``evaluation/vectors.py``; samples/<method>.npy (N, D)) or
+``images`` (digit classifier, ``modalities/images/evaluate.py``; samples/<method>.npy
+(N, H, W) in [0, 1], samples/<method>.png, class fractions, TV, coverage, feature Fréchet).
 
 Every error is a :class:`~molfuse.errors.WorkflowError` naming the field path, e.g.
 ``methods[2].models: unknown model 'c'; known: a, b``. Unknown keys are errors (typos).
@@ -35,21 +48,24 @@ folder keeps finished chunks; a rerun with a different resolved config is refuse
 
 Modules, each importing only ones listed before it: ``checks`` (field checks), ``registry``
 (extension points), ``spec`` (dataclasses, load_workflow), ``kinds`` (model kinds),
-``operators`` (built-in operators), ``files`` (atomic writes), ``report`` (picture,
+``operators`` (built-in operators), ``files`` (atomic writes), ``evaluators`` (built-in
+evaluators), ``report`` (picture,
 provenance, summary), ``run`` (run_workflow, chunks, resume).
 """
 
 from __future__ import annotations
 
+from . import evaluators  # noqa: F401  (registers the built-in evaluators)
 from . import operators  # noqa: F401  (registers the built-in operators)
 from .checks import REQUIRED
-from .kinds import build_models, data_shape
-from .registry import (Draw, ModelKind, Operator, Prepared, RunContext, derive_seed, register_model_kind,
-                       register_operator)
-from .registry import _MODEL_KINDS, _OPERATORS  # noqa: F401  (the registries themselves; tests patch them)
+from .kinds import CheckpointModel, build_models, checkpoint_path, data_shape
+from .registry import (Draw, Evaluated, Evaluator, ModelKind, Operator, Prepared, RunContext, derive_seed,
+                       modality_of, register_evaluator, register_model_kind, register_operator)
+from .registry import _EVALUATORS, _MODEL_KINDS, _OPERATORS  # noqa: F401  (the registries; tests patch them)
 from .run import RunResult, run_workflow
 from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow, build_schedule, load_workflow
 
 __all__ = ["REQUIRED", "Workflow", "ModelSpec", "MethodSpec", "SamplerSpec", "ModelKind", "Operator", "RunContext",
-           "Draw", "Prepared", "RunResult", "register_model_kind", "register_operator", "load_workflow",
-           "build_schedule", "build_models", "data_shape", "derive_seed", "run_workflow"]
+           "Draw", "Prepared", "RunResult", "Evaluator", "Evaluated", "CheckpointModel", "register_model_kind",
+           "register_operator", "register_evaluator", "modality_of", "load_workflow", "build_schedule",
+           "build_models", "checkpoint_path", "data_shape", "derive_seed", "run_workflow"]

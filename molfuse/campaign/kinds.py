@@ -1,7 +1,8 @@
-"""Model kinds: the built-in ``gaussian_mixture``, building a workflow's models, their sample shape."""
+"""Model kinds: the built-in ``gaussian_mixture`` and ``checkpoint``, building a workflow's models, their sample shape."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..errors import WorkflowError
@@ -31,6 +32,78 @@ def _gaussian_mixture(spec: dict, schedule: Schedule) -> GaussianMixture:
 
 
 register_model_kind("gaussian_mixture", _gaussian_mixture, {"means": REQUIRED, "covs": REQUIRED, "weights": None})
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # relative checkpoint paths start here
+
+
+class CheckpointModel:
+    """A shipped checkpoint as a campaign model: the loaded net (bound to ``cond`` with
+    :func:`molfuse.bind` when given) plus what a run needs from its card.
+
+    Attributes: ``sample_shape`` (e.g. (1, 28, 28)), ``normalisation`` (``x_model = scale *
+    x_data + shift``), ``card``, ``checkpoint`` (weights file, hashed into provenance),
+    ``modality`` (the card's, else None: :func:`~.registry.modality_of` reads the shape).
+    """
+
+    def __init__(self, model: Any, card: dict, checkpoint: Path, sample_shape: tuple[int, ...], cond: Any = None):
+        self.model, self.card, self.checkpoint, self.cond = model, card, checkpoint, cond
+        self.prediction, self.schedule = model.prediction, model.schedule
+        self.normalisation, self.sample_shape = dict(card["normalisation"]), sample_shape
+        self.modality = card.get("modality")
+        self.name = None  # build_models names it after the workflow's key
+
+    def __call__(self, x, t, cond: Any = None):
+        return self.model(x, t) if cond is None else self.model(x, t, cond=cond)
+
+    def __repr__(self) -> str:
+        cond = "" if self.cond is None else f", cond={self.cond!r}"
+        return f"CheckpointModel({str(self.checkpoint.parent)!r}{cond}, shape={self.sample_shape})"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """An absolute path as is; a relative one from the repository root (``models/images/<name>``
+    works from any working directory)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def card_shape(card: dict) -> tuple[int, ...]:
+    """One sample's shape from a card: ``data.shape`` if recorded, else the architecture config
+    (``channels, image_size`` for images; ``dim`` for vectors)."""
+    shape = (card.get("data") or {}).get("shape") if isinstance(card.get("data"), dict) else None
+    cfg = card["architecture"]["config"]
+    if shape is None and "image_size" in cfg:
+        shape = [cfg.get("channels", 1), cfg["image_size"], cfg["image_size"]]
+    if shape is None and "dim" in cfg:
+        shape = [cfg["dim"]]
+    if shape is None:
+        raise ValueError("the card declares no sample shape (data.shape, or image_size / dim in the architecture)")
+    return tuple(int(s) for s in shape)
+
+
+def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
+    from .. import bind
+    from ..checkpoints import load_model
+    from ..nets import unet as _unet  # noqa: F401  (registers the "unet" architecture)
+
+    if not isinstance(spec["path"], (str, Path)):
+        raise ValueError(f"path: expected a checkpoint folder, got {spec['path']!r}")
+    net = load_model(checkpoint_path(spec["path"]))
+    if net.schedule != schedule:
+        raise ValueError(f"the checkpoint was trained with {net.schedule!r} but the workflow uses {schedule!r}; "
+                         f"set the workflow's schedule to {net.schedule.config()}")
+    cond = spec["cond"]
+    if cond is not None:
+        classes = getattr(net, "num_classes", None)
+        if isinstance(cond, bool) or not isinstance(cond, int) or cond < 0:
+            raise ValueError(f"cond: expected a class label (an integer >= 0) or null; got {cond!r}")
+        if not classes or cond >= classes:
+            raise ValueError(f"cond: {cond} is not a class of this net (it has {classes or 'no'} classes)")
+    model = bind(net, cond) if cond is not None else net
+    return CheckpointModel(model, net.card, net.checkpoint, card_shape(net.card), cond)
+
+
+register_model_kind("checkpoint", _checkpoint, {"path": REQUIRED, "cond": None})  # CheckpointError is a ValueError
 
 
 def build_models(wf: Workflow, schedule: Schedule) -> dict[str, Any]:

@@ -1,16 +1,19 @@
-"""Extension points: model kinds, operators and schedules by name, and what an operator gets and returns."""
+"""Extension points: model kinds, operators, evaluators and schedules by name, and what they get and return."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
 from ..sampling import sample
 from ..schedules import Schedule, VPSchedule
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # ---------------------------------------------------------------- registries
@@ -44,8 +47,26 @@ class Operator:
     max_models: int | None = None
 
 
+@dataclass(frozen=True)
+class Evaluator:
+    """How to evaluate one modality's samples (chosen by :func:`modality_of` of a method's models).
+
+    ``evaluate(wf, method, run, models) -> Evaluated`` runs once per method after sampling;
+    ``run`` holds the model-space samples ``x`` (n, ...) and their ``seed`` / ``chunk`` per
+    sample (plus ``ito``, ``fallbacks``, ``chosen`` when the operator gave them). It writes
+    ``samples/<method>.npy`` in the modality's format. ``check(wf, models) -> None`` runs
+    before sampling and raises a WorkflowError for settings the modality cannot use.
+    ``notes`` is the paragraph under the metrics table in ``summary.md``.
+    """
+
+    evaluate: Callable[..., "Evaluated"]
+    check: Callable[..., None] | None = None
+    notes: str = ""
+
+
 _MODEL_KINDS: dict[str, ModelKind] = {}
 _OPERATORS: dict[str, Operator] = {}
+_EVALUATORS: dict[str, Evaluator] = {}
 _SCHEDULES: dict[str, tuple[Callable[..., Schedule], dict]] = {"vp": (VPSchedule, {"beta_min": 0.1, "beta_max": 20.0})}
 
 
@@ -64,6 +85,24 @@ def register_operator(name: str, prepare: Callable[..., "Prepared"], options: Ma
     if name in _OPERATORS and not replace:
         raise ValueError(f"operator {name!r} is already registered (pass replace=True)")
     _OPERATORS[name] = Operator(prepare, dict(options or {}), check, min_models, max_models)
+
+
+def register_evaluator(modality: str, evaluate: Callable[..., "Evaluated"], check: Callable[..., None] | None = None,
+                       notes: str = "", replace: bool = False) -> None:
+    """Evaluate methods whose models have modality ``modality`` with ``evaluate`` (see :class:`Evaluator`)."""
+    if modality in _EVALUATORS and not replace:
+        raise ValueError(f"evaluator for modality {modality!r} is already registered (pass replace=True)")
+    _EVALUATORS[modality] = Evaluator(evaluate, check, notes)
+
+
+def modality_of(model: Any) -> str:
+    """``model.modality``, else its card's ``modality``, else ``"images"`` for a (C, H, W)
+    sample shape and ``"vectors"`` otherwise."""
+    declared = getattr(model, "modality", None) or (getattr(model, "card", None) or {}).get("modality")
+    if declared:
+        return str(declared)
+    shape = getattr(model, "sample_shape", None)
+    return "images" if shape is not None and len(shape) == 3 else "vectors"
 
 
 # ---------------------------------------------------------------- what an operator gets and returns
@@ -106,6 +145,17 @@ class Prepared:
     draw: Callable[[int, torch.Generator], Draw]
     weights: list[float] | None = None
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Evaluated:
+    """One method's evaluation: ``per_sample.csv`` rows (from ``id, method, index, chunk, seed,
+    valid, reason``), its ``metrics.csv`` row (the runner adds method, operator, models,
+    weights and wall time) and pictures (paths relative to the run folder) for ``summary.md``."""
+
+    table: "pd.DataFrame"
+    row: dict
+    pictures: list[str] = field(default_factory=list)
 
 
 def derive_seed(seed: int, *parts: Any) -> int:

@@ -102,7 +102,9 @@ def _provenance(wf: Workflow, models: dict, prepared: dict, runs: dict, dev: tor
     }
 
 
-def _summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, picture: str | None) -> str:
+def _summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, picture: str | None, notes: list[str],
+             pictures: list[str] = (), modalities: set[str] = frozenset({"vectors"})) -> str:
+    """summary.md: what ran, the tables, the evaluators' ``notes``, the pictures, caveats."""
     from ..evaluation.vectors import markdown_table
 
     git = prov["git"].get("commit")
@@ -121,17 +123,23 @@ def _summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, picture: str | Non
              "weights": "" if m["weights"] is None else "/".join(f"{w:.3f}" for w in m["weights"])}
             for m in prov["methods"]]
     lines += [markdown_table(pd.DataFrame(rows)), "", "## Metrics", "", markdown_table(metrics), ""]
-    lines += ["Log-densities in nats, exact ones at t_end. `share_<m>`: share of samples whose highest exact "
-              "density is member m's (denominator: all n). `ito_abs_err_nats_<m>`: mean |Itô − exact|. "
-              "`mean_abs_log_q_gap_nats`: mean |log q_a − log q_b| (small for AND).", ""]
+    lines += [x for note in notes for x in (note, "")]
     if picture:
         lines += ["## Picture", "", f"![samples over member density contours]({picture})", ""]
-    return "\n".join(lines + ["## Caveats", ""] + [f"- {c}" for c in _caveats(wf, metrics, prov)]) + "\n"
+    if pictures:
+        lines += ["## Samples", ""] + [f"![{p}]({p})" for p in pictures] + [""]
+    return "\n".join(lines + ["## Caveats", ""] + [f"- {c}" for c in _caveats(wf, metrics, prov, modalities)]) + "\n"
 
 
-def _caveats(wf: Workflow, metrics: pd.DataFrame, prov: dict) -> list[str]:
+def _caveats(wf: Workflow, metrics: pd.DataFrame, prov: dict, modalities: set[str] = frozenset({"vectors"})) -> list[str]:
     ops = {m.operator for m in wf.methods}
-    out = [f"Exact log q is evaluated at t_end = {wf.sampler.t_end} (where the sampler stops), not at t = 0."]
+    out = []
+    if "vectors" in modalities:
+        out.append(f"Exact log q is evaluated at t_end = {wf.sampler.t_end} (where the sampler stops), not at t = 0.")
+    if "images" in modalities:
+        out.append(f"Image metrics read {wf.n_samples} samples per method through a small digit classifier; "
+                   "feature_frechet is biased upwards when n is below its 128 feature dimensions, so compare it "
+                   "between methods at equal n only. Itô log q columns are in model space (nats).")
     if ops & {"barycenter", "ensemble"}:
         out.append("Itô densities are tracked along single-model, superposition and random-choice paths only; "
                    "barycenter and ensemble paths report exact densities only.")

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 from ..errors import WorkflowError
 from .checks import _at, _fail
 from .files import _atomic, _jsonable, _write_text
+from .evaluators import modality_models
 from .kinds import build_models, data_shape
-from .registry import _OPERATORS, Prepared, RunContext, derive_seed
+from .registry import _EVALUATORS, _OPERATORS, Prepared, RunContext, derive_seed, modality_of
 from .report import _now, _plot, _provenance, _summary
 from .spec import MethodSpec, Workflow, build_schedule, load_workflow
 
@@ -55,6 +56,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     schedule = build_schedule(wf.schedule)
     models = build_models(wf, schedule)
     shapes = _method_shapes(wf, models)
+    modalities = _check_evaluators(wf, models)
     dev = _resolve_device(wf.sampler.device)
     resumed = _check_folder(wf.folder, wf.to_config())
     threads = torch.get_num_threads()
@@ -73,11 +75,12 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
             runs = {m.name: _run_chunks(wf, m, prepared[m.name], bar) for m in wf.methods}
     finally:
         torch.set_num_threads(threads)
-    tables, rows = [], []
+    tables, rows, pictures = [], [], []
     for m in wf.methods:
-        table, row = _evaluate(wf, m, runs[m.name], prepared[m.name], models)
+        table, row, pics = _evaluate(wf, m, runs[m.name], prepared[m.name], models)
         tables.append(table)
         rows.append(row)
+        pictures += pics
     names = list(wf.models)
     per_sample = _ordered(pd.concat(tables, ignore_index=True), names, _SAMPLE_ORDER)
     metrics = _ordered(pd.DataFrame(rows), names, _METRIC_ORDER)
@@ -86,16 +89,19 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     picture = _plot(wf, models, runs, prepared, shapes)
     prov = _provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed)
     _write_text(wf.folder / "provenance.json", json.dumps(_jsonable(prov), indent=2) + "\n")
-    _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture))
+    notes = [_EVALUATORS[k].notes for k in modalities if _EVALUATORS[k].notes]
+    _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture, notes, pictures, set(modalities)))
     say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
     return RunResult(wf.folder, metrics, per_sample, prov)
 
 
 # Column order of the two tables; a key ending in "_" is a per-model group, in workflow order.
-_METRIC_ORDER = ("method", "operator", "models", "n", "n_valid", "mean_log_q_nats_target", "share_",
+_METRIC_ORDER = ("method", "operator", "models", "n", "n_valid", "class_mixture_tv", "coverage", "coverage_min_count",
+                 "off_target_fraction", "feature_frechet", "mean_prob_max", *(f"frac_class_{k}" for k in range(10)),
+                 "mean_log_q_nats_target", "share_",
                  "mean_abs_log_q_gap_nats", "ito_abs_err_nats_", "fallbacks", "weight_", "heldout_dsm_loss",
                  "wall_time_s")
-_SAMPLE_ORDER = ("id", "method", "index", "chunk", "seed", "valid", "reason", "x0", "x1", "x2", "chosen_model",
+_SAMPLE_ORDER = ("id", "method", "index", "chunk", "seed", "valid", "reason", "predicted_class", "prob_max", "x0", "x1", "x2", "chosen_model",
                  "fallbacks", "log_q_nats_target", "log_q_nats_", "ito_log_q_nats_")
 
 
@@ -127,6 +133,18 @@ def _method_shapes(wf: Workflow, models: dict[str, Any]) -> dict[str, tuple[int,
             _fail(f"methods[{i}].models", f"models (and target / fit source) differ in sample shape: {listed}")
         out[m.name] = shapes[m.models[0]]
     return out
+
+
+def _check_evaluators(wf: Workflow, models: dict[str, Any]) -> list[str]:
+    """The modalities of the workflow's models, each with a registered evaluator whose check passes."""
+    groups = modality_models(models)
+    for modality, members in groups.items():
+        if modality not in _EVALUATORS:
+            _fail("models", f"no evaluator for modality {modality!r} (models {', '.join(members)}); known: "
+                  f"{', '.join(sorted(_EVALUATORS))} (register one with register_evaluator)")
+        if _EVALUATORS[modality].check is not None:
+            _EVALUATORS[modality].check(wf, members)
+    return list(groups)
 
 
 def _prepare(m: MethodSpec, i: int, models: dict[str, Any], ctx: RunContext) -> Prepared:
@@ -216,8 +234,7 @@ def _run_chunks(wf: Workflow, m: MethodSpec, prep: Prepared, bar: tqdm) -> dict:
     out["chunk_seeds"] = [int(c["seed"]) for c in chunks]
     out["wall_time_s"] = float(sum(float(c["wall_time_s"]) for c in chunks))
     out["reused"], out["generated"] = reused, len(chunks) - reused
-    _atomic(wf.folder / "samples" / f"{m.name}.npy", lambda fh: np.save(fh, out["x"]))
-    return out
+    return out  # the evaluator writes samples/<method>.npy in the modality's format
 
 
 def _load_chunk(path: Path, size: int, seed: int) -> dict | None:
@@ -233,17 +250,15 @@ def _load_chunk(path: Path, size: int, seed: int) -> dict | None:
     return data if ok else None
 
 
-def _evaluate(wf: Workflow, m: MethodSpec, run: dict, prep: Prepared, models: dict) -> tuple[pd.DataFrame, dict]:
-    from ..evaluation.vectors import method_metrics, per_sample_table
-
-    target = models[wf.target] if wf.target else None
-    table = per_sample_table(m.name, run["x"], m.models, run["seed"], run["chunk"], models, wf.sampler.t_end,
-                             target=target, ito=run.get("ito"), fallbacks=run.get("fallbacks"),
-                             chosen=run.get("chosen"))
-    row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), **method_metrics(table, m.models)}
+def _evaluate(wf: Workflow, m: MethodSpec, run: dict, prep: Prepared,
+              models: dict) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The evaluator of the method's modality, plus the columns every method has."""
+    ev = _EVALUATORS[modality_of(models[m.models[0]])].evaluate(wf, m, run, models)
+    table = ev.table
+    row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), **ev.row}
     if prep.weights is not None:
         row.update({f"weight_{n}": float(w) for n, w in zip(m.models, prep.weights)})
     if "fit" in prep.info:
         row["heldout_dsm_loss"] = prep.info["fit"]["heldout_dsm_loss"]
     row["wall_time_s"] = run["wall_time_s"]
-    return table, row
+    return table, row, ev.pictures

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
@@ -54,6 +54,7 @@ class Workflow:
     n_samples: int
     sampler: SamplerSpec
     methods: tuple[MethodSpec, ...]
+    evaluation: dict = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -67,11 +68,14 @@ class Workflow:
             "target": self.target, "n_samples": self.n_samples, "sampler": vars(self.sampler).copy(),
             "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), **m.options}
                         for m in self.methods],
-        }
+        } | ({"evaluation": dict(self.evaluation)} if self.evaluation else {})
 
 
 _TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "run_name": None, "schedule": None,
-        "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED}
+        "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED,
+        "evaluation": None}
+# evaluation settings read by the image evaluator (molfuse.modalities.images.evaluate)
+_EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None}
 
 
 def load_workflow(source: str | Path | Mapping, output: str | Path | None = None, run_name: str | None = None,
@@ -112,7 +116,8 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
         name=_name(top["name"], "name"), seed=_int(top["seed"], "seed", 0), output=str(top["output"]),
         run_name=_name(str(top["run_name"]), "run_name"), description=str(top["description"] or ""),
         schedule=_parse_schedule(top["schedule"] or {}), models=models, target=target,
-        n_samples=_int(top["n_samples"], "n_samples", 1), sampler=sampler, methods=parsed)
+        n_samples=_int(top["n_samples"], "n_samples", 1), sampler=sampler, methods=parsed,
+        evaluation=_parse_evaluation(top["evaluation"]))
 
 
 def _read(source: str | Path | Mapping) -> Any:
@@ -161,6 +166,42 @@ def _parse_models(d: Any) -> dict[str, ModelSpec]:
             params = {k: v for k, v in _fields(spec, path, {"kind": REQUIRED, **fields_}).items() if k != "kind"}
         out[str(name)] = ModelSpec(kind, params)
     return out
+
+
+def _parse_evaluation(d: Any) -> dict:
+    """``{target_classes?: {class: weight}, reference_classes?: [class], classifier?: path}``;
+    only the keys given are kept (so config.yaml of a workflow without them is unchanged)."""
+    if d is None:
+        return {}
+    f = _fields(d, "evaluation", _EVALUATION)
+    out: dict[str, Any] = {}
+    if f["target_classes"] is not None:
+        tc = f["target_classes"]
+        if not isinstance(tc, Mapping) or not tc:
+            _fail("evaluation.target_classes", f"expected a mapping class -> weight, e.g. {{7: 0.6, 9: 0.4}}; got {tc!r}")
+        out["target_classes"] = {_class(k, f"evaluation.target_classes.{k}"):
+                                 _float(v, f"evaluation.target_classes.{k}", 0.0) for k, v in tc.items()}
+        if sum(out["target_classes"].values()) <= 0:
+            _fail("evaluation.target_classes", "weights must have a positive sum")
+    if f["reference_classes"] is not None:
+        rc = f["reference_classes"]
+        if not isinstance(rc, list) or not rc:
+            _fail("evaluation.reference_classes", f"expected a non-empty list of classes; got {rc!r}")
+        out["reference_classes"] = [_class(c, f"evaluation.reference_classes[{i}]") for i, c in enumerate(rc)]
+        if len(set(out["reference_classes"])) < len(rc):
+            _fail("evaluation.reference_classes", f"classes are listed twice: {rc}")
+    if f["classifier"] is not None:
+        if not isinstance(f["classifier"], str):
+            _fail("evaluation.classifier", f"expected a path to a classifier folder; got {f['classifier']!r}")
+        out["classifier"] = f["classifier"]
+    return out
+
+
+def _class(v: Any, path: str) -> int:
+    """A class label: a non-negative integer (YAML may give ``"7"``)."""
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v)
+    return _int(v, path, 0)
 
 
 def _parse_sampler(d: Any, device: str | None) -> SamplerSpec:
