@@ -66,16 +66,22 @@ class UNet(nn.Module):
     for classifier-free guidance; ``cond=None`` means the null class for every sample.
     An unconditional net (``num_classes=None``) refuses a ``cond``.
 
-    Measured (torch 2.13 CPU, 2 cores, ``image_size=28, base=32, mults=(1, 2),
-    num_res_blocks=1``, conditional on 10 classes): 0.78 M parameters; forward + backward
-    on a batch of 64 about 105 ms (DSM + Adam step about 120 ms); forward on a batch of
-    256 without gradients about 95 ms, i.e. about 2700 network evaluations per second, so
-    about 27 samples/s with 100 sampler steps and about 5 samples/s with 500. (Timings are
-    noisy by 1.3-4x from run to run on this machine class.) 8x8 digits with the same
-    config: same parameter count, about 10x faster.
+    Measured (torch 2.13 CPU, 2 cores, quiet machine; conditional on 10 classes): the
+    default ``base=16, mults=(1, 2, 4)`` (28 -> 14 -> 7) has 0.62 M parameters and 69 M
+    multiply-adds per 28x28 image; a DSM + Adam step on a batch of 64 takes about 0.27 s
+    (0.48 s on 1 thread); a forward pass on 256 images without gradients 0.35 s (about
+    730 network evaluations/s, i.e. 3.6 samples/s with 200 sampler steps: 100 samples in
+    28 s). Trained on the 4000 MNIST train images (batch 64, Adam 2e-3, EMA 0.999, 10 %
+    label dropout), 200-step SDE samples conditioned on each digit are recognisable
+    after 1000 steps (about 5 min; the shipped classifier agrees with the requested label
+    for 73 %), 84 % after 1500 steps and 98 % after 2500 steps (about 12 min). A wider
+    ``base=32, mults=(1, 2)`` has as many parameters (0.64 M) but 2.7x the compute
+    (183 M multiply-adds; 0.6 s per step). 8x8 digits: same parameters, 12x less compute.
+    Timings are noisy: on this machine shared with other jobs, steps on 2 threads ran up
+    to 6x slower than on a quiet one.
 
     Args:
-        image_size: H = W of the input (used for checks only; any size >= 2 runs).
+        image_size: H = W of the input (recorded for the card; any size >= 2 runs).
         channels: input / output channels (1 for grey digits).
         base: channels of the first level.
         mults: channel multiplier per resolution level (``len(mults) - 1`` downsamplings).
@@ -89,7 +95,7 @@ class UNet(nn.Module):
 
     prediction = "eps"
 
-    def __init__(self, image_size: int = 28, channels: int = 1, base: int = 32, mults: Sequence[int] = (1, 2),
+    def __init__(self, image_size: int = 28, channels: int = 1, base: int = 16, mults: Sequence[int] = (1, 2, 4),
                  num_res_blocks: int = 1, num_classes: int | None = None, dropout: float = 0.0, groups: int = 8,
                  time_dim: int | None = None):
         super().__init__()

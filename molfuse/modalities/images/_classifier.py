@@ -50,8 +50,8 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
     return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 8, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0, augment: bool = True, progress: bool = False,
+def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 20, batch_size: int = 128,
+                     lr: float = 3e-3, seed: int = 0, augment: bool = True, progress: bool = False,
                      config: dict[str, Any] | None = None) -> tuple[DigitClassifier, dict[str, Any]]:
     """Train a :class:`~molfuse.nets.classifier.DigitClassifier` with Adam and a cosine rate.
 
