@@ -2,7 +2,7 @@
 
     molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto]
     molfuse demo [--out DIR] [--name NAME]
-    molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]
+    molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
     molfuse doctor
 """
 
@@ -74,16 +74,17 @@ def train_command(workflow: Path, out: str | None, device: str | None) -> None:
     try:
         from .checkpoints import CheckpointError
         from .errors import WorkflowError
-        from .training import train_from_workflow
+        from .train_workflow import train_sweep
     except ImportError as e:  # lightning / safetensors missing
         raise click.ClickException(str(e)) from None
     try:
-        result = train_from_workflow(workflow, output=out, device=device)
+        results = train_sweep(workflow, output=out, device=device)
     except (WorkflowError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.card.get("final_losses", {}).items())
-    click.echo(f"trained {result.card['steps']} steps; {losses}")
-    click.echo(f"checkpoint: {result.checkpoint}  results: {result.folder}")
+    for result in results:
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in result.card.get("final_losses", {}).items())
+        click.echo(f"{result.card.get('name')}: trained {result.card['steps']} steps; {losses}")
+        click.echo(f"checkpoint: {result.checkpoint}  results: {result.folder}")
 
 
 @main.command()

@@ -91,7 +91,8 @@ def prior_log_prob(x: Tensor, schedule: Schedule, dof: int | None = None) -> Ten
 
 
 def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200, divergence: str = "exact",
-                   cond: Any = None, generator: torch.Generator | None = None, t_start: float = 1e-5) -> Tensor:
+                   cond: Any = None, generator: torch.Generator | None = None, t_start: float = 1e-5,
+                   rho: float = 1.0) -> Tensor:
     """``log p_0(x0)`` per sample in nats via the probability-flow ODE (MATH §3), RK4 in t.
 
     Integrates ``dx/dt = f - ½ g² s`` from ``t_start`` to 1 and
@@ -102,9 +103,14 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         x0: data (batch, ...), in the model's data space (no dequantisation here).
         steps: RK4 steps on a uniform grid of [t_start, 1].
         t_start: where the path starts (the score is usually not trained at t = 0).
+        rho: the grid ``t_i = (t_start^(1/ρ) + i/steps (1 - t_start^(1/ρ)))^ρ``; 1 is
+            uniform, larger values crowd the steps near ``t_start`` where the score of
+            image data changes fastest (ρ = 3 with 40 steps: see the images README).
     """
     if steps < 1:
         raise SamplerError(f"steps must be >= 1; got {steps}")
+    if not rho >= 1.0:
+        raise SamplerError(f"rho must be >= 1 (1 = uniform grid); got {rho}")
     fn = score_fn(model, schedule)
     probe = _rademacher(x0.shape, generator).to(x0) if divergence == "hutchinson" else None
     d = x0[0].numel()
@@ -114,7 +120,10 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         dla, g2 = float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         return dla * x - 0.5 * g2 * s, d * dla - 0.5 * g2 * div
 
-    ts = torch.linspace(t_start, 1.0, steps + 1, dtype=torch.float64).tolist()
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    lo = t_start ** (1.0 / rho)
+    ts = (lo + u * (1.0 - lo)).pow(rho).tolist()
+    ts[0], ts[-1] = t_start, 1.0
     x, acc = x0.detach().clone(), torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
     for t, tn in zip(ts[:-1], ts[1:]):
         h = tn - t

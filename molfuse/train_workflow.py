@@ -7,6 +7,11 @@ Schema (``?`` = optional, default after ``=``)::
     seed?: int = 0                # network init (lightning.seed_everything) and every training draw
     output?: str = results
     checkpoint_dir?: str = <output>/<name>/checkpoint   # e.g. models/images/<name>
+    init_from?: str               # a checkpoint folder to fine-tune: same architecture, schedule and
+                                  # normalisation (refused otherwise); its sha256 goes into the card
+    sweep?: {key: [v1, v2, ...]}  # one run per combination (product); key = a top-level field or a
+                                  # dotted path (data.n); "{key}" in any string is replaced by the
+                                  # value (a string that is exactly "{key}" takes the value's type)
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
     architecture:                 # required; molfuse.nets.build(name, config)
       name: str                   # a registered architecture, e.g. mlp
@@ -28,7 +33,9 @@ workflow resumes it; raising ``train.steps`` trains further.
 
 from __future__ import annotations
 
+import copy
 import importlib
+import itertools
 import json
 import pkgutil
 import time
@@ -53,7 +60,7 @@ from .models import GaussianMixture
 from .nets import architectures, build
 from .training import _DATASET_KINDS, TrainConfig, register_dataset_kind, train
 
-__all__ = ["TrainWorkflow", "TrainResult", "load_train_workflow", "train_from_workflow"]
+__all__ = ["TrainWorkflow", "TrainResult", "load_train_workflow", "train_from_workflow", "train_sweep", "expand_sweep"]
 
 
 # ---------------------------------------------------------------- the built-in data kind (tests, vectors)
@@ -79,7 +86,57 @@ register_dataset_kind("gaussian_mixture_samples", _gaussian_mixture_samples,
 
 
 _TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "checkpoint_dir": None,
-        "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None}
+        "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None}
+
+
+def expand_sweep(source: str | Path | Mapping) -> list[dict]:
+    """The training workflows a (possibly swept) workflow stands for, as raw dicts.
+
+    ``sweep: {data.n: [16, 64], seed: [0, 1]}`` gives four workflows (the product, in the
+    order written); each gets the values at those paths and ``"{data.n}"`` / ``"{seed}"``
+    replaced in every string (names, checkpoint folders). Without ``sweep``: ``[workflow]``.
+    """
+    raw = dict(_read(source))
+    sweep = raw.pop("sweep", None)
+    if sweep is None:
+        return [raw]
+    if not isinstance(sweep, Mapping) or not sweep:
+        _fail("sweep", f"expected a non-empty mapping key -> list of values, got {sweep!r}")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            _fail(f"sweep.{key}", f"expected a non-empty list of values, got {values!r}")
+        if str(key).split(".")[0] not in _TOP or str(key).split(".")[0] == "sweep":
+            _fail(f"sweep.{key}", f"not a workflow field; top-level fields: {', '.join(k for k in _TOP if k != 'sweep')}")
+    out = []
+    for combo in itertools.product(*sweep.values()):
+        values = dict(zip(map(str, sweep), combo))
+        wf = _substitute(copy.deepcopy(raw), values)
+        for key, v in values.items():
+            *parents, leaf = key.split(".")
+            node = wf
+            for i, part in enumerate(parents):
+                if not isinstance(node.get(part), dict):
+                    _fail(f"sweep.{key}", f"{'.'.join(parents[:i + 1])} is not a mapping in the workflow")
+                node = node[part]
+            node[leaf] = v
+        out.append(wf)
+    names = [str(w.get("name")) for w in out]
+    if len(set(names)) < len(names):
+        _fail("name", f"a sweep needs a name that differs per run, e.g. 'run_n{{data.n}}'; got {names[0]!r} twice")
+    return out
+
+
+def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    if isinstance(node, str):
+        for key, v in values.items():
+            if node == "{" + key + "}":
+                return v
+            node = node.replace("{" + key + "}", str(v))
+    return node
 
 
 @dataclass(frozen=True)
@@ -91,6 +148,7 @@ class TrainWorkflow:
     seed: int
     output: str
     checkpoint_dir: str
+    init_from: str | None
     schedule: dict
     architecture: dict
     data: dict
@@ -103,7 +161,7 @@ class TrainWorkflow:
     def to_config(self) -> dict:
         train = {k: v for k, v in asdict(self.train).items() if k != "seed"}
         return {"name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
-                "checkpoint_dir": self.checkpoint_dir, "schedule": dict(self.schedule),
+                "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from, "schedule": dict(self.schedule),
                 "architecture": self.architecture, "data": self.data, "train": train}
 
 
@@ -121,7 +179,10 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
                         device: str | None = None) -> TrainWorkflow:
     """Parse and validate a training workflow (YAML path or dict); ``output`` / ``device``
     override the file. Raises WorkflowError naming the first offending field."""
-    top = _fields(_read(source), "", _TOP)
+    raw = _read(source)
+    if isinstance(raw, Mapping) and raw.get("sweep") is not None:
+        _fail("sweep", "a swept workflow stands for several runs: use train_sweep (molfuse train does)")
+    top = _fields(raw, "", _TOP)
     if output is not None:
         top["output"] = str(output)
     name = _name(top["name"], "name")
@@ -146,6 +207,7 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
     return TrainWorkflow(
         name=name, description=str(top["description"] or ""), seed=_int(top["seed"], "seed", 0),
         output=out, checkpoint_dir=str(top["checkpoint_dir"] or Path(out) / name / "checkpoint"),
+        init_from=None if top["init_from"] is None else str(top["init_from"]),
         schedule=_parse_schedule(top["schedule"] or {}), architecture={"name": arch["name"], "config": dict(arch["config"])},
         data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]))
 
@@ -195,6 +257,7 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         net = build(wf.architecture["name"], wf.architecture["config"])
     except (ValueError, TypeError) as e:
         raise WorkflowError(f"architecture.config: {wf.architecture['name']} rejects {wf.architecture['config']}: {e}") from None
+    init = _init_from(wf, net, schedule, norm) if wf.init_from else None
     fresh = not (wf.folder / "last.ckpt").exists()
     if fresh:
         _write_config(wf)
@@ -202,7 +265,7 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         f"parameters, {len(dataset)} samples) -> {wf.folder}{'' if fresh else ' (resuming)'}")
     ckpt = train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
                  card_extra={"name": wf.name, "description": wf.description, "architecture": wf.architecture,
-                             "data": description, "normalisation": norm})
+                             "data": description, "normalisation": norm, "init_from": init})
     _write_config(wf)
     card, _ = read_card(ckpt)
     log = _training_log(wf.folder)
@@ -215,6 +278,44 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
     _write_text(wf.folder / "summary.md", _summary(wf, card, metrics, picture))
     say(f"molfuse: checkpoint {ckpt} ({WEIGHTS_FILE} + {CARD_FILE}); results {wf.folder} (summary.md, metrics.csv)")
     return TrainResult(wf.folder, Path(ckpt), card, metrics)
+
+
+def train_sweep(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,
+                progress: bool = True, verbose: bool = True) -> list[TrainResult]:
+    """:func:`train_from_workflow` for each run of a swept workflow (see :func:`expand_sweep`),
+    in order; each run resumes on its own. A workflow without ``sweep`` is one run."""
+    runs = expand_sweep(source)
+    for wf in runs:  # validate every run before training any
+        load_train_workflow(wf, output=output, device=device)
+    out = []
+    for i, wf in enumerate(runs):
+        if verbose and len(runs) > 1:
+            print(f"molfuse: sweep run {i + 1}/{len(runs)}: {wf['name']}")
+        out.append(train_from_workflow(wf, output=output, device=device, progress=progress, verbose=verbose))
+    return out
+
+
+def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, norm: Mapping[str, Any]) -> dict:
+    """Copy the weights of the checkpoint ``wf.init_from`` into ``net`` (fine-tuning) after
+    checking it was trained in the same convention; returns its card entry."""
+    from .checkpoints import CheckpointError, load_model
+
+    try:
+        src = load_model(wf.init_from)
+    except CheckpointError as e:
+        raise WorkflowError(f"init_from: {e}") from None
+    card = src.card
+    mismatch = [what for what, a, b in (
+        ("architecture", {"name": card["architecture"]["name"], "config": card["architecture"]["config"]},
+         json.loads(json.dumps(wf.architecture))),
+        ("schedule", card["schedule"], schedule.config()),
+        ("normalisation", {k: card["normalisation"].get(k) for k in norm}, dict(norm))) if a != b]
+    if mismatch:
+        raise WorkflowError(f"init_from: {wf.init_from} differs from this workflow in {', '.join(mismatch)}; "
+                            "fine-tuning needs the same architecture, schedule and normalisation")
+    net.load_state_dict(src.state_dict(), strict=True)
+    return {"path": wf.init_from, "name": card.get("name"), "sha256": card["weights"]["sha256"],
+            "steps": card.get("steps")}
 
 
 def _write_config(wf: TrainWorkflow) -> None:

@@ -278,7 +278,7 @@ def train(net: nn.Module, dataset: TensorDataset, schedule: Schedule, config: Tr
     fingerprint = json.loads(json.dumps(_jsonable({
         "architecture": arch, "schedule": schedule.config(), "prediction": prediction_of(net),
         "data": card.get("data"), "normalisation": card.get("normalisation"), "n_train": len(train_set),
-        "conditioning": card["conditioning"],
+        "conditioning": card["conditioning"], "init_from": card.get("init_from"),
         "train": {k: v for k, v in asdict(config).items() if k not in _RESUMABLE}})))
     last = out_dir / "last.ckpt"
     start = _resume_step(last, fingerprint, config.steps)

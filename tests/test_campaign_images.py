@@ -88,3 +88,90 @@ def test_evaluation_settings_are_validated(digits_ckpt, tmp_path):
 def test_relative_checkpoint_paths_start_at_the_repo_root():
     assert campaign.checkpoint_path("models/images/x") == campaign.kinds.REPO_ROOT / "models/images/x"
     assert (campaign.kinds.REPO_ROOT / "molfuse" / "campaign").is_dir()
+
+
+@pytest.fixture(scope="module")
+def other_ckpt(digits_ckpt, tmp_path_factory):
+    """The tiny net fine-tuned 4 steps on real 1s (init_from): a second soup member."""
+    out = tmp_path_factory.mktemp("train1")
+    wf = {"name": "tiny1", "seed": 1, "output": str(out), "init_from": str(digits_ckpt),
+          "architecture": {"name": "unet", "config": {"image_size": 28, "base": 8, "mults": [1, 2], "num_classes": 10}},
+          "data": {"kind": "mnist_population", "source": "mnist", "classes": [1], "n": 32},
+          "train": {"steps": 4, "batch_size": 16, "log_every": 2, "checkpoint_every": 4, "threads": 1,
+                    "cond_drop_prob": 0.1, "lr": 0.01}}
+    return train_from_workflow(wf, progress=False, verbose=False).checkpoint
+
+
+def _build(models, tmp_path):
+    wf = campaign.load_workflow({"name": "b", "output": str(tmp_path), "models": models,
+                                 "methods": [{"name": "a", "operator": "single", "models": [next(iter(models))]}]})
+    return campaign.build_models(wf, campaign.build_schedule(wf.schedule))
+
+
+def test_soup_kind_averages_weights_and_removes_members(digits_ckpt, other_ckpt, tmp_path):
+    from molfuse.checkpoints import load_model
+    from molfuse.fusion import soup
+
+    a, b = load_model(digits_ckpt), load_model(other_ckpt)
+    paths = [str(digits_ckpt), str(other_ckpt)]
+    m = _build({"s": {"kind": "soup", "paths": paths, "weights": [0.3, 0.7]},
+                "u": {"kind": "soup", "paths": paths},
+                "r": {"kind": "soup", "paths": paths, "remove": [str(other_ckpt)], "cond": 7}}, tmp_path)
+    expect = soup([a.state_dict(), b.state_dict()], [0.3, 0.7])
+    for k, v in m["s"].model.state_dict().items():
+        torch.testing.assert_close(v, expect[k])
+    for k, v in m["r"].model.model.state_dict().items():  # removing b from the soup of (a, b) gives a back
+        torch.testing.assert_close(v, a.state_dict()[k], atol=1e-6, rtol=0)
+    assert m["r"].cond == 7 and len(m["u"].checkpoints) == 2 and m["u"].card["soup"]["members"] == ["tiny79", "tiny1"]
+    x, t = torch.zeros(2, 1, 28, 28), torch.full((2,), 0.5)
+    assert m["u"](x, t).shape == x.shape
+
+
+def test_soup_kind_refuses_bad_specs(digits_ckpt, other_ckpt, tmp_path):
+    paths = [str(digits_ckpt), str(other_ckpt)]
+    for spec, match in (({"paths": paths, "remove": ["elsewhere"]}, "remove"),
+                        ({"paths": paths, "remove": paths}, "every member"),
+                        ({"paths": paths, "weights": [0.5, 0.6]}, "simplex|sum"),
+                        ({"paths": []}, "paths")):
+        with pytest.raises(WorkflowError, match=match):
+            _build({"s": {"kind": "soup", **spec}}, tmp_path)
+
+
+def test_fitted_barycenter_and_heldout_metrics(digits_ckpt, other_ckpt, tmp_path):
+    data = {"kind": "mnist_population", "split": "train", "weights": {7: 0.6, 9: 0.4}, "n": 10, "seed": 0}
+    wf = {"name": "fit", "output": str(tmp_path), "run_name": "r", "n_samples": 3,
+          "sampler": {"steps": 3, "chunk_size": 3, "threads": 1},
+          "models": {"a": {"kind": "checkpoint", "path": str(digits_ckpt)},
+                     "b": {"kind": "checkpoint", "path": str(other_ckpt)}},
+          "evaluation": {"target_classes": {7: 0.6, 9: 0.4}, "heldout": {"n": 3},
+                         "bits_per_dim": {"steps": 2}, "dsm_loss": {"n_t": 2}},
+          "methods": [{"name": "fused", "operator": "barycenter", "models": ["a", "b"],
+                       "fit": {"data": data, "n_mc": 64}},
+                      {"name": "a", "operator": "single", "models": ["a"]},
+                      {"name": "or", "operator": "superpose", "models": ["a", "b"]}]}
+    res = campaign.run_workflow(wf, progress=False, verbose=False)
+    m = res.metrics.set_index("method")
+    assert np.isclose(m.loc["fused", ["weight_a", "weight_b"]].sum(), 1.0)
+    for col in ("test_bpd", "test_bpd_se", "test_dsm_loss", "test_dsm_loss_se"):
+        assert np.isfinite(m.loc[["fused", "a"], col]).all() and np.isnan(m.loc["or", col]), col  # OR: no one score model
+    assert m["mean_min_target_prob"].between(0, 0.5).all()
+    held = pd.read_csv(res.folder / "heldout" / "a.csv")
+    assert len(held) == 3 and set(held["label"]) <= {7, 9}
+    assert "min_target_prob" in res.per_sample
+    prov = (res.folder / "provenance.json").read_text()
+    assert '"indices_sha256"' in prov  # the fit's data are described by the dataset kind
+    again = campaign.run_workflow({**wf, "run_name": "r2"}, progress=False, verbose=False).metrics.set_index("method")
+    assert np.allclose(again.loc[["fused", "a"], "test_bpd"], m.loc[["fused", "a"], "test_bpd"])  # seeded, paired
+
+
+@pytest.mark.parametrize("fit, match", [
+    ({"data_from": "a", "n": 4, "data": {"kind": "mnist_population"}}, "not both|give data_from"),
+    ({"data": {"kind": "nope"}}, "fit.data.kind"),
+    ({"data": {"kind": "mnist_population", "n": 4}, "n": 4}, "fit.n"),
+    ({"data_from": "seven"}, "fit.n"),
+])
+def test_barycenter_fit_data_is_validated(digits_ckpt, tmp_path, fit, match):
+    wf = _workflow(digits_ckpt, tmp_path)
+    wf["methods"] = [{"name": "f", "operator": "barycenter", "models": ["seven", "nine"], "fit": fit}]
+    with pytest.raises(WorkflowError, match=match):
+        campaign.load_workflow(wf)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import molfuse as mf
@@ -38,3 +39,18 @@ def test_ito_increment_single_and_stacked_agree(gen):
     xf, dxf, sf = x[0].flatten().double(), dx[0].flatten().double(), s1[0].flatten().double()
     hand = 6 * 0.01 * -1.0 - 0.01 * 0.5 * 2.0 * sf @ sf + (dxf + 0.01 * -1.0 * xf) @ sf
     assert torch.isclose(both[0, 0], hand)
+
+
+def test_log_likelihood_power_grid_is_exact_with_fewer_steps(sched, gen):
+    # a narrow component (std 0.05): its score changes fastest near t = 0, where rho > 1 crowds the steps
+    gm = mf.GaussianMixture([[0.0, 0.0], [1.0, -1.0]], [0.0025, 0.0025], schedule=sched)
+    x = gm.sample(64, generator=gen)
+    exact = gm.log_prob(x, torch.full((64,), 1e-5, dtype=torch.float64))
+    err = {rho: (mf.log_likelihood(gm, x, sched, steps=20, rho=rho) - exact).abs().max().item() for rho in (1.0, 7.0)}
+    assert err[7.0] < 0.05 and err[7.0] < err[1.0] / 10, err
+
+
+def test_log_likelihood_refuses_a_grid_exponent_below_one(sched):
+    gm = mf.GaussianMixture([[0.0]], [1.0], schedule=sched)
+    with pytest.raises(mf.SamplerError, match="rho"):
+        mf.log_likelihood(gm, torch.zeros(2, 1, dtype=torch.float64), sched, steps=4, rho=0.5)

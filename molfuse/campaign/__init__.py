@@ -14,6 +14,8 @@ Schema (``?`` = optional, default after ``=``)::
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
                                  # bound with molfuse.bind; shape from the card (data.shape / arch)
+      c: {kind: soup, paths: [<checkpoint>, ...], weights?: [w_i] = uniform, remove?: [<one of paths>],
+          cond?: <label>}        # weight soup (MATH §5); remove: Soup.remove from the uniform soup
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
     n_samples?: int = 1000       # per method
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null}
@@ -23,8 +25,10 @@ Schema (``?`` = optional, default after ``=``)::
          temperature?: float = 1.0 (or only), bias?: [ℓ_i nats] | weights?: [ω_i] (ℓ = log ω),
          ito_correction?: bool = (mode == and)}   # exact Itô log q along AND paths
       - {name, operator: barycenter, models: [...], weights?: [λ_i] = uniform
-         | fit: {data_from: <model>, n: int, window?: full|vanilla = full,
-                 n_mc?: 20000, heldout_fraction?: 0.2}}   # λ learned from n samples of data_from
+         | fit: {data_from: <model>, n: int | data: {kind: <dataset kind>, ...},
+                 window?: full|vanilla = full, n_mc?: 20000, heldout_fraction?: 0.2}}
+                                 # λ learned from n samples of data_from, or from a dataset
+                                 # (the training data kinds, e.g. mnist_population with n, seed)
       - {name, operator: ensemble, models: [...], rule?: mean|weighted|median|trimmed|sum = mean,
          weights?: [...] (weighted only), trim?: 0.2 (trimmed only)}
       - {name, operator: random_choice, models: [...], weights?: [p_i] = uniform}
@@ -32,6 +36,10 @@ Schema (``?`` = optional, default after ``=``)::
       target_classes?: {7: 0.6, 9: 0.4}   # class -> weight: class_mixture_tv, coverage
       reference_classes?: [7, 9]          # real test images for feature_frechet (default: target's, else all)
       classifier?: <folder>               # default the shipped models/images/classifier
+      heldout?: {n: 64, seed: 0, classes?: [...] | weights?: {...}}   # real test images (default:
+                                          # target_classes) for the two model metrics below
+      bits_per_dim?: {steps: 20, rho: 7.0, t_start: 1.0e-5}   # per method with a score model
+      dsm_loss?: {n_t: 8, t_min: 1.0e-3}                      # (single, barycenter, ensemble)
 
 Evaluation is chosen by the models' modality (``modality_of``; ``register_evaluator``):
 ``vectors`` (exact log q, ``evaluation/vectors.py``; samples/<method>.npy (N, D)) or

@@ -38,7 +38,11 @@ _IMAGE_NOTES = ("Classes are read by the shipped digit classifier. `frac_class_<
                 "predicted as k. `class_mixture_tv`: total variation to `evaluation.target_classes`; `coverage`: "
                 "share of target classes with at least `coverage_min_count` samples. `feature_frechet`: Fréchet "
                 "distance of classifier features to held-out real test images of the reference classes (not FID; "
-                "biased high for few samples).")
+                "biased high for few samples). `test_bpd` / `test_dsm_loss` (± `_se`): bits/dim (dequantised, "
+                "probability-flow ODE, Hutchinson) and per-dimension DSM loss of the method's score model on the "
+                "same held-out real images for every method (`evaluation.heldout`); empty for operators that are "
+                "not one score model (superpose, random_choice). `mean_min_target_prob`: mean over samples of the "
+                "smallest classifier probability among the target classes.")
 
 
 def _images(wf: Workflow, m: MethodSpec, run: dict, models: dict) -> Evaluated:
@@ -59,7 +63,49 @@ def _images(wf: Workflow, m: MethodSpec, run: dict, models: dict) -> Evaluated:
             table[f"ito_log_q_nats_{name}"] = np.where(table["valid"], run["ito"][:, k], np.nan)
     if "fallbacks" in table:
         row["fallbacks"] = int(table["fallbacks"].sum())
+    if "bits_per_dim" in ev or "dsm_loss" in ev:
+        row.update(_heldout(wf, m, run, norm, data_shape(models[m.models[0]])[-1]))
     return Evaluated(table, row, pictures)
+
+
+def _heldout(wf: Workflow, m: MethodSpec, run: dict, norm: dict, size: int) -> dict:
+    """Bits/dim and DSM loss on held-out real images (``heldout/<method>.csv``); NaN for
+    operators whose samples follow no single score model (superpose, random_choice)."""
+    import math
+
+    import pandas as pd
+    import torch
+
+    from ..modalities.images.evaluate import heldout_metrics
+    from .registry import derive_seed
+    from .spec import build_schedule
+
+    ev = wf.evaluation
+    keys = [k for k, on in (("test_bpd", "bits_per_dim"), ("test_bpd_se", "bits_per_dim"), ("test_dsm_loss", "dsm_loss"),
+                            ("test_dsm_loss_se", "dsm_loss")) if on in ev]
+    if run.get("score_model") is None:
+        return {k: math.nan for k in keys}
+    path = wf.folder / "heldout" / f"{m.name}.csv"
+    if path.exists():  # a resumed run: the same config made these numbers
+        table = pd.read_csv(path)
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(wf.sampler.threads or threads)
+        try:
+            table, _ = heldout_metrics(run["score_model"], build_schedule(wf.schedule), norm, ev["heldout"],
+                                       ev.get("bits_per_dim"), ev.get("dsm_loss"),
+                                       derive_seed(wf.seed, "heldout") % 2**31, size)
+        finally:
+            torch.set_num_threads(threads)
+        _atomic(path, lambda fh: table.to_csv(fh, index=False, float_format="%.8g"), text=True)
+    row = {}
+    for col, key in (("bits_per_dim", "test_bpd"), ("dsm_loss", "test_dsm_loss")):
+        if col in table:
+            v = table[col].to_numpy(dtype=float)
+            ok = np.isfinite(v)
+            row[key] = float(v[ok].mean()) if ok.any() else math.nan
+            row[key + "_se"] = float(v[ok].std(ddof=1) / math.sqrt(ok.sum())) if ok.sum() > 1 else math.nan
+    return row
 
 
 def _check_images(wf: Workflow, models: dict) -> None:

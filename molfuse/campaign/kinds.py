@@ -105,6 +105,59 @@ def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
 
 register_model_kind("checkpoint", _checkpoint, {"path": REQUIRED, "cond": None})  # CheckpointError is a ValueError
 
+_SAME = ("architecture", "prediction", "schedule", "normalisation", "conditioning")
+
+
+def _soup(spec: dict, schedule: Schedule) -> CheckpointModel:
+    """A weight soup of checkpoints (MATH §5): uniform over ``paths``, or ``weights``; with
+    ``remove`` the listed members are taken out of the uniform soup of ``paths`` again with
+    :meth:`molfuse.fusion.Soup.remove` (unlearning a shard without retraining)."""
+    from .. import bind
+    from ..checkpoints import load_model
+    from ..fusion import Soup, soup
+    from ..nets import build
+    from ..nets import unet as _unet  # noqa: F401  (registers the "unet" architecture)
+
+    paths, remove, weights = spec["paths"], spec["remove"] or [], spec["weights"]
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise ValueError(f"paths: expected a non-empty list of checkpoint folders, got {paths!r}")
+    if not isinstance(remove, list) or any(r not in paths for r in remove):
+        raise ValueError(f"remove: every entry must be one of paths {paths}; got {remove!r}")
+    if remove and weights is not None:
+        raise ValueError("remove works on the uniform soup; drop weights")
+    if len(set(remove)) == len(paths):
+        raise ValueError("remove would take every member out of the soup")
+    nets = [load_model(checkpoint_path(p)) for p in paths]
+    first = nets[0].card
+    for p, net in zip(paths[1:], nets[1:]):
+        differ = [k for k in _SAME if net.card.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{p} cannot be souped with {paths[0]}: they differ in {', '.join(differ)}")
+    if nets[0].schedule != schedule:
+        raise ValueError(f"the checkpoints were trained with {nets[0].schedule!r} but the workflow uses {schedule!r}")
+    if remove:
+        s = Soup.from_state_dicts([n.state_dict() for n in nets])
+        for r in remove:
+            s.remove(nets[paths.index(r)].state_dict())
+        state = s.state_dict()
+    else:
+        state = soup([n.state_dict() for n in nets], weights)
+    arch = first["architecture"]
+    net = build(arch["name"], arch["config"])
+    net.load_state_dict(state, strict=True)
+    net.eval().requires_grad_(False)
+    net.prediction, net.schedule, net.normalisation = first["prediction"], nets[0].schedule, dict(first["normalisation"])
+    card = {**first, "name": None, "soup": {"paths": paths, "remove": remove, "weights": weights,
+                                           "members": [n.card.get("name") for n in nets]}}
+    cond = spec["cond"]
+    model = CheckpointModel(bind(net, cond) if cond is not None else net, card, nets[0].checkpoint, card_shape(first),
+                            cond)
+    model.checkpoints = [n.checkpoint for n in nets]
+    return model
+
+
+register_model_kind("soup", _soup, {"paths": REQUIRED, "remove": None, "weights": None, "cond": None})
+
 
 def build_models(wf: Workflow, schedule: Schedule) -> dict[str, Any]:
     """Every model of ``wf`` built in ``schedule``; builder errors name the model."""

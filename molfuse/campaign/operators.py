@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ def _prepare_single(method: MethodSpec, members: list, ctx: RunContext) -> Prepa
         r = ctx.sde(model, n, shape, g, track=True)
         return Draw(r.x, ito=r.log_density[:, None])
 
-    return Prepared(draw)
+    return Prepared(draw, model=model)
 
 
 def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
@@ -57,7 +57,7 @@ def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Pr
                                  "ito_correction": o["ito_correction"]})
 
 
-_FIT = {"data_from": REQUIRED, "n": REQUIRED, "window": "full", "n_mc": 20000, "heldout_fraction": 0.2}
+_FIT = {"data_from": None, "data": None, "n": None, "window": "full", "n_mc": 20000, "heldout_fraction": 0.2}
 
 
 def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
@@ -68,14 +68,50 @@ def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
         return o
     p = f"{path}.fit"
     f = _fields(o["fit"], p, _FIT)
-    if f["data_from"] not in names:
-        _fail(f"{p}.data_from", f"unknown model {f['data_from']!r}; known: {', '.join(names)}")
-    f["n"] = _int(f["n"], f"{p}.n", 2)
+    if (f["data_from"] is None) == (f["data"] is None):
+        _fail(p, "give data_from (a model to sample) with n, or data (a dataset spec, e.g. "
+              "{kind: mnist_population, weights: {7: 0.6, 9: 0.4}, n: 64, seed: 0})")
+    if f["data"] is not None:
+        f["data"] = _check_fit_data(f["data"], f"{p}.data")
+        if f["n"] is not None:
+            _fail(f"{p}.n", "with fit.data the number of samples is the dataset's (data.n)")
+    else:
+        if f["data_from"] not in names:
+            _fail(f"{p}.data_from", f"unknown model {f['data_from']!r}; known: {', '.join(names)}")
+        if f["n"] is None:
+            _fail(f"{p}.n", "required field is missing (how many samples of data_from to fit on)")
+        f["n"] = _int(f["n"], f"{p}.n", 2)
     f["window"] = _choice(f["window"], f"{p}.window", fusion.barycenter.WINDOWS)
     f["n_mc"] = _int(f["n_mc"], f"{p}.n_mc", 1)
     f["heldout_fraction"] = _float(f["heldout_fraction"], f"{p}.heldout_fraction", 0.0, 0.9)
     o["fit"] = f
     return o
+
+
+def _check_fit_data(d: Any, path: str) -> dict:
+    """A dataset spec of a registered kind (:func:`molfuse.training.register_dataset_kind`)."""
+    from ..train_workflow import _DATASET_KINDS, _known
+
+    if not isinstance(d, dict) or "kind" not in d:
+        _fail(f"{path}.kind", "required field is missing (a dataset kind, e.g. mnist_population)")
+    if not _known(lambda: list(_DATASET_KINDS), d["kind"]):
+        _fail(f"{path}.kind", f"unknown data kind {d['kind']!r}; registered: {', '.join(sorted(_DATASET_KINDS))}")
+    spec = _DATASET_KINDS[d["kind"]].fields
+    return dict(d) if spec is None else _fields(d, path, {"kind": REQUIRED, **spec})
+
+
+def _fit_data(f: dict, ctx: RunContext, g: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """The data λ is fitted on: ``f["n"]`` samples of a model, or a dataset (model space)."""
+    if f["data"] is None:
+        source = ctx.models[f["data_from"]]
+        if not hasattr(source, "sample"):
+            raise ValueError(f"fit.data_from: model {f['data_from']!r} cannot draw samples (it has no .sample)")
+        return source.sample(f["n"], generator=g).to(ctx.device), {"data_from": f["data_from"], "n": f["n"]}
+    from ..training import _DATASET_KINDS
+
+    dataset, desc, _ = _DATASET_KINDS[f["data"]["kind"]].builder({k: v for k, v in f["data"].items() if k != "kind"})
+    x = dataset.tensors[0].to(ctx.device, torch.get_default_dtype())
+    return x, {"data": desc, "n": len(x)}
 
 
 def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
@@ -88,24 +124,21 @@ def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> P
     def draw(n: int, g: torch.Generator) -> Draw:
         return Draw(ctx.sde(model, n, shape, g, track=False).x)
 
-    return Prepared(draw, [float(w) for w in weights], info)
+    return Prepared(draw, [float(w) for w in weights], info, model)
 
 
 def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[list[float], dict]:
     """λ from ``fit.n`` samples of ``fit.data_from`` (MATH §2), seeded by (seed, method, "fit")."""
     f = method.options["fit"]
-    source = ctx.models[f["data_from"]]
-    if not hasattr(source, "sample"):
-        raise ValueError(f"fit.data_from: model {f['data_from']!r} cannot draw samples (it has no .sample)")
     g = ctx.generator(method.name, "fit")
-    data = source.sample(f["n"], generator=g).to(ctx.device)
+    data, source = _fit_data(f, ctx, g)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fusion.fit_barycenter_weights(members, data, ctx.schedule, window=f["window"], n_mc=f["n_mc"],
                                             heldout_fraction=f["heldout_fraction"], generator=g)
     for w in caught:
         warnings.warn(f"{method.name}: {w.message}", stacklevel=2)
-    info = {"fit": {"seed": derive_seed(ctx.seed, method.name, "fit"), "data_from": f["data_from"], "n": f["n"],
+    info = {"fit": {"seed": derive_seed(ctx.seed, method.name, "fit"), **source,
                     "window": f["window"], "t_window": list(fit.window), "n_train": fit.n_train,
                     "n_heldout": fit.n_heldout, "train_dsm_loss": fit.train_loss, "heldout_dsm_loss": fit.heldout_loss,
                     "per_model": fit.per_model.to_dict("records"), "warnings": [str(w.message) for w in caught]}}
@@ -135,7 +168,7 @@ def _prepare_ensemble(method: MethodSpec, members: list, ctx: RunContext) -> Pre
     def draw(n: int, g: torch.Generator) -> Draw:
         return Draw(ctx.sde(model, n, shape, g, track=False).x)
 
-    return Prepared(draw, o["weights"])
+    return Prepared(draw, o["weights"], model=model)
 
 
 def _check_random_choice(o: dict, k: int, names: Sequence[str], path: str) -> dict:

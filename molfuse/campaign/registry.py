@@ -140,11 +140,13 @@ class Draw:
 @dataclass
 class Prepared:
     """A method ready to draw chunks: ``draw(n, generator) -> Draw``; the member weights it
-    uses (given or fitted) and extra provenance (fit losses, warnings)."""
+    uses (given or fitted), extra provenance (fit losses, warnings) and, for operators whose
+    samples follow one score model (single, barycenter, ensemble), that ``model``."""
 
     draw: Callable[[int, torch.Generator], Draw]
     weights: list[float] | None = None
     info: dict = field(default_factory=dict)
+    model: Any = None  # the method's score model when it has one (likelihood and DSM metrics)
 
 
 @dataclass

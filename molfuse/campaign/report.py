@@ -83,8 +83,8 @@ def _machine(dev: torch.device) -> dict:
 
 def _provenance(wf: Workflow, models: dict, prepared: dict, runs: dict, dev: torch.device, started: str,
                 wall: float, resumed: bool) -> dict:
-    ckpts = [{"model": k, "path": str(m.checkpoint), "sha256": _sha256(m.checkpoint)}
-             for k, m in models.items() if getattr(m, "checkpoint", None)]
+    ckpts = [{"model": k, "path": str(c), "sha256": _sha256(c)} for k, m in models.items()
+             for c in (getattr(m, "checkpoints", None) or [getattr(m, "checkpoint", None)]) if c]
     return {
         "molfuse_version": __version__, "git": _git_state(), "workflow": wf.name, "run_name": wf.run_name,
         "folder": str(wf.folder.resolve()), "started": started, "finished": _now(), "wall_time_s": wall,

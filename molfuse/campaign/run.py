@@ -97,7 +97,8 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
 
 # Column order of the two tables; a key ending in "_" is a per-model group, in workflow order.
 _METRIC_ORDER = ("method", "operator", "models", "n", "n_valid", "class_mixture_tv", "coverage", "coverage_min_count",
-                 "off_target_fraction", "feature_frechet", "mean_prob_max", *(f"frac_class_{k}" for k in range(10)),
+                 "off_target_fraction", "feature_frechet", "test_bpd", "test_bpd_se", "test_dsm_loss",
+                 "test_dsm_loss_se", "mean_min_target_prob", "mean_prob_max", *(f"frac_class_{k}" for k in range(10)),
                  "mean_log_q_nats_target", "share_",
                  "mean_abs_log_q_gap_nats", "ito_abs_err_nats_", "fallbacks", "weight_", "heldout_dsm_loss",
                  "wall_time_s")
@@ -125,7 +126,8 @@ def _method_shapes(wf: Workflow, models: dict[str, Any]) -> dict[str, tuple[int,
     """Each method's sample shape; its members (and fit source, and target) must agree."""
     out = {}
     for i, m in enumerate(wf.methods):
-        names = list(m.models) + ([m.options["fit"]["data_from"]] if m.options.get("fit") else [])
+        fit = m.options.get("fit") or {}
+        names = list(m.models) + ([fit["data_from"]] if fit.get("data_from") else [])
         names += [wf.target] if wf.target else []
         shapes = {n: data_shape(models[n]) for n in names}
         if len(set(shapes.values())) > 1:
@@ -253,6 +255,7 @@ def _load_chunk(path: Path, size: int, seed: int) -> dict | None:
 def _evaluate(wf: Workflow, m: MethodSpec, run: dict, prep: Prepared,
               models: dict) -> tuple[pd.DataFrame, dict, list[str]]:
     """The evaluator of the method's modality, plus the columns every method has."""
+    run = {**run, "score_model": prep.model}
     ev = _EVALUATORS[modality_of(models[m.models[0]])].evaluate(wf, m, run, models)
     table = ev.table
     row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), **ev.row}

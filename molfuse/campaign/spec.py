@@ -75,7 +75,11 @@ _TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "ru
         "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED,
         "evaluation": None}
 # evaluation settings read by the image evaluator (molfuse.modalities.images.evaluate)
-_EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None}
+_EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None, "heldout": None,
+               "bits_per_dim": None, "dsm_loss": None}
+_HELDOUT = {"n": 64, "seed": 0, "classes": None, "weights": None}
+_BPD = {"steps": 20, "rho": 7.0, "t_start": 1.0e-5}
+_DSM = {"n_t": 8, "t_min": 1.0e-3}
 
 
 def load_workflow(source: str | Path | Mapping, output: str | Path | None = None, run_name: str | None = None,
@@ -194,6 +198,39 @@ def _parse_evaluation(d: Any) -> dict:
         if not isinstance(f["classifier"], str):
             _fail("evaluation.classifier", f"expected a path to a classifier folder; got {f['classifier']!r}")
         out["classifier"] = f["classifier"]
+    if f["heldout"] is not None or f["bits_per_dim"] is not None or f["dsm_loss"] is not None:
+        out["heldout"] = _parse_heldout(f["heldout"] or {}, out)
+    if f["bits_per_dim"] is not None:
+        b = _fields({} if f["bits_per_dim"] is True else f["bits_per_dim"], "evaluation.bits_per_dim", _BPD)
+        out["bits_per_dim"] = {"steps": _int(b["steps"], "evaluation.bits_per_dim.steps", 1),
+                               "rho": _float(b["rho"], "evaluation.bits_per_dim.rho", 1.0),
+                               "t_start": _float(b["t_start"], "evaluation.bits_per_dim.t_start", 0.0, 0.1,
+                                                 open_lo=True)}
+    if f["dsm_loss"] is not None:
+        b = _fields({} if f["dsm_loss"] is True else f["dsm_loss"], "evaluation.dsm_loss", _DSM)
+        out["dsm_loss"] = {"n_t": _int(b["n_t"], "evaluation.dsm_loss.n_t", 1),
+                           "t_min": _float(b["t_min"], "evaluation.dsm_loss.t_min", 0.0, 0.5, open_lo=True)}
+    return out
+
+
+def _parse_heldout(d: Any, ev: dict) -> dict:
+    """Held-out real images for bits/dim and DSM loss: ``n`` test images of a class population
+    (``classes`` or ``weights``; default the target classes, else all), drawn with ``seed``."""
+    f = _fields(d, "evaluation.heldout", _HELDOUT)
+    out = {"n": _int(f["n"], "evaluation.heldout.n", 1), "seed": _int(f["seed"], "evaluation.heldout.seed", 0)}
+    if f["classes"] is not None and f["weights"] is not None:
+        _fail("evaluation.heldout", "give classes or weights, not both")
+    if f["weights"] is not None:
+        if not isinstance(f["weights"], Mapping) or not f["weights"]:
+            _fail("evaluation.heldout.weights", f"expected a mapping class -> weight; got {f['weights']!r}")
+        out["weights"] = {_class(k, f"evaluation.heldout.weights.{k}"): _float(v, f"evaluation.heldout.weights.{k}", 0.0)
+                          for k, v in f["weights"].items()}
+    elif f["classes"] is not None:
+        if not isinstance(f["classes"], list) or not f["classes"]:
+            _fail("evaluation.heldout.classes", f"expected a non-empty list of classes; got {f['classes']!r}")
+        out["weights"] = {_class(c, f"evaluation.heldout.classes[{i}]"): 1.0 for i, c in enumerate(f["classes"])}
+    else:
+        out["weights"] = dict(ev.get("target_classes") or {c: 1.0 for c in range(10)})
     return out
 
 

@@ -43,8 +43,13 @@ class LinearCombination:
         self.name = name or f"{self._what.lower()}({', '.join(names(self.models))})"
 
     def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-        s = stack_scores(self._fns, x, t, cond)  # (B, K, ...)
-        w = self.weights.to(device=s.device, dtype=s.dtype).reshape(1, -1, *([1] * (s.dim() - 2)))
+        # members with weight exactly 0 contribute nothing and are not evaluated (a fitted λ
+        # on the simplex is often sparse; this saves their network calls)
+        active = [i for i, w in enumerate(self.weights.tolist()) if w != 0.0]
+        if not active:
+            return torch.zeros_like(x)
+        s = stack_scores([self._fns[i] for i in active], x, t, cond)  # (B, K_active, ...)
+        w = self.weights[active].to(device=s.device, dtype=s.dtype).reshape(1, -1, *([1] * (s.dim() - 2)))
         return (w * s).sum(1)
 
 

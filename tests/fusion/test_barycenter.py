@@ -90,3 +90,22 @@ def test_operators_nest(sched):
     outer = fusion.Ensemble([inner, c], rule="mean")
     x, t = torch.randn(4, 1, dtype=torch.float64), torch.full((4,), 0.3)
     assert torch.allclose(outer(x, t), 0.25 * a(x, t) + 0.25 * b(x, t) + 0.5 * c(x, t))
+
+
+def test_zero_weight_members_are_not_evaluated(sched):
+    calls = []
+
+    class Counting:
+        prediction = "score"
+
+        def __init__(self, k, scale):
+            self.k, self.scale, self.schedule = k, scale, sched
+
+        def __call__(self, x, t, cond=None):
+            calls.append(self.k)
+            return self.scale * x
+
+    members = [Counting(0, -1.0), Counting(1, -2.0), Counting(2, float("nan"))]
+    x, t = torch.ones(3, 2, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
+    out = fusion.Barycenter(members, [0.25, 0.75, 0.0], sched)(x, t)
+    assert calls == [0, 1] and torch.allclose(out, -1.75 * x)  # a NaN member at weight 0 does not leak in

@@ -204,6 +204,15 @@ def classify(images: np.ndarray | Tensor, classifier: DigitClassifier | None = N
     })
 
 
+def class_probabilities(images: np.ndarray | Tensor, classifier: DigitClassifier | None = None,
+                        batch_size: int = 500) -> np.ndarray:
+    """Softmax class probabilities, float64 (n, classes); rows of invalid images are NaN."""
+    _, logits, valid = _run(images, classifier, batch_size)
+    out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+    out[~valid] = np.nan
+    return out
+
+
 def features(images: np.ndarray | Tensor, classifier: DigitClassifier | None = None,
              batch_size: int = 500) -> np.ndarray:
     """Penultimate classifier features, float64 (n, F); rows of invalid images are NaN."""

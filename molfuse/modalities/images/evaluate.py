@@ -12,6 +12,9 @@ Metrics, read through the shipped digit classifier (:mod:`.metrics`):
 - ``coverage``: fraction of the target classes with at least ``coverage_min_count``
   samples (a quarter of the expected count of the rarest target class, at least 1);
 - ``off_target_fraction``: share of valid samples predicted outside the target classes;
+- ``mean_min_target_prob`` (two or more target classes): mean over samples of the smallest
+  classifier probability among the target classes; near 0 when each sample is one class,
+  up to 1/k when a sample reads as all k target classes at once (the AND question);
 - ``feature_frechet``: Fréchet distance of classifier features (not FID) to the held-out
   real test images of ``reference_classes`` (default: the target classes; all classes when
   neither is given): MNIST test split for 28x28, sklearn digits test split for 8x8.
@@ -28,12 +31,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._classifier import classify, features, load_classifier
+from ._classifier import class_probabilities, classify, features, load_classifier
 from .data import Population, load_images, to_unit
 from .grid import save_grid
+from .likelihood import bits_per_dim
 from .metrics import class_coverage, class_histogram, class_mixture_tv, feature_frechet_distance
 
-__all__ = ["REFERENCE_SOURCES", "evaluate_images", "reference_features"]
+__all__ = ["REFERENCE_SOURCES", "evaluate_images", "reference_features", "heldout_images", "heldout_metrics"]
 
 REFERENCE_SOURCES = {28: "mnist", 8: "digits8"}  # image size -> held-out real images
 
@@ -104,6 +108,10 @@ def evaluate_images(x: np.ndarray, normalisation: Mapping[str, Any], method: str
                           "chunk": chunks, "seed": seeds, "valid": per["valid"], "reason": per["reason"],
                           "predicted_class": per["pred"], "prob_max": per["prob_max"]})
     row = _summary(per, unit, target_classes, reference_classes, clf, classifier)
+    if target_classes is not None and len(target_classes) >= 2:  # "is it all of them at once?" (AND)
+        probs = class_probabilities(unit, clf)
+        table["min_target_prob"] = probs[:, sorted(int(c) for c in target_classes)].min(axis=1)
+        row["mean_min_target_prob"] = float(np.nanmean(table["min_target_prob"])) if row["n_valid"] else math.nan
     return table, row, pictures
 
 
@@ -128,3 +136,58 @@ def _summary(per: pd.DataFrame, unit: np.ndarray, target: Mapping[int, float] | 
     ref = reference_features(unit.shape[-1], classes, classifier)
     row["feature_frechet"] = feature_frechet_distance(features(unit, clf), ref)
     return row
+
+
+def heldout_images(heldout: Mapping[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out real test images ``{n, seed, weights}`` (a class population) as pixels and labels."""
+    if size not in REFERENCE_SOURCES:
+        raise ValueError(f"no held-out real images of size {size}x{size}; known: {sorted(REFERENCE_SOURCES)}")
+    images, labels = load_images(REFERENCE_SOURCES[size], "test")
+    idx = Population(heldout["weights"]).sample_indices(labels, int(heldout["n"]), int(heldout["seed"]))
+    return images[idx], labels[idx]
+
+
+def heldout_metrics(model: Any, schedule: Any, normalisation: Mapping[str, Any], heldout: Mapping[str, Any],
+                    bpd: Mapping[str, Any] | None, dsm: Mapping[str, Any] | None, seed: int,
+                    size: int) -> tuple[pd.DataFrame, dict]:
+    """Bits/dim and DSM loss of one score model on held-out real images, one row per image.
+
+    Every method of a run gets the same images, dequantisation noise, Hutchinson probes and
+    DSM (t, ε) draws (generators seeded from ``seed`` only), so differences between methods
+    are paired. ``dsm_loss`` is the σ²-weighted DSM loss of MATH §2 per dimension, averaged
+    over ``n_t`` draws of ``t ~ U[t_min, 1]`` per image.
+
+    Returns:
+        per-image rows (``image, label, bits_per_dim, log_p_model_nats, dsm_loss``) and the
+        summary (``test_bpd``, ``test_bpd_se``, ``test_dsm_loss``, ``test_dsm_loss_se``).
+    """
+    import torch
+
+    from ...losses import dsm_loss
+    from .data import to_model
+
+    images, labels = heldout_images(heldout, size)
+    table = pd.DataFrame({"image": np.arange(len(images)), "label": labels})
+    row: dict[str, Any] = {}
+    if bpd is not None:
+        g = torch.Generator().manual_seed(seed)
+        r = bits_per_dim(model, images, schedule, steps=int(bpd["steps"]), rho=float(bpd["rho"]),
+                         t_start=float(bpd["t_start"]), generator=g, normalisation=normalisation, batch_size=64)
+        table["bits_per_dim"], table["log_p_model_nats"] = r["bits_per_dim"].to_numpy(), r["log_p_model_nats"].to_numpy()
+        row.update(test_bpd=float(np.nanmean(r["bits_per_dim"])),
+                   test_bpd_se=float(np.nanstd(r["bits_per_dim"], ddof=1) / math.sqrt(max(1, r["valid"].sum()))))
+    if dsm is not None:
+        g = torch.Generator().manual_seed(seed + 1)
+        x0 = to_model(images, normalisation)
+        n_t, t_min = int(dsm["n_t"]), float(dsm["t_min"])
+        per = torch.zeros(len(x0), dtype=torch.float64)
+        with torch.no_grad():
+            for _ in range(n_t):
+                t = t_min + (1.0 - t_min) * torch.rand(len(x0), generator=g)
+                eps = torch.randn(x0.shape, generator=g)
+                for i in range(0, len(x0), 128):
+                    per[i:i + 128] += dsm_loss(model, x0[i:i + 128], schedule, t[i:i + 128], eps[i:i + 128]).double()
+        per = (per / (n_t * x0[0].numel())).numpy()
+        table["dsm_loss"] = per
+        row.update(test_dsm_loss=float(per.mean()), test_dsm_loss_se=float(per.std(ddof=1) / math.sqrt(len(per))))
+    return table, row

@@ -46,14 +46,14 @@ def bpd_offset(normalisation: Mapping[str, float]) -> float:
 def bits_per_dim(model: Any, images: np.ndarray | torch.Tensor, schedule: Schedule, steps: int = 100,
                  divergence: str = "hutchinson", generator: torch.Generator | None = None, dequantize: bool = True,
                  normalisation: Mapping[str, float] | None = None, cond: Any = None,
-                 batch_size: int = 250, t_start: float = 1e-5) -> pd.DataFrame:
+                 batch_size: int = 250, t_start: float = 1e-5, rho: float = 1.0) -> pd.DataFrame:
     """Bits/dim of pixel images under ``model``, one row per image (module doc: derivation).
 
     Args:
         model: a score model taking (batch, 1, H, W) in model space.
         images: integer pixel values (n, H, W) or (n, 1, H, W) (uint8 for MNIST).
         schedule: the model's noising convention.
-        steps, divergence, t_start: passed to :func:`molfuse.log_likelihood`.
+        steps, divergence, t_start, rho: passed to :func:`molfuse.log_likelihood`.
         generator: draws the dequantisation noise and the Hutchinson probes.
         dequantize: add ``u - 1/2``, ``u ~ U[0, 1)`` (a bound on the discrete NLL). With
             False the density is read at the bin centres: not a bound, for diagnostics.
@@ -81,7 +81,7 @@ def bits_per_dim(model: Any, images: np.ndarray | torch.Tensor, schedule: Schedu
         x = (a * vb + b).to(torch.get_default_dtype())
         cb = cond[i:i + batch_size] if isinstance(cond, torch.Tensor) and cond.dim() > 0 else cond
         lp = log_likelihood(model, x, schedule, steps=steps, divergence=divergence, cond=cb,
-                            generator=generator, t_start=t_start)
+                            generator=generator, t_start=t_start, rho=rho)
         logp[i:i + len(vb)] = lp.cpu().numpy()
     ok = np.isfinite(logp)
     bpd = -logp / (d * math.log(2.0)) + bpd_offset(normalisation)
