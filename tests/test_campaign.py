@@ -196,3 +196,22 @@ def test_operator_refusal_writes_nothing(tmp_path):
     with pytest.raises(WorkflowError, match=r"methods\[4\] \(ens\): .*nothing remains"):
         run(wf)
     assert not (tmp_path / "results").exists()
+
+
+def test_by_n_report_aggregates_seeds_and_validates():
+    from molfuse.campaign.reports import by_n_table
+
+    metrics = pd.DataFrame({"method": ["fused_n16_seed0", "fused_n16_seed1", "scratch_n16_seed0", "uniform"],
+                            "bpd": [1.0, 3.0, 5.0, 7.0]})
+    t = by_n_table(metrics, ["bpd"]).set_index("family")
+    assert t.loc["fused", "seeds"] == 2 and t.loc["fused", "bpd_mean"] == 2.0
+    assert (t.loc["fused", "bpd_min"], t.loc["fused", "bpd_max"]) == (1.0, 3.0) and "uniform" not in t.index
+    wf = {"name": "r", "models": {"a": {"kind": "gaussian_mixture", "means": [[0.0]], "covs": [1.0]}},
+          "methods": [{"name": "a", "operator": "single", "models": ["a"]}]}
+    with pytest.raises(WorkflowError, match=r"reports\[0\].kind"):
+        campaign.load_workflow({**wf, "reports": [{"kind": "nope"}]})
+    with pytest.raises(WorkflowError, match=r"reports\[0\].metrics"):
+        campaign.load_workflow({**wf, "reports": [{"kind": "by_n", "metrics": "bpd"}]})
+    with pytest.raises(WorkflowError, match=r"reports\[0\].classes"):
+        campaign.load_workflow({**wf, "reports": [{"kind": "class_share", "classes": []}]})
+    assert campaign.load_workflow({**wf, "reports": [{"kind": "by_n", "metrics": ["x"]}]}).reports[0]["reference"] == []

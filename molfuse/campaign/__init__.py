@@ -40,6 +40,10 @@ Schema (``?`` = optional, default after ``=``)::
                                           # target_classes) for the two model metrics below
       bits_per_dim?: {steps: 20, rho: 7.0, t_start: 1.0e-5}   # per method with a score model
       dsm_loss?: {n_t: 8, t_min: 1.0e-3}                      # (single, barycenter, ensemble)
+    reports?:                    # cross-method sections of summary.md (register_report)
+      - {kind: by_n, metrics: [test_bpd, ...], reference?: [<method>, ...]}
+                                 # methods named <family>_n<N>_seed<S>: by_n.csv, by_n.png
+      - {kind: class_share, classes: [7, 8, 9]}   # share_789.csv: their summed class fractions
 
 Evaluation is chosen by the models' modality (``modality_of``; ``register_evaluator``):
 ``vectors`` (exact log q, ``evaluation/vectors.py``; samples/<method>.npy (N, D)) or
@@ -58,22 +62,23 @@ Modules, each importing only ones listed before it: ``checks`` (field checks), `
 (extension points), ``spec`` (dataclasses, load_workflow), ``kinds`` (model kinds),
 ``operators`` (built-in operators), ``files`` (atomic writes), ``evaluators`` (built-in
 evaluators), ``report`` (picture,
-provenance, summary), ``run`` (run_workflow, chunks, resume).
+provenance, summary), ``reports`` (cross-method sections: by_n, class_share), ``run`` (run_workflow, chunks, resume).
 """
 
 from __future__ import annotations
 
 from . import evaluators  # noqa: F401  (registers the built-in evaluators)
 from . import operators  # noqa: F401  (registers the built-in operators)
+from . import reports  # noqa: F401  (registers the built-in reports)
 from .checks import REQUIRED
 from .kinds import CheckpointModel, build_models, checkpoint_path, data_shape
-from .registry import (Draw, Evaluated, Evaluator, ModelKind, Operator, Prepared, RunContext, derive_seed,
-                       modality_of, register_evaluator, register_model_kind, register_operator)
+from .registry import (Draw, Evaluated, Evaluator, ModelKind, Operator, Prepared, Report, RunContext, derive_seed,
+                       modality_of, register_evaluator, register_model_kind, register_operator, register_report)
 from .registry import _EVALUATORS, _MODEL_KINDS, _OPERATORS  # noqa: F401  (the registries; tests patch them)
 from .run import RunResult, run_workflow
 from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow, build_schedule, load_workflow
 
 __all__ = ["REQUIRED", "Workflow", "ModelSpec", "MethodSpec", "SamplerSpec", "ModelKind", "Operator", "RunContext",
            "Draw", "Prepared", "RunResult", "Evaluator", "Evaluated", "CheckpointModel", "register_model_kind",
-           "register_operator", "register_evaluator", "modality_of", "load_workflow", "build_schedule",
-           "build_models", "checkpoint_path", "data_shape", "derive_seed", "run_workflow"]
+           "register_operator", "register_evaluator", "register_report", "Report", "modality_of", "load_workflow",
+           "build_schedule", "build_models", "checkpoint_path", "data_shape", "derive_seed", "run_workflow"]

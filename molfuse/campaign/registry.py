@@ -64,7 +64,24 @@ class Evaluator:
     notes: str = ""
 
 
+@dataclass(frozen=True)
+class Report:
+    """A cross-method report a workflow can ask for (``reports: [{kind: ..., ...}]``).
+
+    ``write(wf, metrics, options) -> (markdown, pictures)`` runs after evaluation with the
+    metrics table; it writes its CSV / PNG files under ``wf.folder`` (atomically) and returns
+    a markdown section for ``summary.md`` and the pictures (paths relative to the folder).
+    ``options`` maps each allowed key to its default (or REQUIRED); ``check(options, path)``
+    validates them.
+    """
+
+    write: Callable[..., tuple[str, list[str]]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[dict, str], dict] = lambda o, path: o
+
+
 _MODEL_KINDS: dict[str, ModelKind] = {}
+_REPORTS: dict[str, Report] = {}
 _OPERATORS: dict[str, Operator] = {}
 _EVALUATORS: dict[str, Evaluator] = {}
 _SCHEDULES: dict[str, tuple[Callable[..., Schedule], dict]] = {"vp": (VPSchedule, {"beta_min": 0.1, "beta_max": 20.0})}
@@ -93,6 +110,14 @@ def register_evaluator(modality: str, evaluate: Callable[..., "Evaluated"], chec
     if modality in _EVALUATORS and not replace:
         raise ValueError(f"evaluator for modality {modality!r} is already registered (pass replace=True)")
     _EVALUATORS[modality] = Evaluator(evaluate, check, notes)
+
+
+def register_report(kind: str, write: Callable[..., tuple[str, list[str]]], options: Mapping[str, Any] | None = None,
+                    check: Callable[[dict, str], dict] | None = None, replace: bool = False) -> None:
+    """Make ``reports: [{kind: <kind>}]`` available (see :class:`Report`)."""
+    if kind in _REPORTS and not replace:
+        raise ValueError(f"report {kind!r} is already registered (pass replace=True)")
+    _REPORTS[kind] = Report(write, dict(options or {}), check or (lambda o, path: o))
 
 
 def modality_of(model: Any) -> str:

@@ -103,8 +103,10 @@ def _provenance(wf: Workflow, models: dict, prepared: dict, runs: dict, dev: tor
 
 
 def _summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, picture: str | None, notes: list[str],
-             pictures: list[str] = (), modalities: set[str] = frozenset({"vectors"})) -> str:
-    """summary.md: what ran, the tables, the evaluators' ``notes``, the pictures, caveats."""
+             pictures: list[str] = (), modalities: set[str] = frozenset({"vectors"}),
+             sections: list[str] = ()) -> str:
+    """summary.md: what ran, the tables, the evaluators' ``notes``, the reports' sections, the
+    pictures, caveats."""
     from ..evaluation.vectors import markdown_table
 
     git = prov["git"].get("commit")
@@ -124,6 +126,7 @@ def _summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, picture: str | Non
             for m in prov["methods"]]
     lines += [markdown_table(pd.DataFrame(rows)), "", "## Metrics", "", markdown_table(metrics), ""]
     lines += [x for note in notes for x in (note, "")]
+    lines += [x for sec in sections for x in (sec, "")]
     if picture:
         lines += ["## Picture", "", f"![samples over member density contours]({picture})", ""]
     if pictures:

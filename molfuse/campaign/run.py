@@ -20,7 +20,7 @@ from .checks import _at, _fail
 from .files import _atomic, _jsonable, _write_text
 from .evaluators import modality_models
 from .kinds import build_models, data_shape
-from .registry import _EVALUATORS, _OPERATORS, Prepared, RunContext, derive_seed, modality_of
+from .registry import _EVALUATORS, _OPERATORS, _REPORTS, Prepared, RunContext, derive_seed, modality_of
 from .report import _now, _plot, _provenance, _summary
 from .spec import MethodSpec, Workflow, build_schedule, load_workflow
 
@@ -90,7 +90,12 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     prov = _provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed)
     _write_text(wf.folder / "provenance.json", json.dumps(_jsonable(prov), indent=2) + "\n")
     notes = [_EVALUATORS[k].notes for k in modalities if _EVALUATORS[k].notes]
-    _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture, notes, pictures, set(modalities)))
+    sections = []
+    for r in wf.reports:
+        text, pics = _REPORTS[r["kind"]].write(wf, metrics, {k: v for k, v in r.items() if k != "kind"})
+        sections.append(text)
+    _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture, notes, pictures, set(modalities),
+                                                   sections))
     say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
     return RunResult(wf.folder, metrics, per_sample, prov)
 

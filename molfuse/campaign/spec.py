@@ -55,6 +55,7 @@ class Workflow:
     sampler: SamplerSpec
     methods: tuple[MethodSpec, ...]
     evaluation: dict = field(default_factory=dict)
+    reports: tuple[dict, ...] = ()
 
     @property
     def folder(self) -> Path:
@@ -68,12 +69,13 @@ class Workflow:
             "target": self.target, "n_samples": self.n_samples, "sampler": vars(self.sampler).copy(),
             "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), **m.options}
                         for m in self.methods],
-        } | ({"evaluation": dict(self.evaluation)} if self.evaluation else {})
+        } | ({"evaluation": dict(self.evaluation)} if self.evaluation else {}) \
+          | ({"reports": [dict(r) for r in self.reports]} if self.reports else {})
 
 
 _TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "run_name": None, "schedule": None,
         "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED,
-        "evaluation": None}
+        "evaluation": None, "reports": None}
 # evaluation settings read by the image evaluator (molfuse.modalities.images.evaluate)
 _EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None, "heldout": None,
                "bits_per_dim": None, "dsm_loss": None}
@@ -121,7 +123,7 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
         run_name=_name(str(top["run_name"]), "run_name"), description=str(top["description"] or ""),
         schedule=_parse_schedule(top["schedule"] or {}), models=models, target=target,
         n_samples=_int(top["n_samples"], "n_samples", 1), sampler=sampler, methods=parsed,
-        evaluation=_parse_evaluation(top["evaluation"]))
+        evaluation=_parse_evaluation(top["evaluation"]), reports=_parse_reports(top["reports"]))
 
 
 def _read(source: str | Path | Mapping) -> Any:
@@ -211,6 +213,24 @@ def _parse_evaluation(d: Any) -> dict:
         out["dsm_loss"] = {"n_t": _int(b["n_t"], "evaluation.dsm_loss.n_t", 1),
                            "t_min": _float(b["t_min"], "evaluation.dsm_loss.t_min", 0.0, 0.5, open_lo=True)}
     return out
+
+
+def _parse_reports(d: Any) -> tuple[dict, ...]:
+    """``[{kind: <registered report>, ...options}]`` (see :mod:`.reports`)."""
+    from .registry import _REPORTS
+
+    if d is None:
+        return ()
+    if not isinstance(d, list):
+        _fail("reports", f"expected a list of reports, got {d!r}")
+    out = []
+    for i, r in enumerate(d):
+        path = f"reports[{i}]"
+        if not isinstance(r, Mapping) or r.get("kind") not in _REPORTS:
+            _fail(f"{path}.kind", f"expected one of {', '.join(sorted(_REPORTS))}; got {r!r}")
+        rep = _REPORTS[r["kind"]]
+        out.append(rep.check(_fields(r, path, {"kind": REQUIRED, **rep.options}), path))
+    return tuple(out)
 
 
 def _parse_heldout(d: Any, ev: dict) -> dict:
