@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,3 +26,35 @@ def test_superdiff_or_digits_tiny(tmp_path):
     assert np.allclose(np.nansum(frac, axis=1), 1.0)
     x = np.load(res.folder / "samples" / "or_t1.npy")
     assert x.shape == (4, 28, 28) and x.min() >= 0 and x.max() <= 1
+
+
+def _tiny(name: str, keep: set[str] | None = None, **sampler) -> dict:
+    wf = yaml.safe_load((ROOT / "workflows/images" / name).read_text())
+    if keep is not None:
+        wf["methods"] = [m for m in wf["methods"] if m["name"] in keep]
+        used = {n for m in wf["methods"] for n in m["models"]}
+        wf["models"] = {k: v for k, v in wf["models"].items() if k in used}
+    wf["n_samples"] = 3
+    wf["sampler"].update(steps=3, chunk_size=3, threads=1, **sampler)
+    ev = wf.get("evaluation", {})
+    if "heldout" in ev:
+        ev["heldout"]["n"] = 2
+    if "bits_per_dim" in ev:
+        ev["bits_per_dim"]["steps"] = 2
+    if "dsm_loss" in ev:
+        ev["dsm_loss"]["n_t"] = 1
+    for m in wf["methods"]:
+        if "fit" in m:
+            m["fit"]["n_mc"] = 64
+    return wf
+
+
+
+def test_soup_ensemble_digits_tiny(tmp_path):
+    res = run_workflow(_tiny("soup_ensemble_digits.yaml"), out=tmp_path, name="tiny", progress=False, verbose=False)
+    m = res.metrics.set_index("method")
+    assert list(m.index) == ["member_0123", "member_456", "member_789", "parent_all_data", "soup", "soup_minus_789",
+                             "ensemble_mean", "ensemble_median", "ensemble_mean_minus_789"]
+    assert np.isfinite(m["test_bpd"]).all()
+    share = pd.read_csv(res.folder / "share_789.csv").set_index("method")["share_789"]
+    assert share.between(0, 1).all()
