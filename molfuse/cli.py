@@ -48,9 +48,15 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None):
     except WorkflowError as e:
         raise click.ClickException(str(e)) from None
     m = result.metrics
+    image = ("class_mixture_tv", "coverage", "off_target_fraction", "feature_frechet", "test_bpd", "test_bpd_se",
+             "test_dsm_loss", "mean_min_target_prob")
     cols = ["method", *(c for c in m if c == "mean_log_q_nats_target" or c.startswith("share_")),
+            *(c for c in image if c in m and m[c].notna().any()),
+            *(c for c in m if c.startswith("weight_") and m[c].notna().any()),
             *(c for c in ("mean_abs_log_q_gap_nats", "wall_time_s") if c in m)]
     click.echo(markdown_table(result.metrics[cols]))
+    for section in result.sections:  # the workflow's reports (by_n, class_share)
+        click.echo(section)
     click.echo(f"results: {result.folder}  (summary.md, metrics.csv, per_sample.csv)")
     return result
 

@@ -33,6 +33,7 @@ class RunResult:
     metrics: pd.DataFrame
     per_sample: pd.DataFrame
     provenance: dict = field(default_factory=dict, repr=False)
+    sections: list[str] = field(default_factory=list, repr=False)  # the reports' markdown
 
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
@@ -76,7 +77,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     finally:
         torch.set_num_threads(threads)
     tables, rows, pictures = [], [], []
-    for m in wf.methods:
+    for m in tqdm(wf.methods, desc="evaluating", unit="method", disable=not progress):
         table, row, pics = _evaluate(wf, m, runs[m.name], prepared[m.name], models)
         tables.append(table)
         rows.append(row)
@@ -97,7 +98,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture, notes, pictures, set(modalities),
                                                    sections))
     say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
-    return RunResult(wf.folder, metrics, per_sample, prov)
+    return RunResult(wf.folder, metrics, per_sample, prov, sections)
 
 
 # Column order of the two tables; a key ending in "_" is a per-model group, in workflow order.

@@ -12,7 +12,7 @@ Metrics, read through the shipped digit classifier (:mod:`.metrics`):
 - ``coverage``: fraction of the target classes with at least ``coverage_min_count``
   samples (a quarter of the expected count of the rarest target class, at least 1);
 - ``off_target_fraction``: share of valid samples predicted outside the target classes;
-- ``mean_min_target_prob`` (two or more target classes): mean over samples of the smallest
+- ``mean_min_target_prob`` (two to four target classes): mean over samples of the smallest
   classifier probability among the target classes; near 0 when each sample is one class,
   up to 1/k when a sample reads as all k target classes at once (the AND question);
 - ``feature_frechet``: Fréchet distance of classifier features (not FID) to the held-out
@@ -108,7 +108,7 @@ def evaluate_images(x: np.ndarray, normalisation: Mapping[str, Any], method: str
                           "chunk": chunks, "seed": seeds, "valid": per["valid"], "reason": per["reason"],
                           "predicted_class": per["pred"], "prob_max": per["prob_max"]})
     row = _summary(per, unit, target_classes, reference_classes, clf, classifier)
-    if target_classes is not None and len(target_classes) >= 2:  # "is it all of them at once?" (AND)
+    if target_classes is not None and 2 <= len(target_classes) <= 4:  # "is it all of them at once?" (AND)
         probs = class_probabilities(unit, clf)
         table["min_target_prob"] = probs[:, sorted(int(c) for c in target_classes)].min(axis=1)
         row["mean_min_target_prob"] = float(np.nanmean(table["min_target_prob"])) if row["n_valid"] else math.nan
