@@ -1,5 +1,6 @@
 """The shipped image workflows run end to end on the shipped checkpoints (tiny sizes)."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,22 @@ def _tiny(name: str, keep: set[str] | None = None, **sampler) -> dict:
             m["fit"]["n_mc"] = 64
     return wf
 
+
+def test_scorefusion_digits_tiny(tmp_path):
+    keep = {"aux_s70", "uniform", "fused_n16_seed0", "fused_n16_seed1", "scratch_n16_seed0", "finetune_n16_seed1",
+            "fused_n640_seed0"}
+    with warnings.catch_warnings():  # a λ fitted with 64 Monte Carlo draws may lose to a member on held-out data
+        warnings.simplefilter("ignore", UserWarning)
+        res = run_workflow(_tiny("scorefusion_digits.yaml", keep), out=tmp_path, name="tiny", progress=False,
+                           verbose=False)
+    m = res.metrics.set_index("method")
+    assert np.isfinite(m["test_bpd"]).all() and np.isfinite(m["test_dsm_loss"]).all()
+    w = m.loc[["fused_n16_seed0", "fused_n640_seed0"], ["weight_s10", "weight_s30", "weight_s70", "weight_s90"]]
+    assert np.allclose(w.sum(axis=1), 1.0) and (w.to_numpy() >= 0).all()
+    by_n = pd.read_csv(res.folder / "by_n.csv")
+    assert set(by_n["family"]) == {"fused", "scratch", "finetune"}
+    assert by_n.set_index(["family", "n"]).loc[("fused", 16), "seeds"] == 2
+    assert (res.folder / "by_n.png").stat().st_size > 0
 
 
 def test_soup_ensemble_digits_tiny(tmp_path):
