@@ -102,6 +102,8 @@ def test_resume_keeps_finished_chunks(first_run):
             assert p.stat().st_mtime_ns == t, p
     np.testing.assert_array_equal(np.load(res.folder / "samples" / "or.npy"), x_or)  # same seeds, same samples
     assert len(again.per_sample) == 32 * len(METHODS) and again.per_sample["id"].is_unique
+    reported = run({**copy.deepcopy(wf), "reports": [{"kind": "by_n", "metrics": ["n"]}]})  # reports: no new run
+    assert reported.provenance["chunks"]["generated"] == 0 and (res.folder / "by_n.csv").is_file()
 
 
 def test_changed_config_is_refused(first_run):

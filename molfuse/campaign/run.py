@@ -180,8 +180,9 @@ def _check_folder(folder: Path, config: dict) -> bool:
 
 
 def _comparable(config: dict) -> dict:
-    """What must match to resume: all but where the folder is and how many threads ran."""
-    out = {k: v for k, v in config.items() if k not in ("output", "run_name")}
+    """What must match to resume: all but where the folder is, how many threads ran and the
+    reports (they only read the metrics table)."""
+    out = {k: v for k, v in config.items() if k not in ("output", "run_name", "reports")}
     out["sampler"] = {k: v for k, v in (out.get("sampler") or {}).items() if k != "threads"}
     return out
 

@@ -75,3 +75,10 @@ def test_soup_ensemble_digits_tiny(tmp_path):
     assert np.isfinite(m["test_bpd"]).all()
     share = pd.read_csv(res.folder / "share_789.csv").set_index("method")["share_789"]
     assert share.between(0, 1).all()
+
+
+def test_superdiff_and_digits_tiny(tmp_path):
+    res = run_workflow(_tiny("superdiff_and_digits.yaml"), out=tmp_path, name="tiny", progress=False, verbose=False)
+    m = res.metrics.set_index("method")
+    assert list(m.index) == ["prompt_4", "prompt_9", "and_4_9", "averaging_4_9"]
+    assert m["mean_min_target_prob"].between(0, 0.5).all()
