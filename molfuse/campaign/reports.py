@@ -55,6 +55,8 @@ def _by_n(wf: Workflow, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]
     _atomic(wf.folder / "by_n.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"), text=True)
     ref = metrics.set_index("method").reindex([r for r in o["reference"] if r in set(metrics["method"])])
     lines = ["## Against n (mean over seeds, min–max in brackets)", ""]
+    if not len(table):
+        return "\n".join(lines + ["No method is named `<family>_n<N>_seed<S>`; nothing to aggregate.", ""]), []
     for c in cols:
         wide = table.pivot(index="n", columns="family", values=f"{c}_mean")
         lo = table.pivot(index="n", columns="family", values=f"{c}_min")
