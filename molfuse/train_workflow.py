@@ -85,6 +85,8 @@ register_dataset_kind("gaussian_mixture_samples", _gaussian_mixture_samples,
                       {"means": REQUIRED, "covs": REQUIRED, "weights": None, "n": REQUIRED, "seed": 0, "labels": False})
 
 
+LICENCE = "weights: MIT (as molfuse); training data: see data.source_description"
+
 _TOP = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "checkpoint_dir": None,
         "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None}
 
@@ -235,16 +237,20 @@ _REGISTERED: set[str] = set()
 
 
 def train_from_workflow(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,
-                        progress: bool = True, verbose: bool = True) -> TrainResult:
+                        progress: bool = True, verbose: bool = True, rebuild: str | None = None) -> TrainResult:
     """Validate a training workflow, train (or resume), and write its results folder.
 
     Args:
         source: a training workflow YAML file or the same content as a dict.
         output, device: override ``output`` and ``train.device``.
         progress: lightning's progress bar; verbose: print what is written where.
+        rebuild: the command that rebuilds this checkpoint, for its card (default
+            ``molfuse train <source>`` when ``source`` is a file).
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = _now(), time.perf_counter()
+    if rebuild is None and not isinstance(source, Mapping):
+        rebuild = f"molfuse train {source}"
     wf = load_train_workflow(source, output=output, device=device)
     schedule = build_schedule(wf.schedule)
     kind = wf.data["kind"]
@@ -265,7 +271,8 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         f"parameters, {len(dataset)} samples) -> {wf.folder}{'' if fresh else ' (resuming)'}")
     ckpt = train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
                  card_extra={"name": wf.name, "description": wf.description, "architecture": wf.architecture,
-                             "data": description, "normalisation": norm, "init_from": init})
+                             "data": description, "normalisation": norm, "init_from": init,
+                             "licence": LICENCE, "rebuild": rebuild})
     _write_config(wf)
     card, _ = read_card(ckpt)
     log = _training_log(wf.folder)
@@ -291,7 +298,9 @@ def train_sweep(source: str | Path | Mapping, output: str | Path | None = None, 
     for i, wf in enumerate(runs):
         if verbose and len(runs) > 1:
             print(f"molfuse: sweep run {i + 1}/{len(runs)}: {wf['name']}")
-        out.append(train_from_workflow(wf, output=output, device=device, progress=progress, verbose=verbose))
+        rebuild = None if isinstance(source, Mapping) else f"molfuse train {source}"
+        out.append(train_from_workflow(wf, output=output, device=device, progress=progress, verbose=verbose,
+                                       rebuild=rebuild))
     return out
 
 

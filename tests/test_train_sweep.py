@@ -58,6 +58,7 @@ def test_cli_trains_every_run_of_a_sweep(tmp_path):
     assert res.exit_code == 0, res.output
     a, b = (load_model(tmp_path / "out" / n / "checkpoint") for n in ("s0", "s1"))
     assert a.card["seed"] == 0 and b.card["seed"] == 1
+    assert a.card["rebuild"] == f"molfuse train {path}" and "MIT" in a.card["licence"]
     assert not torch.equal(a.state_dict()["out.1.weight"], b.state_dict()["out.1.weight"])
 
 
