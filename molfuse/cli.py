@@ -1,6 +1,6 @@
 """The ``molfuse`` command: parse arguments, call the library, print where results went.
 
-    molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto]
+    molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto] [--seed N]
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
     molfuse doctor
@@ -38,13 +38,13 @@ def main() -> None:
     """
 
 
-def _run(path: Path, out: str | None, name: str | None, device: str | None):
+def _run(path: Path, out: str | None, name: str | None, device: str | None, seed: int | None = None):
     from .campaign import run_workflow
     from .errors import WorkflowError
     from .evaluation.vectors import markdown_table
 
     try:
-        result = run_workflow(path, out=out, name=name, device=device)
+        result = run_workflow(path, out=out, name=name, device=device, seed=seed)
     except WorkflowError as e:
         raise click.ClickException(str(e)) from None
     m = result.metrics
@@ -66,9 +66,10 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None):
 @click.option("--out", help="Base output folder (overrides the workflow's `output`).")
 @click.option("--name", help="Run name (folder under <out>/<workflow name>/); reuse it to resume.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides sampler.device.")
-def run(workflow: Path, out: str | None, name: str | None, device: str | None) -> None:
+@click.option("--seed", type=click.IntRange(min=0), help="Overrides the workflow's seed (a replicate run).")
+def run(workflow: Path, out: str | None, name: str | None, device: str | None, seed: int | None) -> None:
     """Run a workflow YAML file and write its results folder."""
-    _run(workflow, out, name, device)
+    _run(workflow, out, name, device, seed)
 
 
 @main.command("train")

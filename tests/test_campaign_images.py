@@ -148,12 +148,27 @@ def test_fitted_barycenter_and_heldout_metrics(digits_ckpt, other_ckpt, tmp_path
           "methods": [{"name": "fused", "operator": "barycenter", "models": ["a", "b"],
                        "fit": {"data": data, "n_mc": 64}},
                       {"name": "a", "operator": "single", "models": ["a"]},
-                      {"name": "or", "operator": "superpose", "models": ["a", "b"]}]}
+                      {"name": "b", "operator": "single", "models": ["b"]},
+                      {"name": "or_t5", "operator": "superpose", "models": ["a", "b"], "temperature": 5.0},
+                      {"name": "or", "operator": "superpose", "models": ["a", "b"], "bias": [0.0, 1.0]},
+                      {"name": "pick", "operator": "random_choice", "models": ["a", "b"], "weights": [0.3, 0.7]}]}
     res = campaign.run_workflow(wf, progress=False, verbose=False)
     m = res.metrics.set_index("method")
     assert np.isclose(m.loc["fused", ["weight_a", "weight_b"]].sum(), 1.0)
     for col in ("test_bpd", "test_bpd_se", "test_dsm_loss", "test_dsm_loss_se"):
-        assert np.isfinite(m.loc[["fused", "a"], col]).all() and np.isnan(m.loc["or", col]), col  # OR: no one score model
+        assert np.isfinite(m.loc[["fused", "a"], col]).all() and np.isnan(m.loc["or_t5", col]), col  # no one density
+    # random_choice and OR at T = 1 sample sum_i w_i p_i: its bits/dim from the members' paired likelihoods
+    assert np.isnan(m.loc[["or", "pick"], "test_dsm_loss"]).all()
+    d = 28 * 28
+    for name, w in (("pick", [0.3, 0.7]), ("or", [1 / (1 + np.e), np.e / (1 + np.e)])):
+        held = pd.read_csv(res.folder / "heldout" / f"{name}.csv")
+        for member in ("a", "b"):  # same images, dequantisation and probes as the single-model rows
+            single = pd.read_csv(res.folder / "heldout" / f"{member}.csv")
+            assert np.allclose(held[f"bits_per_dim_{member}"], single["bits_per_dim"], rtol=1e-6)
+        nats = -np.log(2) * d * held[["bits_per_dim_a", "bits_per_dim_b"]].to_numpy() + np.log(w)
+        expect = -np.logaddexp(nats[:, 0], nats[:, 1]) / (d * np.log(2))
+        assert np.allclose(held["bits_per_dim"], expect, rtol=1e-6)
+        assert np.isclose(m.loc[name, "test_bpd"], expect.mean(), rtol=1e-6)
     assert m["mean_min_target_prob"].between(0, 0.5).all()
     held = pd.read_csv(res.folder / "heldout" / "a.csv")
     assert len(held) == 3 and set(held["label"]) <= {7, 9}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import yaml
 from click.testing import CliRunner
 
@@ -41,6 +42,20 @@ def test_run_tiny_workflow(tmp_path):
     folder = tmp_path / "out" / "clitiny" / "r"
     assert (folder / "metrics.csv").is_file() and (folder / "summary.md").is_file()
     assert "device cpu" in res.output and str(folder) in res.output
+
+
+def test_run_seed_override_makes_a_replicate(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    for name, extra in (("s1", []), ("s7", ["--seed", "7"]), ("s7b", ["--seed", "7"])):
+        res = CliRunner().invoke(cli.main, ["run", str(path), "--out", str(out), "--name", name, *extra])
+        assert res.exit_code == 0, res.output
+    x = {n: np.load(out / "clitiny" / n / "samples" / "or.npy") for n in ("s1", "s7", "s7b")}
+    assert yaml.safe_load((out / "clitiny" / "s7" / "config.yaml").read_text())["seed"] == 7
+    assert np.array_equal(x["s7"], x["s7b"]) and not np.allclose(x["s1"], x["s7"])
+    bad = CliRunner().invoke(cli.main, ["run", str(path), "--out", str(out), "--seed", "-1"])
+    assert bad.exit_code != 0 and "--seed" in bad.output
 
 
 def test_run_reports_workflow_errors(tmp_path):

@@ -41,7 +41,8 @@ _IMAGE_NOTES = ("Classes are read by the shipped digit classifier. `frac_class_<
                 "biased high for few samples). `test_bpd` / `test_dsm_loss` (± `_se`): bits/dim (dequantised, "
                 "probability-flow ODE, Hutchinson) and per-dimension DSM loss of the method's score model on the "
                 "same held-out real images for every method (`evaluation.heldout`); empty for operators that are "
-                "not one score model (superpose, random_choice). `mean_min_target_prob`: mean over samples of the "
+                "not one score model, except bits/dim of the mixture sum_i w_i p_i for random_choice and OR at T = 1 "
+                "(members' paired likelihoods; no DSM loss). `mean_min_target_prob`: mean over samples of the "
                 "smallest classifier probability among the target classes.")
 
 
@@ -64,41 +65,37 @@ def _images(wf: Workflow, m: MethodSpec, run: dict, models: dict) -> Evaluated:
     if "fallbacks" in table:
         row["fallbacks"] = int(table["fallbacks"].sum())
     if "bits_per_dim" in ev or "dsm_loss" in ev:
-        row.update(_heldout(wf, m, run, norm, data_shape(models[m.models[0]])[-1]))
+        row.update(_heldout(wf, m, run, norm, data_shape(models[m.models[0]])[-1], models))
     return Evaluated(table, row, pictures)
 
 
-def _heldout(wf: Workflow, m: MethodSpec, run: dict, norm: dict, size: int) -> dict:
-    """Bits/dim and DSM loss on held-out real images (``heldout/<method>.csv``); NaN for
-    operators whose samples follow no single score model (superpose, random_choice)."""
+def _heldout(wf: Workflow, m: MethodSpec, run: dict, norm: dict, size: int, models: dict) -> dict:
+    """Bits/dim and DSM loss on held-out real images (``heldout/<method>.csv``).
+
+    One score model (single, barycenter, ensemble): both metrics. A mixture of the members
+    (random_choice, OR at T = 1): bits/dim of ``sum_i w_i p_i`` from the members' paired
+    per-image likelihoods; no DSM loss (that mixture's score at time t needs each q_t^i).
+    Anything else (AND, OR at T != 1): NaN."""
     import math
 
     import pandas as pd
-    import torch
-
-    from ..modalities.images.evaluate import heldout_metrics
-    from .registry import derive_seed
-    from .spec import build_schedule
 
     ev = wf.evaluation
     keys = [k for k, on in (("test_bpd", "bits_per_dim"), ("test_bpd_se", "bits_per_dim"), ("test_dsm_loss", "dsm_loss"),
                             ("test_dsm_loss_se", "dsm_loss")) if on in ev]
-    if run.get("score_model") is None:
+    mixture = run.get("mixture") if "bits_per_dim" in ev else None
+    if run.get("score_model") is None and mixture is None:
         return {k: math.nan for k in keys}
     path = wf.folder / "heldout" / f"{m.name}.csv"
     if path.exists():  # a resumed run: the same config made these numbers
         table = pd.read_csv(path)
     else:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(wf.sampler.threads or threads)
-        try:
-            table, _ = heldout_metrics(run["score_model"], build_schedule(wf.schedule), norm, ev["heldout"],
-                                       ev.get("bits_per_dim"), ev.get("dsm_loss"),
-                                       derive_seed(wf.seed, "heldout") % 2**31, size)
-        finally:
-            torch.set_num_threads(threads)
+        if run.get("score_model") is not None:
+            table = _heldout_table(wf, run["score_model"], norm, size, ev.get("bits_per_dim"), ev.get("dsm_loss"))
+        else:
+            table = _mixture_table(wf, [models[n] for n in m.models], m.models, mixture, norm, size)
         _atomic(path, lambda fh: table.to_csv(fh, index=False, float_format="%.8g"), text=True)
-    row = {}
+    row = {k: math.nan for k in keys}
     for col, key in (("bits_per_dim", "test_bpd"), ("dsm_loss", "test_dsm_loss")):
         if col in table:
             v = table[col].to_numpy(dtype=float)
@@ -106,6 +103,46 @@ def _heldout(wf: Workflow, m: MethodSpec, run: dict, norm: dict, size: int) -> d
             row[key] = float(v[ok].mean()) if ok.any() else math.nan
             row[key + "_se"] = float(v[ok].std(ddof=1) / math.sqrt(ok.sum())) if ok.sum() > 1 else math.nan
     return row
+
+
+def _heldout_table(wf: Workflow, model: Any, norm: dict, size: int, bpd: dict | None, dsm: dict | None):
+    """One score model's per-image held-out rows, with the run's paired seeds and threads."""
+    import torch
+
+    from ..modalities.images.evaluate import heldout_metrics
+    from .registry import derive_seed
+    from .spec import build_schedule
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(wf.sampler.threads or threads)
+    try:
+        table, _ = heldout_metrics(model, build_schedule(wf.schedule), norm, wf.evaluation["heldout"], bpd, dsm,
+                                   derive_seed(wf.seed, "heldout") % 2**31, size)
+    finally:
+        torch.set_num_threads(threads)
+    return table
+
+
+def _mixture_table(wf: Workflow, members: list, names: list[str], weights: list[float], norm: dict, size: int):
+    """Per-image bits/dim of ``sum_i w_i p_i``: ``log p = logsumexp_i(log w_i + log p_i)`` on the
+    same dequantised image (same seeds for every member, so the terms are paired). Each log p_i
+    is a Hutchinson estimate; the log-sum-exp of unbiased estimates is biased low (Jensen)."""
+    from scipy.special import logsumexp
+
+    bpd = wf.evaluation["bits_per_dim"]
+    table = None
+    logs = []
+    for name, model in zip(names, members):
+        t = _heldout_table(wf, model, norm, size, bpd, None)
+        table = t[["image", "label"]].copy() if table is None else table
+        table[f"bits_per_dim_{name}"] = t["bits_per_dim"].to_numpy()
+        logs.append(-t["bits_per_dim"].to_numpy(dtype=float) * np.log(2.0))  # nats per dimension
+    dims = int(np.prod(data_shape(members[0])))
+    log_w = np.log(np.asarray(weights, dtype=float))[:, None]
+    with np.errstate(divide="ignore"):
+        per_dim = logsumexp(dims * np.stack(logs) + log_w, axis=0) / dims  # (1/D) log sum_i w_i p_i
+    table["bits_per_dim"] = -per_dim / np.log(2.0)
+    return table
 
 
 def _check_images(wf: Workflow, models: dict) -> None:

@@ -53,8 +53,13 @@ def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Pr
                              ito_correction=o["ito_correction"])
         return Draw(r.x, ito=r.log_q, fallbacks=r.fallbacks)
 
+    # OR at T = 1 has score grad log sum_i e^{l_i} q_i: its target is that mixture (MATH §4)
+    mixture = None
+    if o["mode"] == "or" and o["temperature"] == 1.0:
+        logits = torch.tensor([0.0] * len(members) if bias is None else bias, dtype=torch.float64)
+        mixture = torch.softmax(logits, 0).tolist()
     return Prepared(draw, None, {"mode": o["mode"], "temperature": o["temperature"], "bias_nats": bias,
-                                 "ito_correction": o["ito_correction"]})
+                                 "ito_correction": o["ito_correction"]}, mixture=mixture)
 
 
 _FIT = {"data_from": None, "data": None, "n": None, "window": "full", "n_mc": 20000, "heldout_fraction": 0.2}
@@ -192,7 +197,7 @@ def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -
                 x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
         return Draw(x, ito=ito, chosen=chosen)
 
-    return Prepared(draw, method.options["weights"])
+    return Prepared(draw, method.options["weights"], mixture=list(method.options["weights"]))
 
 
 register_operator("single", _prepare_single, min_models=1, max_models=1)

@@ -166,12 +166,15 @@ class Draw:
 class Prepared:
     """A method ready to draw chunks: ``draw(n, generator) -> Draw``; the member weights it
     uses (given or fitted), extra provenance (fit losses, warnings) and, for operators whose
-    samples follow one score model (single, barycenter, ensemble), that ``model``."""
+    samples follow one score model (single, barycenter, ensemble), that ``model``; for those
+    whose samples follow a mixture of the members' densities (random_choice, OR at T = 1),
+    its weights ``mixture`` (one per member, on the simplex)."""
 
     draw: Callable[[int, torch.Generator], Draw]
     weights: list[float] | None = None
     info: dict = field(default_factory=dict)
     model: Any = None  # the method's score model when it has one (likelihood and DSM metrics)
+    mixture: list[float] | None = None  # samples follow sum_i w_i p_i of the members (likelihood)
 
 
 @dataclass

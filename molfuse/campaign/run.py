@@ -37,12 +37,14 @@ class RunResult:
 
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
-                 device: str | None = None, progress: bool = True, verbose: bool = True) -> RunResult:
+                 device: str | None = None, progress: bool = True, verbose: bool = True,
+                 seed: int | None = None) -> RunResult:
     """Validate, run and evaluate a workflow; write its results folder (RESULTS.md).
 
     Args:
         source: a workflow YAML file or the same content as a dict.
-        out, name, device: override ``output``, ``run_name`` and ``sampler.device``.
+        out, name, device, seed: override ``output``, ``run_name``, ``sampler.device`` and
+            ``seed`` (every sampling, fit and evaluation seed derives from it).
         progress: a tqdm bar over chunks; verbose: print the plan and the device used.
 
     Returns:
@@ -53,7 +55,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = _now(), time.perf_counter()
-    wf = load_workflow(source, output=out, run_name=name, device=device)
+    wf = load_workflow(source, output=out, run_name=name, device=device, seed=seed)
     schedule = build_schedule(wf.schedule)
     models = build_models(wf, schedule)
     shapes = _method_shapes(wf, models)
@@ -262,7 +264,7 @@ def _load_chunk(path: Path, size: int, seed: int) -> dict | None:
 def _evaluate(wf: Workflow, m: MethodSpec, run: dict, prep: Prepared,
               models: dict) -> tuple[pd.DataFrame, dict, list[str]]:
     """The evaluator of the method's modality, plus the columns every method has."""
-    run = {**run, "score_model": prep.model}
+    run = {**run, "score_model": prep.model, "mixture": prep.mixture}
     ev = _EVALUATORS[modality_of(models[m.models[0]])].evaluate(wf, m, run, models)
     table = ev.table
     row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), **ev.row}

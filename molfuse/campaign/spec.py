@@ -85,11 +85,11 @@ _DSM = {"n_t": 8, "t_min": 1.0e-3}
 
 
 def load_workflow(source: str | Path | Mapping, output: str | Path | None = None, run_name: str | None = None,
-                  device: str | None = None) -> Workflow:
+                  device: str | None = None, seed: int | None = None) -> Workflow:
     """Parse and validate a workflow given as a YAML file path or as the same content in a dict.
 
-    ``output``, ``run_name`` and ``device`` override the file (CLI ``--out``, ``--name``,
-    ``--device``). A missing ``run_name`` becomes the current timestamp.
+    ``output``, ``run_name``, ``device`` and ``seed`` override the file (CLI ``--out``,
+    ``--name``, ``--device``, ``--seed``). A missing ``run_name`` becomes the current timestamp.
 
     Raises:
         WorkflowError: naming the first offending field.
@@ -100,6 +100,8 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
         top["output"] = str(output)
     if run_name is not None:
         top["run_name"] = run_name
+    if seed is not None:
+        top["seed"] = seed
     if top["run_name"] is None:
         top["run_name"] = datetime.now().strftime("%Y%m%d-%H%M%S")
     models = _parse_models(top["models"])

@@ -19,10 +19,17 @@ def test_superdiff_or_digits_tiny(tmp_path):
     wf = yaml.safe_load((ROOT / "workflows/images/superdiff_or_digits.yaml").read_text())
     wf["n_samples"] = 4
     wf["sampler"].update(steps=5, chunk_size=4, threads=1)
+    wf["evaluation"].update(heldout={"n": 2, "seed": 0}, bits_per_dim={"steps": 2}, dsm_loss={"n_t": 1})
     res = run_workflow(wf, out=tmp_path, name="tiny", progress=False, verbose=False)
     m = res.metrics.set_index("method")
     assert list(m.index) == [x["name"] for x in wf["methods"]]
     assert (m["n"] == 4).all()
+    # one score model: bits/dim and DSM; the 0.5/0.5 mixture (OR T = 1, random choice): bits/dim only
+    assert np.isfinite(m.loc[["model_lo", "model_all", "averaging"], ["test_bpd", "test_dsm_loss"]]).all().all()
+    assert np.isfinite(m.loc[["or_t1", "random_choice"], "test_bpd"]).all()
+    assert np.isclose(m.loc["or_t1", "test_bpd"], m.loc["random_choice", "test_bpd"])  # same mixture, paired
+    assert m.loc[["or_t1", "random_choice", "or_t20"], "test_dsm_loss"].isna().all()
+    assert np.isnan(m.loc["or_t20", "test_bpd"])
     frac = m[[f"frac_class_{c}" for c in range(10)]].to_numpy()
     assert np.allclose(np.nansum(frac, axis=1), 1.0)
     x = np.load(res.folder / "samples" / "or_t1.npy")
@@ -70,7 +77,8 @@ def test_scorefusion_digits_tiny(tmp_path):
 def test_soup_ensemble_digits_tiny(tmp_path):
     res = run_workflow(_tiny("soup_ensemble_digits.yaml"), out=tmp_path, name="tiny", progress=False, verbose=False)
     m = res.metrics.set_index("method")
-    assert list(m.index) == ["member_0123", "member_456", "member_789", "parent_all_data", "soup", "soup_minus_789",
+    assert list(m.index) == ["member_0123", "member_456", "member_789", "parent_all_data", "parent_plus400_all_data",
+                             "soup", "soup_minus_789",
                              "ensemble_mean", "ensemble_median", "ensemble_mean_minus_789"]
     assert np.isfinite(m["test_bpd"]).all()
     share = pd.read_csv(res.folder / "share_789.csv").set_index("method")["share_789"]
