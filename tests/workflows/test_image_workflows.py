@@ -79,7 +79,7 @@ def test_soup_ensemble_digits_tiny(tmp_path):
     m = res.metrics.set_index("method")
     assert list(m.index) == ["member_0123", "member_456", "member_789", "parent_all_data", "parent_plus400_all_data",
                              "soup", "soup_minus_789",
-                             "ensemble_mean", "ensemble_median", "ensemble_mean_minus_789"]
+                             "ensemble_mean", "ensemble_median", "ensemble_weighted", "ensemble_mean_minus_789"]
     assert np.isfinite(m["test_bpd"]).all()
     share = pd.read_csv(res.folder / "share_789.csv").set_index("method")["share_789"]
     assert share.between(0, 1).all()
