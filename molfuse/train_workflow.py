@@ -16,7 +16,7 @@ Schema (``?`` = optional, default after ``=``)::
     architecture:                 # required; molfuse.nets.build(name, config)
       name: str                   # a registered architecture, e.g. mlp
       config?: {...} = {}         # e.g. {dim: 2, hidden: 128, depth: 3, num_classes: 0}
-    data:                         # required; kinds: molfuse.training.register_dataset_kind
+    data:                         # required; kinds: molfuse.datasets.register_dataset_kind
       kind: gaussian_mixture_samples
       means: [[x, y], ...]; covs: [...]; weights?: [...]; n: int; seed?: 0; labels?: false
     train?:                       # TrainConfig fields except seed (the top-level seed is used)
@@ -34,10 +34,8 @@ workflow resumes it; raising ``train.steps`` trains further.
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 import json
-import pkgutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,42 +45,19 @@ import lightning as L
 import pandas as pd
 import torch
 import yaml
-from torch.utils.data import TensorDataset
 
 from .campaign.checks import REQUIRED, _fail, _fields, _int, _name
 from .campaign.files import _atomic, _jsonable, _write_text
-from .campaign.kinds import _numeric
 from .campaign.report import _git_state, _machine, _now, _sha256
 from .campaign.spec import _parse_schedule, _read, build_schedule
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, read_card
 from .errors import WorkflowError
-from .models import GaussianMixture
 from .nets import architectures, build
-from .training import _DATASET_KINDS, TrainConfig, register_dataset_kind, train
+from .datasets import _DATASET_KINDS
+from .datasets import ensure_registered as _known
+from .training import TrainConfig, train
 
 __all__ = ["TrainWorkflow", "TrainResult", "load_train_workflow", "train_from_workflow", "train_sweep", "expand_sweep"]
-
-
-# ---------------------------------------------------------------- the built-in data kind (tests, vectors)
-def _gaussian_mixture_samples(spec: dict) -> tuple[TensorDataset, dict, dict]:
-    """``n`` float32 samples of a :class:`GaussianMixture`; with ``labels`` the component index."""
-    n, seed = _int(spec["n"], "data.n", 1), _int(spec["seed"], "data.seed", 0)
-    w = spec["weights"]
-    gm = GaussianMixture(_numeric(spec["means"]), _numeric(spec["covs"]), None if w is None else _numeric(w))
-    g = torch.Generator().manual_seed(seed)
-    comp = torch.multinomial(gm.weights, n, replacement=True, generator=g)
-    x = torch.empty(n, gm.dim, dtype=torch.float64)
-    for k in range(len(gm.weights)):  # each component is a one-component mixture
-        idx = (comp == k).nonzero()[:, 0]
-        x[idx] = GaussianMixture(gm.means[k:k + 1], gm.covs[k:k + 1]).sample(len(idx), generator=g)
-    tensors = (x.float(), comp) if spec["labels"] else (x.float(),)
-    desc = {"kind": "gaussian_mixture_samples", "n": n, "seed": seed, "dim": gm.dim, "labels": bool(spec["labels"]),
-            "means": gm.means.tolist(), "covs": gm.covs.tolist(), "weights": gm.weights.tolist()}
-    return TensorDataset(*tensors), desc, {"scale": 1.0, "shift": 0.0}
-
-
-register_dataset_kind("gaussian_mixture_samples", _gaussian_mixture_samples,
-                      {"means": REQUIRED, "covs": REQUIRED, "weights": None, "n": REQUIRED, "seed": 0, "labels": False})
 
 
 LICENCE = "weights: MIT (as molfuse); training data: see data.source_description"
@@ -214,26 +189,6 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
         data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]))
 
 
-def _known(names, wanted: Any) -> bool:
-    """Whether ``wanted`` is registered, after importing molfuse's modalities when it is not yet:
-    importing one registers its architectures, and its ``register()`` (if any, called once)
-    registers its data kinds."""
-    if wanted in names():
-        return True
-    from . import modalities
-
-    for mod in pkgutil.iter_modules(modalities.__path__, "molfuse.modalities."):
-        try:
-            module = importlib.import_module(mod.name)
-        except ImportError:
-            continue  # a modality whose optional dependencies are missing registers nothing
-        if mod.name not in _REGISTERED and callable(getattr(module, "register", None)):
-            module.register()
-            _REGISTERED.add(mod.name)
-    return wanted in names()
-
-
-_REGISTERED: set[str] = set()
 
 
 def train_from_workflow(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,

@@ -6,7 +6,7 @@ ships the EMA weights with :func:`molfuse.checkpoints.save_checkpoint`. Every ra
 step k (the batch, t, eps, the classifier-free dropout) derives from ``(seed, k)``, so a run
 resumed from ``out_dir/last.ckpt`` continues exactly where an uninterrupted run would be.
 
-Training data kinds for workflows are an open registry here (:func:`register_dataset_kind`);
+Training data kinds for workflows are an open registry in :mod:`molfuse.datasets`;
 training from a YAML workflow (``molfuse train``) lives in :mod:`molfuse.train_workflow`.
 """
 
@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,7 @@ from .campaign.files import _jsonable
 from .campaign.registry import derive_seed
 from .checkpoints import _check_state, save_checkpoint
 from .convert import prediction_of
+from .datasets import DatasetKind, register_dataset_kind  # noqa: F401  (re-exported)
 from .errors import WorkflowError
 from .losses import denoising_loss, drop_condition
 from .nets import build
@@ -407,36 +408,6 @@ def final_losses(module: DiffusionModule, train_set: TensorDataset, val_set: Ten
             out[f"{which}_{split}_loss"] = total / len(data)
     module.cpu()
     return out
-
-
-# ---------------------------------------------------------------- training data kinds (an open registry)
-DatasetBuilder = Callable[[dict], tuple[TensorDataset, dict, dict]]
-
-
-@dataclass(frozen=True)
-class DatasetKind:
-    """``builder(spec) -> (TensorDataset, description, normalisation)`` for ``data.kind``.
-
-    ``spec`` is the workflow's ``data`` mapping without ``kind``, defaults filled in from
-    ``fields`` (key -> default or REQUIRED; None leaves key checks to the builder). The
-    description goes into the card and the fingerprint; the normalisation is
-    ``{scale, shift}`` with ``x_model = scale * x_data + shift``. A builder's ValueError /
-    TypeError becomes a WorkflowError naming ``data``.
-    """
-
-    builder: DatasetBuilder
-    fields: Mapping[str, Any] | None = None
-
-
-_DATASET_KINDS: dict[str, DatasetKind] = {}
-
-
-def register_dataset_kind(name: str, builder: DatasetBuilder, fields: Mapping[str, Any] | None = None,
-                          replace: bool = False) -> None:
-    """Make ``data: {kind: <name>, ...}`` trainable (see :class:`DatasetKind`)."""
-    if name in _DATASET_KINDS and not replace:
-        raise ValueError(f"dataset kind {name!r} is already registered (pass replace=True)")
-    _DATASET_KINDS[name] = DatasetKind(builder, fields)
 
 
 def train_from_workflow(source: str | Path | Mapping, **kwargs: Any):

@@ -217,3 +217,23 @@ def test_by_n_report_aggregates_seeds_and_validates():
     with pytest.raises(WorkflowError, match=r"reports\[0\].classes"):
         campaign.load_workflow({**wf, "reports": [{"kind": "class_share", "classes": []}]})
     assert campaign.load_workflow({**wf, "reports": [{"kind": "by_n", "metrics": ["x"]}]}).reports[0]["reference"] == []
+
+
+def test_barycenter_fit_on_a_dataset_kind_needs_no_lightning(tmp_path):
+    """fit.data reads the dataset registry (molfuse.datasets), not the training stack."""
+    import subprocess
+    import sys
+
+    wf = tiny(tmp_path)
+    data = {"kind": "gaussian_mixture_samples", "means": [[1.0, 0.0]], "covs": [1.0], "n": 64, "seed": 0}
+    wf["methods"] = [{"name": "fit", "operator": "barycenter", "models": ["a", "b"],
+                      "fit": {"data": data, "n_mc": 256}}]
+    wf["evaluation"] = {}
+    code = ("import sys; sys.modules['lightning'] = None\n"  # importing lightning now fails
+            "import json, yaml; from molfuse.campaign import run_workflow\n"
+            f"r = run_workflow(yaml.safe_load({yaml.safe_dump(wf)!r}), progress=False, verbose=False)\n"
+            "print(json.dumps(r.metrics[['weight_a', 'weight_b']].iloc[0].tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    w = json.loads(out.stdout.strip().splitlines()[-1])
+    assert np.isclose(sum(w), 1.0) and w[1] > w[0]  # the data sit on b's side

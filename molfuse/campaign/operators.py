@@ -94,8 +94,9 @@ def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
 
 
 def _check_fit_data(d: Any, path: str) -> dict:
-    """A dataset spec of a registered kind (:func:`molfuse.training.register_dataset_kind`)."""
-    from ..train_workflow import _DATASET_KINDS, _known
+    """A dataset spec of a registered kind (:func:`molfuse.datasets.register_dataset_kind`)."""
+    from ..datasets import _DATASET_KINDS
+    from ..datasets import ensure_registered as _known
 
     if not isinstance(d, dict) or "kind" not in d:
         _fail(f"{path}.kind", "required field is missing (a dataset kind, e.g. mnist_population)")
@@ -112,7 +113,7 @@ def _fit_data(f: dict, ctx: RunContext, g: torch.Generator) -> tuple[torch.Tenso
         if not hasattr(source, "sample"):
             raise ValueError(f"fit.data_from: model {f['data_from']!r} cannot draw samples (it has no .sample)")
         return source.sample(f["n"], generator=g).to(ctx.device), {"data_from": f["data_from"], "n": f["n"]}
-    from ..training import _DATASET_KINDS
+    from ..datasets import _DATASET_KINDS
 
     dataset, desc, _ = _DATASET_KINDS[f["data"]["kind"]].builder({k: v for k, v in f["data"].items() if k != "kind"})
     x = dataset.tensors[0].to(ctx.device, torch.get_default_dtype())

@@ -33,7 +33,8 @@ def _plot(wf: Workflow, models: dict, runs: dict, prepared: dict, shapes: dict) 
 
     n = 120
     xs, ys, pts = grid(extent_of([runs[m.name]["x"] for m in two_d]), n)
-    fit_src = {m.name: m.options["fit"]["data_from"] for m in two_d if m.options.get("fit")}
+    fit_src = {m.name: m.options["fit"]["data_from"] for m in two_d  # a model the fit drew data from
+               if m.options.get("fit") and m.options["fit"]["data_from"] is not None}
     needed = dict.fromkeys([*(x for m in two_d for x in m.models), *fit_src.values()])
     grids = {k: log_density_grid(models[k], pts, n) for k in needed if hasattr(models[k], "log_prob")}
     colour = {k: COLORS[i % len(COLORS)] for i, k in enumerate(wf.models)}

@@ -45,8 +45,8 @@ __all__ = [
 
 def register() -> None:
     """Register the training data kind ``"mnist_population"`` (:func:`mnist_population_dataset`)
-    with :func:`molfuse.training.register_dataset_kind`. ``molfuse train`` calls it when a
+    with :func:`molfuse.datasets.register_dataset_kind`. ``molfuse train`` calls it when a
     workflow names a kind it does not know yet; calling it again is harmless."""
-    from ...training import register_dataset_kind  # imported here: lightning is heavy, training optional
+    from ...datasets import register_dataset_kind
 
     register_dataset_kind("mnist_population", mnist_population_dataset, replace=True)

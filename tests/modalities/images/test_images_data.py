@@ -12,7 +12,7 @@ def test_mnist_counts_and_split():
     x, y = im.load_mnist()
     assert x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
     assert np.bincount(y).tolist() == [500] * 10 and x.max() == 255 and x.min() == 0
-    (xtr, ytr), (xte, yte) = im.load_mnist("train"), im.load_mnist("test")
+    (_, ytr), (xte, yte) = im.load_mnist("train"), im.load_mnist("test")
     assert np.bincount(ytr).tolist() == [400] * 10 and np.bincount(yte).tolist() == [100] * 10
     train, test = im.split_indices(y, 100, seed=0)
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == 5000

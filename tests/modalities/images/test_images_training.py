@@ -14,7 +14,7 @@ from molfuse.train_workflow import train_from_workflow  # noqa: E402
 
 
 def test_register_is_idempotent():
-    from molfuse.training import _DATASET_KINDS
+    from molfuse.datasets import _DATASET_KINDS
 
     im.register()
     im.register()
