@@ -4,7 +4,7 @@ Schema (``?`` = optional, default after ``=``)::
 
     name: str                    # required, [A-Za-z0-9_.-]+; results go to <output>/<name>/<run_name>/
     description?: str = ""       # copied into summary.md
-    seed?: int = 0               # every chunk and fit seed derives from it (stable hash, see derive_seed)
+    seed?: int = 0               # every chunk and fit seed derives from it (stable hash, see derive_seed); CLI --seed
     output?: str = results       # base folder
     run_name?: str = <timestamp> # YYYYmmdd-HHMMSS; rerunning the same folder resumes it
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
