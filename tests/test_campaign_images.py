@@ -190,3 +190,33 @@ def test_barycenter_fit_data_is_validated(digits_ckpt, tmp_path, fit, match):
     wf["methods"] = [{"name": "f", "operator": "barycenter", "models": ["seven", "nine"], "fit": fit}]
     with pytest.raises(WorkflowError, match=match):
         campaign.load_workflow(wf)
+
+
+def test_checkpoint_guidance_is_classifier_free_guidance(digits_ckpt, tmp_path):
+    import json
+    import shutil
+
+    from molfuse import bind
+    from molfuse.checkpoints import load_model
+    from molfuse.convert import score_fn
+
+    m = _build({"g": {"kind": "checkpoint", "path": str(digits_ckpt), "cond": 7, "guidance": 2.0},
+                "g0": {"kind": "checkpoint", "path": str(digits_ckpt), "cond": 7, "guidance": 0.0}}, tmp_path)
+    net = load_model(digits_ckpt)  # predicts eps; the null class is 10
+    x, t = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad():
+        s_c, s_null = score_fn(bind(net, 7), net.schedule)(x, t), score_fn(bind(net, 10), net.schedule)(x, t)
+        got, got0 = score_fn(m["g"], None)(x, t), score_fn(m["g0"], None)(x, t)
+    assert torch.allclose(got, 3.0 * s_c - 2.0 * s_null, atol=1e-4)  # (1 + w) s_c - w s_null
+    assert torch.allclose(got0, s_c, atol=1e-5) and not torch.allclose(got, s_c, atol=1e-3)
+    assert m["g"].guidance == 2.0 and "guidance=2.0" in repr(m["g"])
+    plain = tmp_path / "no_dropout"  # the same weights, carded as trained without label dropout
+    shutil.copytree(digits_ckpt, plain)
+    card = json.loads((plain / "card.json").read_text())
+    card["conditioning"]["cond_drop_prob"] = 0.0
+    (plain / "card.json").write_text(json.dumps(card))
+    for spec, match in (({"path": str(plain), "cond": 7, "guidance": 1.0}, "label dropout"),
+                        ({"path": str(digits_ckpt), "guidance": 1.0}, "needs cond"),
+                        ({"path": str(digits_ckpt), "cond": 7, "guidance": -1.0}, "w >= 0")):
+        with pytest.raises(WorkflowError, match=match):
+            _build({"g": {"kind": "checkpoint", **spec}}, tmp_path)

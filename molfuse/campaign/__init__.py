@@ -10,7 +10,8 @@ Schema (``?`` = optional, default after ``=``)::
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
     models:                      # required, name -> spec; kinds are a registry (register_model_kind)
       a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
-      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label> | null}
+      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label> | null,
+          guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
                                  # bound with molfuse.bind; shape from the card (data.shape / arch)

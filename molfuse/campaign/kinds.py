@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,9 @@ class CheckpointModel:
     ``modality`` (the card's, else None: :func:`~.registry.modality_of` reads the shape).
     """
 
-    def __init__(self, model: Any, card: dict, checkpoint: Path, sample_shape: tuple[int, ...], cond: Any = None):
-        self.model, self.card, self.checkpoint, self.cond = model, card, checkpoint, cond
+    def __init__(self, model: Any, card: dict, checkpoint: Path, sample_shape: tuple[int, ...], cond: Any = None,
+                 guidance: float | None = None):
+        self.model, self.card, self.checkpoint, self.cond, self.guidance = model, card, checkpoint, cond, guidance
         self.prediction, self.schedule = model.prediction, model.schedule
         self.normalisation, self.sample_shape = dict(card["normalisation"]), sample_shape
         self.modality = card.get("modality")
@@ -57,6 +60,7 @@ class CheckpointModel:
 
     def __repr__(self) -> str:
         cond = "" if self.cond is None else f", cond={self.cond!r}"
+        cond += "" if self.guidance is None else f", guidance={self.guidance!r}"
         return f"CheckpointModel({str(self.checkpoint.parent)!r}{cond}, shape={self.sample_shape})"
 
 
@@ -100,10 +104,29 @@ def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
         if not classes or cond >= classes:
             raise ValueError(f"cond: {cond} is not a class of this net (it has {classes or 'no'} classes)")
     model = bind(net, cond) if cond is not None else net
-    return CheckpointModel(model, net.card, net.checkpoint, card_shape(net.card), cond)
+    if spec["guidance"] is not None:
+        model = _guided(net, cond, spec["guidance"], schedule)
+    return CheckpointModel(model, net.card, net.checkpoint, card_shape(net.card), cond, spec["guidance"])
 
 
-register_model_kind("checkpoint", _checkpoint, {"path": REQUIRED, "cond": None})  # CheckpointError is a ValueError
+def _guided(net: Any, cond: Any, scale: Any, schedule: Schedule) -> Any:
+    """Classifier-free guidance ``(1 + w) s(x, t | cond) − w s(x, t | null)`` (MATH §2), for a
+    net trained with label dropout (its card's ``conditioning``); refused otherwise."""
+    from .. import bind
+    from ..fusion import guidance
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"guidance: expected a scale w >= 0; got {scale!r}")
+    if cond is None:
+        raise ValueError("guidance needs cond (the class to guide towards)")
+    c = net.card.get("conditioning") or {}
+    if c.get("null_cond") is None or not c.get("cond_drop_prob"):
+        raise ValueError("guidance needs a net trained with label dropout (card conditioning.cond_drop_prob > 0 "
+                         "and a null_cond); this one has no trained unconditional score")
+    return guidance(bind(net, cond), bind(net, c["null_cond"]), float(scale), schedule)
+
+
+register_model_kind("checkpoint", _checkpoint, {"path": REQUIRED, "cond": None, "guidance": None})  # CheckpointError is a ValueError
 
 _SAME = ("architecture", "prediction", "schedule", "normalisation", "conditioning")
 

@@ -88,5 +88,6 @@ def test_soup_ensemble_digits_tiny(tmp_path):
 def test_superdiff_and_digits_tiny(tmp_path):
     res = run_workflow(_tiny("superdiff_and_digits.yaml"), out=tmp_path, name="tiny", progress=False, verbose=False)
     m = res.metrics.set_index("method")
-    assert list(m.index) == ["prompt_4", "prompt_9", "and_4_9", "averaging_4_9"]
+    assert list(m.index) == ["prompt_4", "prompt_9", "and_4_9", "averaging_4_9",
+                             "prompt_4_cfg2", "prompt_9_cfg2", "and_4_9_cfg2", "averaging_4_9_cfg2"]
     assert m["mean_min_target_prob"].between(0, 0.5).all()
