@@ -17,11 +17,11 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch.utils.data import TensorDataset
 
-from .campaign.checks import REQUIRED, _int
+from .campaign.checks import REQUIRED, _fail, _fields, _int
 from .campaign.kinds import _numeric
 from .models import GaussianMixture
 
-__all__ = ["DatasetKind", "register_dataset_kind", "dataset_kinds", "ensure_registered"]
+__all__ = ["DatasetKind", "register_dataset_kind", "ensure_registered", "check_data_spec"]
 
 DatasetBuilder = Callable[[dict], tuple[TensorDataset, dict, dict]]
 
@@ -53,9 +53,18 @@ def register_dataset_kind(name: str, builder: DatasetBuilder, fields: Mapping[st
     _DATASET_KINDS[name] = DatasetKind(builder, fields)
 
 
-def dataset_kinds() -> dict[str, DatasetKind]:
-    """The registered kinds (name -> :class:`DatasetKind`), a copy."""
-    return dict(_DATASET_KINDS)
+def check_data_spec(d: Any, path: str) -> dict:
+    """A ``{kind: ..., ...}`` mapping of a registered kind, with the kind's defaults filled in.
+
+    Raises:
+        WorkflowError: naming ``path`` (missing or unknown kind, bad fields).
+    """
+    if not isinstance(d, Mapping) or "kind" not in d:
+        _fail(f"{path}.kind", "required field is missing (a dataset kind, e.g. mnist_population)")
+    if not ensure_registered(lambda: list(_DATASET_KINDS), d["kind"]):
+        _fail(f"{path}.kind", f"unknown data kind {d['kind']!r}; registered: {', '.join(sorted(_DATASET_KINDS))}")
+    spec = _DATASET_KINDS[d["kind"]].fields
+    return dict(d) if spec is None else _fields(d, path, {"kind": REQUIRED, **spec})
 
 
 def ensure_registered(names: Callable[[], Iterable[str]], wanted: Any) -> bool:

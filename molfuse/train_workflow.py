@@ -52,9 +52,9 @@ from .campaign.report import _git_state, _machine, _now, _sha256
 from .campaign.spec import _parse_schedule, _read, build_schedule
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, read_card
 from .errors import WorkflowError
-from .nets import architectures, build
-from .datasets import _DATASET_KINDS
+from .datasets import _DATASET_KINDS, check_data_spec
 from .datasets import ensure_registered as _known
+from .nets import architectures, build
 from .training import TrainConfig, train
 
 __all__ = ["TrainWorkflow", "TrainResult", "load_train_workflow", "train_from_workflow", "train_sweep", "expand_sweep"]
@@ -168,13 +168,7 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
         _fail("architecture.name", f"unknown architecture {arch['name']!r}; registered: {', '.join(architectures())}")
     if not isinstance(arch["config"], Mapping):
         _fail("architecture.config", f"expected a mapping, got {arch['config']!r}")
-    data = top["data"]
-    if not isinstance(data, Mapping) or "kind" not in data:
-        _fail("data.kind", "required field is missing")
-    if not _known(lambda: list(_DATASET_KINDS), data["kind"]):
-        _fail("data.kind", f"unknown data kind {data['kind']!r}; registered: {', '.join(sorted(_DATASET_KINDS))}")
-    spec = _DATASET_KINDS[data["kind"]].fields
-    data = dict(data) if spec is None else _fields(data, "data", {"kind": REQUIRED, **spec})
+    data = check_data_spec(top["data"], "data")
     train = top["train"] or {}
     if isinstance(train, Mapping) and "seed" in train:
         _fail("train.seed", "set the seed at the top level (seed: ...); it seeds the net and the training")

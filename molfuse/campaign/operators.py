@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from .. import fusion
-from .checks import REQUIRED, _choice, _fail, _fields, _float, _floats, _int, _simplex
+from .checks import _choice, _fail, _fields, _float, _floats, _int, _simplex
 from .kinds import data_shape
 from .registry import Draw, Prepared, RunContext, derive_seed, register_operator
 from .spec import MethodSpec
@@ -77,7 +77,9 @@ def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
         _fail(p, "give data_from (a model to sample) with n, or data (a dataset spec, e.g. "
               "{kind: mnist_population, weights: {7: 0.6, 9: 0.4}, n: 64, seed: 0})")
     if f["data"] is not None:
-        f["data"] = _check_fit_data(f["data"], f"{p}.data")
+        from ..datasets import check_data_spec  # the dataset kinds (no lightning)
+
+        f["data"] = check_data_spec(f["data"], f"{p}.data")
         if f["n"] is not None:
             _fail(f"{p}.n", "with fit.data the number of samples is the dataset's (data.n)")
     else:
@@ -91,19 +93,6 @@ def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
     f["heldout_fraction"] = _float(f["heldout_fraction"], f"{p}.heldout_fraction", 0.0, 0.9)
     o["fit"] = f
     return o
-
-
-def _check_fit_data(d: Any, path: str) -> dict:
-    """A dataset spec of a registered kind (:func:`molfuse.datasets.register_dataset_kind`)."""
-    from ..datasets import _DATASET_KINDS
-    from ..datasets import ensure_registered as _known
-
-    if not isinstance(d, dict) or "kind" not in d:
-        _fail(f"{path}.kind", "required field is missing (a dataset kind, e.g. mnist_population)")
-    if not _known(lambda: list(_DATASET_KINDS), d["kind"]):
-        _fail(f"{path}.kind", f"unknown data kind {d['kind']!r}; registered: {', '.join(sorted(_DATASET_KINDS))}")
-    spec = _DATASET_KINDS[d["kind"]].fields
-    return dict(d) if spec is None else _fields(d, path, {"kind": REQUIRED, **spec})
 
 
 def _fit_data(f: dict, ctx: RunContext, g: torch.Generator) -> tuple[torch.Tensor, dict]:
