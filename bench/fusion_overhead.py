@@ -31,7 +31,7 @@ from molfuse import GaussianMixture, VPSchedule, sample
 from molfuse.convert import score_fn
 from molfuse.density import ito_increment
 from molfuse.fusion import and_weights, or_weights, superpose
-from molfuse.fusion._common import stack_scores
+from molfuse.fusion import stack_scores
 
 QUICK = {"steps": 20, "n": 128, "dim": 32, "repeats": 2, "exact_dim": 4, "gm_n": 128, "profile_rounds": 0}
 DEFAULT = {"steps": 200, "n": 512, "dim": 64, "repeats": 3, "exact_dim": 16, "gm_n": 512, "profile_rounds": 15}

@@ -1,8 +1,10 @@
 """Prediction-type conversions and model contracts (MATH §1). The only place they live.
 
 A score model is any callable ``model(x, t, cond=None) -> Tensor`` with an optional
-attribute ``prediction`` in ``{"score", "eps", "x0", "v"}`` (``"score"`` when absent) and an
-optional ``schedule`` (:class:`~molfuse.schedules.Schedule`) it was trained with.
+attribute ``prediction`` in ``{"score", "eps", "x0", "v"}`` (``"score"`` when absent), an
+optional ``schedule`` (:class:`~molfuse.schedules.Schedule`) it was trained with and an
+optional ``space`` (:class:`~molfuse.spaces.Space`, MATH §6). A model whose batches carry a
+node mask is called ``model(x, t, cond=cond, mask=mask)``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .base.checks import check_finite
 from .errors import ConventionError
 from .schedules import Schedule
+from .spaces import Space, resolve_space
 
 __all__ = ["PREDICTIONS", "to_score", "prediction_of", "resolve_schedule", "ScoreFn", "score_fn"]
 
 PREDICTIONS = ("score", "eps", "x0", "v")
-ScoreFn = Callable[[Tensor, Tensor, Any], Tensor]
+ScoreFn = Callable[..., Tensor]  # fn(x, t, cond=None, mask=None) -> score
 
 
 def _bcast(c: Tensor, x: Tensor) -> Tensor:
@@ -83,23 +87,43 @@ def resolve_schedule(models: Sequence[Any], schedule: Schedule | None = None) ->
     return schedule
 
 
-def score_fn(model: Any, schedule: Schedule | None) -> ScoreFn:
-    """Wrap ``model`` as ``fn(x, t, cond) -> score`` with its contract checked.
+def score_fn(model: Any, schedule: Schedule | None, space: Space | None = None) -> ScoreFn:
+    """Wrap ``model`` as ``fn(x, t, cond=None, mask=None) -> score`` with its contract checked.
 
     ``t`` may be a float or a (batch,) tensor; the wrapped model always receives a (batch,)
-    tensor of the dtype of ``x``. The output shape is checked against ``x``.
+    tensor of the dtype of ``x``. The output shape is checked against ``x``, and a NaN / inf
+    output raises :class:`~molfuse.errors.NonFiniteError` naming the model and t. On a
+    constrained space (MATH §6) the input and the score are projected onto the subspace
+    (so the score's divergence is the subspace's), and ``mask`` is passed to the model.
     """
     pred = prediction_of(model)
     schedule = resolve_schedule([model], schedule)
+    space = resolve_space([model], space)
+    name = _name(model)
 
-    def fn(x: Tensor, t: Tensor | float, cond: Any = None) -> Tensor:
+    def fn(x: Tensor, t: Tensor | float, cond: Any = None, mask: Tensor | None = None) -> Tensor:
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        out = model(x, tb, cond=cond) if cond is not None else model(x, tb)
+        kwargs = {} if cond is None else {"cond": cond}
+        if not space.trivial:
+            x = space.project(x, mask)
+            if mask is not None:
+                kwargs["mask"] = mask
+        elif mask is not None:
+            raise ConventionError(f"{name} lives on {space!r}, which has no node mask; got one")
+        out = model(x, tb, **kwargs)
         if out.shape != x.shape:
-            raise ConventionError(f"{_name(model)} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        return to_score(out, pred, x, tb, schedule)
+            raise ConventionError(f"{name} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+        if not bool(torch.isfinite(out).all()):
+            check_finite(out, f"model {name!r} at {_when(tb)}")
+        s = to_score(out, pred, x, tb, schedule)
+        return s if space.trivial else space.project(s, mask)
 
     return fn
+
+
+def _when(t: Tensor) -> str:
+    lo, hi = float(t.min()), float(t.max())
+    return f"t={lo:.4g}" if lo == hi else f"t in [{lo:.4g}, {hi:.4g}]"
 
 
 def _name(model: Any) -> str:

@@ -1,4 +1,8 @@
-"""Log-density estimators: the Itô estimator (MATH §3) and probability-flow ODE likelihoods."""
+"""Log-density estimators: the Itô estimator (MATH §3) and probability-flow ODE likelihoods.
+
+Every estimator takes the degrees of freedom ``D`` per sample (MATH §6): a wrong ``D`` shifts
+each absolute log q by ``ΔD (Σ dlogα Δτ − ½ log 2π)`` nats, differently for each size.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from torch import Tensor
 from .convert import score_fn
 from .errors import SamplerError
 from .schedules import Schedule
+from .spaces import Space, resolve_space
 
 __all__ = ["ito_increment", "score_and_divergence", "prior_log_prob", "log_likelihood", "DIVERGENCES"]
 
@@ -22,7 +27,7 @@ def _flat64(x: Tensor) -> Tensor:
 
 
 def ito_increment(x: Tensor, dx: Tensor, scores: Tensor, dtau: float, dlog_alpha: float, g2: float,
-                  dof: int | None = None) -> Tensor:
+                  dof: Tensor | int | None = None) -> Tensor:
     """One step of the Itô density estimator for one or several models (MATH §3).
 
     ``Δ log q^i = D Δτ dlogα − Δτ ½ g² ‖s^i‖² + ⟨Δx + Δτ dlogα x, s^i⟩`` with the scores
@@ -34,8 +39,9 @@ def ito_increment(x: Tensor, dx: Tensor, scores: Tensor, dtau: float, dlog_alpha
         dx: step taken (batch, ...).
         scores: (batch, ...) for one model or (batch, K, ...) for K models.
         dtau: reverse-time step ``Δτ > 0``; ``dlog_alpha``, ``g2`` at the pre-step time t.
-        dof: degrees of freedom D (default: coordinates per sample; ``3(N-1)`` for
-            zero-centre-of-mass point clouds).
+        dof: degrees of freedom D, an int or (batch,) per sample (default: coordinates per
+            sample; ``3(n-1)`` for n centred 3-D nodes, MATH §6). Padding entries of ``x``,
+            ``dx`` and the scores are zero (projected), so the sums run over real entries.
 
     Returns:
         (batch,) or (batch, K) float64 increments in nats.
@@ -46,23 +52,28 @@ def ito_increment(x: Tensor, dx: Tensor, scores: Tensor, dtau: float, dlog_alpha
     single = scores.numel() == xf.numel()
     s = scores.reshape(b, -1, xf.shape[1]).to(torch.float64)  # (B, K, D)
     move = (dxf + dtau * dlog_alpha * xf)[:, None, :]
+    if isinstance(d, Tensor):
+        d = d.to(device=xf.device, dtype=torch.float64)[:, None]
     inc = d * dtau * dlog_alpha - 0.5 * dtau * g2 * (s * s).sum(-1) + (move * s).sum(-1)
     return inc[:, 0] if single else inc
 
 
 def score_and_divergence(fn: Callable[..., Tensor], x: Tensor, t: float, cond: Any = None,
                          method: str = "exact", probe: Tensor | None = None,
-                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                         generator: torch.Generator | None = None,
+                         mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Score and its divergence ``∇·s`` at ``x`` (batch, ...) -> ((batch, ...), (batch,) float64).
 
     ``"exact"`` takes one backward pass per coordinate (small D); ``"hutchinson"`` one
     vector-Jacobian product with a Rademacher probe (given, or drawn from ``generator``).
+    ``fn`` is a :func:`~molfuse.convert.score_fn`: on a constrained space it projects its input
+    and output, so both give the divergence on the subspace, ``tr(P ∇s P)`` (MATH §6).
     """
     if method not in DIVERGENCES:
         raise SamplerError(f"divergence must be one of {DIVERGENCES}; got {method!r}")
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        s = fn(xg, t, cond)
+        s = fn(xg, t, cond, mask)
         if method == "hutchinson":
             if probe is None:
                 probe = _rademacher(x.shape, generator).to(x)
@@ -82,17 +93,20 @@ def _rademacher(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
     return torch.randint(0, 2, shape, generator=generator, device=dev).to(torch.float32) * 2 - 1
 
 
-def prior_log_prob(x: Tensor, schedule: Schedule, dof: int | None = None) -> Tensor:
-    """``log N(x; 0, prior_std^2 I)`` in nats, (batch,) float64: the reference density at t = 1."""
+def prior_log_prob(x: Tensor, schedule: Schedule, dof: Tensor | int | None = None) -> Tensor:
+    """``log N(x; 0, prior_std^2 I)`` in nats, (batch,) float64: the reference density at t = 1,
+    on a subspace of ``dof`` dimensions per sample (default: every coordinate; MATH §6)."""
     xf = _flat64(x)
     d = xf.shape[1] if dof is None else dof
+    if isinstance(d, Tensor):
+        d = d.to(device=xf.device, dtype=torch.float64)
     v = schedule.prior_std() ** 2
     return -0.5 * (xf * xf).sum(-1) / v - 0.5 * d * math.log(2 * math.pi * v)
 
 
 def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200, divergence: str = "exact",
                    cond: Any = None, generator: torch.Generator | None = None, t_start: float = 1e-5,
-                   rho: float = 1.0) -> Tensor:
+                   rho: float = 1.0, mask: Tensor | None = None, space: Space | None = None) -> Tensor:
     """``log p_0(x0)`` per sample in nats via the probability-flow ODE (MATH §3), RK4 in t.
 
     Integrates ``dx/dt = f - ½ g² s`` from ``t_start`` to 1 and
@@ -106,17 +120,21 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         rho: the grid ``t_i = (t_start^(1/ρ) + i/steps (1 - t_start^(1/ρ)))^ρ``; 1 is
             uniform, larger values crowd the steps near ``t_start`` where the score of
             image data changes fastest (ρ = 3 with 40 steps: see the images README).
+        mask, space: node mask and state space of point-cloud data (MATH §6); the density is
+            on the subspace, with ``D`` its dimension per sample.
     """
     if steps < 1:
         raise SamplerError(f"steps must be >= 1; got {steps}")
     if not rho >= 1.0:
         raise SamplerError(f"rho must be >= 1 (1 = uniform grid); got {rho}")
-    fn = score_fn(model, schedule)
+    space = resolve_space([model], space)
+    space.check(x0.shape, mask)
+    fn = score_fn(model, schedule, space)
     probe = _rademacher(x0.shape, generator).to(x0) if divergence == "hutchinson" else None
-    d = x0[0].numel()
+    d = space.dof(x0.shape, mask).to(x0.device)
 
     def rhs(x: Tensor, t: float) -> tuple[Tensor, Tensor]:
-        s, div = score_and_divergence(fn, x, t, cond, divergence, probe)
+        s, div = score_and_divergence(fn, x, t, cond, divergence, probe, mask=mask)
         dla, g2 = float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         return dla * x - 0.5 * g2 * s, d * dla - 0.5 * g2 * div
 
@@ -124,7 +142,8 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
     lo = t_start ** (1.0 / rho)
     ts = (lo + u * (1.0 - lo)).pow(rho).tolist()
     ts[0], ts[-1] = t_start, 1.0
-    x, acc = x0.detach().clone(), torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
+    x = space.project(x0.detach().clone(), mask)
+    acc = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
     for t, tn in zip(ts[:-1], ts[1:]):
         h = tn - t
         k1, l1 = rhs(x, t)
@@ -133,4 +152,4 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         k4, l4 = rhs(x + h * k3, tn)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         acc = acc + h / 6 * (l1 + 2 * l2 + 2 * l3 + l4)
-    return prior_log_prob(x, schedule) + acc
+    return prior_log_prob(x, schedule, d) + acc

@@ -1,8 +1,12 @@
-"""Exceptions that name the problem (bad shapes, conventions, weights, merges, workflows)."""
+"""Exceptions that name the problem (bad shapes, conventions, weights, merges, workflows).
+
+Part of the base layer: imported by everything, importing nothing of molfuse.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ConventionError", "MergeError", "WeightsError", "WorkflowError", "SamplerError"]
+__all__ = ["ConventionError", "MergeError", "WeightsError", "WorkflowError", "SamplerError", "NonFiniteError",
+           "CheckpointError", "FolderLockedError"]
 
 
 class ConventionError(ValueError):
@@ -21,5 +25,17 @@ class SamplerError(ValueError):
     """Sampler settings that are invalid, or that break an estimator the caller asked for."""
 
 
+class NonFiniteError(SamplerError):
+    """A model returned NaN / inf; the message names the model and the time t."""
+
+
 class WorkflowError(ValueError):
     """A campaign file is malformed; the message names the offending field."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, tampered with, or does not fit the architecture its card names."""
+
+
+class FolderLockedError(WorkflowError):
+    """Another process is writing the same results folder."""

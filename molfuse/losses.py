@@ -14,6 +14,7 @@ from torch import Tensor
 from .convert import PREDICTIONS, prediction_of, score_fn
 from .errors import ConventionError
 from .schedules import Schedule
+from .spaces import Space, resolve_space
 
 __all__ = ["dsm_loss", "denoising_loss", "drop_condition"]
 
@@ -25,6 +26,8 @@ def dsm_loss(
     t: Tensor | float,
     eps: Tensor,
     cond: Any = None,
+    mask: Tensor | None = None,
+    space: Space | None = None,
 ) -> Tensor:
     """Per-sample ``sigma_t^2``-weighted denoising score matching loss (MATH §2).
 
@@ -40,6 +43,8 @@ def dsm_loss(
         t: times, a float or (batch,).
         eps: standard normal noise, same shape as ``x0``.
         cond: optional condition passed to the model.
+        mask, space: node mask and state space of point-cloud data (MATH §6); ``eps`` must
+            then lie on the subspace (``space.noise``), and the sum runs over real entries.
 
     Returns:
         (batch,) loss in the dtype of ``x0``.
@@ -55,12 +60,12 @@ def dsm_loss(
     if tb.dim() > 1 or (tb.dim() == 1 and tb.shape[0] != batch):
         raise ValueError(f"t must be a float or (batch,) = ({batch},); got shape {tuple(tb.shape)}")
     tb = tb.expand(batch)
-    view = (batch,) + (1,) * (x0.dim() - 1)
-    alpha = schedule.alpha(tb).to(x0.dtype).reshape(view)
-    sigma = schedule.sigma(tb).to(x0.dtype).reshape(view)
-    xt = alpha * x0 + sigma * eps  # MATH §1 noising path
-    s = score_fn(model, schedule)(xt, tb, cond)
-    return (sigma * s + eps).pow(2).flatten(1).sum(1)  # MATH §2 sigma^2-weighted DSM
+    space = resolve_space([model], space)
+    xt = schedule.diffuse(x0, tb, eps)  # MATH §1 noising path
+    s = score_fn(model, schedule, space)(xt, tb, cond, mask)
+    sigma = schedule.sigma(tb).to(x0.dtype).reshape((batch,) + (1,) * (x0.dim() - 1))
+    r = sigma * s + eps  # MATH §2 sigma^2-weighted DSM
+    return r.pow(2).flatten(1).sum(1) if space.trivial else space.sqnorm(r, mask).to(x0.dtype)
 
 
 def denoising_loss(
@@ -73,8 +78,10 @@ def denoising_loss(
     generator: torch.Generator | None = None,
     t_min: float = 1e-3,
     prediction: str | None = None,
+    mask: Tensor | None = None,
+    space: Space | None = None,
 ) -> Tensor:
-    """Per-sample training loss: :func:`dsm_loss` averaged over coordinates (MATH §1, §2).
+    """Per-sample training loss: :func:`dsm_loss` averaged over degrees of freedom (MATH §1, §2, §6).
 
     Draws ``t ~ U[t_min, 1]`` and ``eps ~ N(0, I)`` from ``generator`` unless given, and
     returns ``mean_coords ||sigma_t s(x_t, t) + eps||^2`` with ``x_t = alpha_t x0 + sigma_t eps``.
@@ -98,6 +105,8 @@ def denoising_loss(
         generator: source of the draws (on the device of ``x0``).
         t_min: lower end of the time window (avoids ``sigma_t -> 0``).
         prediction: the prediction type the caller expects; must equal the net's.
+        mask, space: node mask and state space (MATH §6): the noise is drawn on the subspace
+            and the loss divided by each sample's degrees of freedom, not its coordinates.
 
     Returns:
         (batch,) loss in the dtype of ``x0``.
@@ -114,9 +123,11 @@ def denoising_loss(
             raise ValueError(f"t_min must lie in [0, 1); got {t_min}")
         u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
         t = t_min + (1.0 - t_min) * u
+    space = resolve_space([net], space)
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return dsm_loss(net, x0, schedule, t, eps, cond=cond) / x0[0].numel()
+        eps = space.noise(x0.shape, mask, generator, x0.device, x0.dtype)
+    loss = dsm_loss(net, x0, schedule, t, eps, cond=cond, mask=mask, space=space)
+    return loss / (x0[0].numel() if space.trivial else space.dof(x0.shape, mask).to(loss))
 
 
 def drop_condition(cond: Tensor, p: float, null_value: Any, generator: torch.Generator | None = None) -> Tensor:

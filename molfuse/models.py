@@ -1,4 +1,9 @@
-"""Score-model protocol, analytic Gaussian mixtures (exact score and log q_t), ``bind``."""
+"""Score-model protocol, analytic Gaussian mixtures (exact score and log q_t), ``bind``.
+
+:class:`GaussianMixture` lives on plain vectors; :class:`CentredGaussianMixture` on padded,
+centred point clouds of several sizes (MATH §6), so that every estimator can be checked
+against exact values on masked states too.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from torch import Tensor
 
 from .errors import ConventionError
 from .schedules import Schedule, VPSchedule
+from .spaces import PointCloud
 
-__all__ = ["ScoreModel", "GaussianMixture", "Bound", "bind"]
+__all__ = ["ScoreModel", "GaussianMixture", "CentredGaussianMixture", "Bound", "bind"]
 
 
 @runtime_checkable
@@ -124,6 +130,117 @@ def _full_covs(c: Tensor, k: int, d: int) -> Tensor:
     raise ValueError(f"covs must be (K,), (K, D) or (K, D, D) with K={k}, D={d}; got {tuple(c.shape)}")
 
 
+class CentredGaussianMixture:
+    """Gaussian mixture on centred point clouds of several sizes; exact score and log q_t (MATH §6).
+
+    For a cloud of n real nodes with F channels (the first ``centred`` of them centred) the
+    state lives on the subspace ``S_n`` of dimension ``D = n F - centred``. Component k is the
+    isotropic Gaussian ``N(mu_k(n), c_k I)`` on ``S_n`` with a template ``mu_k(n)`` per size;
+    at time t it is ``N(alpha_t mu_k(n), (alpha_t^2 c_k + sigma_t^2) I)`` on ``S_n``, so
+    ``log q_t(x) = logsumexp_k [log w_k - |x - alpha mu_k|^2 / (2 v_k) - D/2 log(2 pi v_k)]``
+    with densities taken against Lebesgue measure on ``S_n``.
+
+    Args:
+        templates: ``{n: (K, n, F) means}`` for every size n the mixture covers (projected
+            onto ``S_n`` here, so uncentred templates are fine).
+        variances: (K,) ``c_k > 0``.
+        weights: (K,) component weights on the simplex (default uniform), the same for every n.
+        centred: leading channels that are centred (3 for 3-D positions).
+        max_nodes: N of the padded batch (default the largest n).
+    """
+
+    prediction = "score"
+
+    def __init__(self, templates: dict, variances, weights=None, centred: int = 3, schedule: Schedule | None = None,
+                 name: str | None = None, max_nodes: int | None = None):
+        if not templates:
+            raise ValueError("templates must map at least one size n to (K, n, F) means")
+        self.sizes = sorted(int(n) for n in templates)
+        self.variances = torch.as_tensor(variances, dtype=torch.float64).flatten()
+        k = len(self.variances)
+        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if w.shape != (k,) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6 or (self.variances <= 0).any():
+            raise ValueError(f"need {k} positive variances and {k} weights on the simplex; got "
+                             f"{self.variances.tolist()}, {w.tolist()}")
+        self.weights, self.space = w, PointCloud(centred)
+        self.schedule = schedule if schedule is not None else VPSchedule()
+        self.name = name
+        first = torch.as_tensor(templates[self.sizes[0]], dtype=torch.float64)
+        self.channels = first.shape[-1]
+        self.max_nodes = int(max_nodes or self.sizes[-1])
+        padded = torch.zeros(len(self.sizes), k, self.max_nodes, self.channels, dtype=torch.float64)
+        for i, n in enumerate(self.sizes):
+            mu = torch.as_tensor(templates[n], dtype=torch.float64)
+            if mu.shape != (k, n, self.channels) or n > self.max_nodes:
+                raise ValueError(f"templates[{n}] must be ({k}, {n}, {self.channels}) with n <= max_nodes; "
+                                 f"got {tuple(mu.shape)}")
+            padded[i, :, :n] = self.space.project(mu, None)  # centred on its n nodes
+        self._means = padded  # (S, K, N, F)
+        self._index = {n: i for i, n in enumerate(self.sizes)}
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return (self.max_nodes, self.channels)
+
+    def _means_for(self, mask: Tensor) -> Tensor:
+        sizes = mask.sum(1).tolist()
+        missing = sorted({n for n in sizes if n not in self._index})
+        if missing:
+            raise ConventionError(f"{self!r} has no template for clouds of {missing} nodes (sizes {self.sizes})")
+        return self._means[[self._index[n] for n in sizes]].to(mask.device)  # (B, K, N, F)
+
+    def _terms(self, x: Tensor, t: Tensor | float, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Per-component log(w_k N(x)) (B, K) and component scores (B, K, N, F), float64."""
+        x64 = x.to(torch.float64) if x.requires_grad else x.detach().to(torch.float64)
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        self.space.check(x.shape, mask)
+        if x.shape[1:] != (self.max_nodes, self.channels):
+            raise ConventionError(f"{self!r} takes (batch, {self.max_nodes}, {self.channels}); got {tuple(x.shape)}")
+        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device).flatten().expand(x.shape[0])
+        a = self.schedule.alpha(tt)[:, None]
+        v = a**2 * self.variances.to(x.device) + self.schedule.sigma2(tt)[:, None]  # (B, K)
+        diff = x64[:, None] - a[:, :, None, None] * self._means_for(mask)
+        m = mask.to(torch.float64)[:, None, :, None]
+        dof = self.space.dof(x.shape, mask).to(x.device)[:, None]
+        logn = -0.5 * (diff * diff * m).flatten(2).sum(-1) / v - 0.5 * dof * torch.log(2 * math.pi * v)
+        return logn + torch.log(self.weights.to(x.device)), -diff * m / v[:, :, None, None]
+
+    def log_prob(self, x: Tensor, t: Tensor | float = 0.0, mask: Tensor | None = None) -> Tensor:
+        """Exact ``log q_t(x)`` on the subspace, nats, (B,) float64."""
+        logc, _ = self._terms(x, t, mask)
+        return torch.logsumexp(logc, dim=-1)
+
+    def score(self, x: Tensor, t: Tensor | float, mask: Tensor | None = None) -> Tensor:
+        """Exact score on the subspace (zero on padding, centred), (B, N, F) in the dtype of ``x``."""
+        logc, comp = self._terms(x, t, mask)
+        resp = torch.softmax(logc, dim=-1)
+        return (resp[:, :, None, None] * comp).sum(1).to(x.dtype)
+
+    def __call__(self, x: Tensor, t: Tensor | float, cond: Any = None, mask: Tensor | None = None) -> Tensor:
+        return self.score(x, t, mask)
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               sizes: Sequence[int] | Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` exact samples at t = 0 and their masks: (n, N, F) float64, (n, N) bool.
+
+        ``sizes``: the node count of each sample (default: uniform over the templated sizes).
+        """
+        if sizes is None:
+            pick = torch.randint(len(self.sizes), (n,), generator=generator)
+            sizes = torch.as_tensor(self.sizes)[pick]
+        sizes = torch.as_tensor(sizes).flatten()
+        mask = torch.arange(self.max_nodes)[None, :] < sizes[:, None]
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = self.space.noise((n, self.max_nodes, self.channels), mask, generator, dtype=torch.float64)
+        mu = self._means_for(mask)[torch.arange(n), comp]
+        return mu + self.variances[comp].sqrt()[:, None, None] * z, mask
+
+    def __repr__(self) -> str:
+        return (f"CentredGaussianMixture(K={len(self.weights)}, sizes={self.sizes}, F={self.channels}"
+                f"{', name=' + self.name if self.name else ''})")
+
+
 class Bound:
     """A score model with its condition fixed: ``Bound(net, cond)(x, t) == net(x, t, cond)``."""
 
@@ -131,15 +248,16 @@ class Bound:
         self.model, self.cond = model, cond
         self.prediction = getattr(model, "prediction", "score")
         self.schedule = getattr(model, "schedule", None)
+        self.space = getattr(model, "space", None)
         self.name = f"{getattr(model, 'name', None) or type(model).__name__}[{cond}]"
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, cond: Any = None, **kwargs: Any) -> Tensor:
         if cond is not None:
             raise ConventionError(f"{self.name} already has its condition bound; got another one")
         c = self.cond
         if isinstance(c, Tensor) and c.dim() > 0 and c.shape[0] == 1 and x.shape[0] != 1:
             c = c.expand(x.shape[0], *c.shape[1:])
-        return self.model(x, t, cond=c)
+        return self.model(x, t, cond=c, **kwargs)
 
 
 def bind(model: Any, cond: Any) -> Bound:

@@ -1,18 +1,23 @@
 """The one noising convention of molfuse (MATH §1).
 
 ``x_t = alpha(t) x_0 + sigma(t) eps`` with ``t in [0, 1]``; ``t = 0`` is data. Every model,
-sampler and estimator reads its coefficients from a :class:`Schedule`.
+sampler and estimator reads its coefficients from a :class:`Schedule`; :meth:`Schedule.diffuse`
+is the one place data are noised, and :data:`SCHEDULES` the one registry of schedule kinds
+(workflows and checkpoint cards both read it through :func:`schedule_from_config`).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["Schedule", "VPSchedule"]
+from .errors import ConventionError
+
+__all__ = ["Schedule", "VPSchedule", "SCHEDULES", "schedule_from_config"]
 
 
 def _as_tensor(t: Tensor | float) -> Tensor:
@@ -59,6 +64,20 @@ class Schedule(ABC):
         """Squared diffusion ``g_t^2 = 2 sigma_t^2 d/dt log(sigma_t / alpha_t)`` (MATH §1)."""
         t = _as_tensor(t)
         return self.dsigma2(t) - 2.0 * self.sigma2(t) * self.dlog_alpha(t)
+
+    def diffuse(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """The noising path ``x_t = alpha_t x0 + sigma_t eps`` (MATH §1), per sample.
+
+        Args:
+            x0: clean data (batch, ...).
+            t: (batch,) times; alpha and sigma are computed in the dtype of ``t`` and cast to
+                that of ``x0``.
+            eps: noise shaped like ``x0`` (on the state's subspace for constrained states).
+        """
+        view = (x0.shape[0],) + (1,) * (x0.dim() - 1)
+        alpha = self.alpha(t).to(x0.dtype).reshape(view)
+        sigma = self.sigma(t).to(x0.dtype).reshape(view)
+        return alpha * x0 + sigma * eps
 
     def prior_std(self) -> float:
         """Std of the reference noise at ``t = 1`` (``alpha_1^2 + sigma_1^2 = 1`` for VP)."""
@@ -108,3 +127,31 @@ class VPSchedule(Schedule):
 
     def config(self) -> dict:
         return {"kind": "vp", "beta_min": self.beta_min, "beta_max": self.beta_max}
+
+
+# kind -> (class, default parameters); the one registry of schedule kinds.
+SCHEDULES: dict[str, tuple[Callable[..., Schedule], dict[str, float]]] = {
+    "vp": (VPSchedule, {"beta_min": 0.1, "beta_max": 20.0}),
+}
+
+
+def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
+    """The :class:`Schedule` a config ``{kind: vp, beta_min: .., beta_max: ..}`` describes.
+
+    Raises:
+        ConventionError: unknown kind or parameters the kind rejects.
+    """
+    if not isinstance(config, Mapping):
+        raise ConventionError(f"a schedule config is a mapping {{kind: ..}}; got {config!r}")
+    kind = config.get("kind", "vp")
+    if kind not in SCHEDULES:
+        raise ConventionError(f"schedule kind {kind!r} is not supported (known: {', '.join(SCHEDULES)})")
+    cls, defaults = SCHEDULES[kind]
+    params = {**defaults, **{k: v for k, v in config.items() if k != "kind"}}
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise ConventionError(f"schedule kind {kind!r} takes {', '.join(defaults)}; got {', '.join(sorted(unknown))}")
+    try:
+        return cls(**{k: float(v) for k, v in params.items()})
+    except (TypeError, ValueError) as e:
+        raise ConventionError(f"schedule {dict(config)}: {e}") from None

@@ -1,4 +1,4 @@
-"""Helpers shared by the fusion operators: member validation, score wrapping, weights."""
+"""Helpers shared by the fusion operators: member validation and score wrapping."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from ..convert import ScoreFn, resolve_schedule, score_fn
-from ..errors import WeightsError
 from ..schedules import Schedule
+from ..spaces import Space, resolve_space
 
-__all__ = ["check_members", "member_fns", "as_weights", "stack_scores"]
+__all__ = ["check_members", "member_fns", "stack_scores"]
 
 
 def check_members(models: Sequence[Any], what: str, minimum: int = 2) -> list[Any]:
@@ -25,31 +25,18 @@ def check_members(models: Sequence[Any], what: str, minimum: int = 2) -> list[An
     return models
 
 
-def member_fns(models: Sequence[Any], schedule: Schedule | None) -> tuple[list[ScoreFn], Schedule | None]:
-    """Score functions of every member in one shared convention (MATH §1).
+def member_fns(models: Sequence[Any], schedule: Schedule | None,
+               space: Space | None = None) -> tuple[list[ScoreFn], Schedule | None, Space]:
+    """Score functions of every member in one shared convention (MATH §1) and state space (§6).
 
-    Raises ConventionError when members declare different schedules, or when a member
-    predicts eps/x0/v and no schedule is known.
+    Raises ConventionError when members declare different schedules or spaces, or when a
+    member predicts eps/x0/v and no schedule is known.
     """
     schedule = resolve_schedule(models, schedule)
-    return [score_fn(m, schedule) for m in models], schedule
+    space = resolve_space(models, space)
+    return [score_fn(m, schedule, space) for m in models], schedule, space
 
 
-def as_weights(weights: Any, k: int, what: str, simplex: bool = True, atol: float = 1e-6) -> Tensor:
-    """(k,) float64 weights; on the simplex unless ``simplex=False`` (then only finite)."""
-    w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-    if w.numel() != k:
-        raise WeightsError(f"{what}: {w.numel()} weights for {k} models")
-    if not torch.isfinite(w).all():
-        raise WeightsError(f"{what}: weights must be finite; got {w.tolist()}")
-    if simplex and ((w < -atol).any() or abs(float(w.sum()) - 1.0) > atol):
-        raise WeightsError(
-            f"{what}: weights {[round(v, 6) for v in w.tolist()]} are off the simplex "
-            f"(need >= 0 and sum 1, sum is {float(w.sum()):.6g})"
-        )
-    return w
-
-
-def stack_scores(fns: Sequence[ScoreFn], x: Tensor, t: Any, cond: Any = None) -> Tensor:
+def stack_scores(fns: Sequence[ScoreFn], x: Tensor, t: Any, cond: Any = None, mask: Tensor | None = None) -> Tensor:
     """Member scores at (x, t) stacked on dim 1: (batch, K, ...)."""
-    return torch.stack([f(x, t, cond) for f in fns], dim=1)
+    return torch.stack([f(x, t, cond, mask) for f in fns], dim=1)

@@ -16,7 +16,9 @@ from torch import Tensor
 from ..convert import ScoreFn
 from ..models import names
 from ..schedules import Schedule
-from ._common import as_weights, check_members, member_fns, stack_scores
+from ..spaces import Space
+from ._common import check_members, member_fns, stack_scores
+from .weights import as_weights
 
 __all__ = ["LinearCombination", "Barycenter", "guidance", "BarycenterFit", "fit_barycenter_weights",
            "solve_simplex_qp", "WINDOWS"]
@@ -38,17 +40,17 @@ class LinearCombination:
     def __init__(self, models: Sequence[Any], weights: Any, schedule: Schedule | None = None,
                  name: str | None = None):
         self.models = check_members(models, self._what, minimum=1)
-        self._fns, self.schedule = member_fns(self.models, schedule)
+        self._fns, self.schedule, self.space = member_fns(self.models, schedule)
         self.weights = as_weights(weights, len(self.models), self._what, simplex=self._simplex)
         self.name = name or f"{self._what.lower()}({', '.join(names(self.models))})"
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, cond: Any = None, mask: Tensor | None = None) -> Tensor:
         # members with weight exactly 0 contribute nothing and are not evaluated (a fitted λ
         # on the simplex is often sparse; this saves their network calls)
         active = [i for i, w in enumerate(self.weights.tolist()) if w != 0.0]
         if not active:
             return torch.zeros_like(x)
-        s = stack_scores([self._fns[i] for i in active], x, t, cond)  # (B, K_active, ...)
+        s = stack_scores([self._fns[i] for i in active], x, t, cond, mask)  # (B, K_active, ...)
         w = self.weights[active].to(device=s.device, dtype=s.dtype).reshape(1, -1, *([1] * (s.dim() - 2)))
         return (w * s).sum(1)
 
@@ -148,20 +150,26 @@ def _window(window: str, t_min: float, vanilla_t_max: float) -> tuple[float, flo
 
 @torch.no_grad()
 def _quadratic_terms(fns: list[ScoreFn], x0: Tensor, schedule: Schedule, window: tuple[float, float],
-                     draws: int, batch_size: int, generator: torch.Generator | None, cond: Any):
-    """Monte Carlo A (K, K), b (K,), c with the same (t, ε) draws for every model (MATH §2)."""
+                     draws: int, batch_size: int, generator: torch.Generator | None, cond: Any,
+                     space: Space, mask: Tensor | None = None):
+    """Monte Carlo A (K, K), b (K,), c with the same (t, ε) draws for every model (MATH §2).
+
+    ε is drawn on the state's subspace and padding entries are zero (MATH §6), so the inner
+    products below run over the real entries.
+    """
     k = len(fns)
     A, b, c, n = np.zeros((k, k)), np.zeros(k), 0.0, 0
     xs = x0.repeat_interleave(draws, dim=0)
+    ms = None if mask is None else mask.repeat_interleave(draws, dim=0)
     gdev = generator.device if generator is not None else x0.device
     for start in range(0, xs.shape[0], batch_size):
         x = xs[start:start + batch_size]
+        m = None if ms is None else ms[start:start + batch_size]
         t = torch.empty(x.shape[0], dtype=torch.float64, device=gdev).uniform_(*window, generator=generator).to(x.device)
-        eps = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha, sigma = schedule.alpha(t).to(x.dtype).reshape(shape), schedule.sigma(t).to(x.dtype).reshape(shape)
-        xt = alpha * x + sigma * eps
-        ss = stack_scores(fns, xt, t.to(x.dtype), cond).reshape(x.shape[0], k, -1).to(torch.float64)
+        eps = space.noise(x.shape, m, generator, x.device, x.dtype)
+        xt = schedule.diffuse(x, t, eps)  # MATH §1
+        sigma = schedule.sigma(t).to(x.dtype)
+        ss = stack_scores(fns, xt, t.to(x.dtype), cond, m).reshape(x.shape[0], k, -1).to(torch.float64)
         ss = ss * sigma.reshape(-1, 1, 1).to(torch.float64)  # σ s_i
         ef = eps.reshape(x.shape[0], -1).to(torch.float64)
         A += torch.einsum("bid,bjd->ij", ss, ss).cpu().numpy()
@@ -174,7 +182,8 @@ def _quadratic_terms(fns: list[ScoreFn], x0: Tensor, schedule: Schedule, window:
 def fit_barycenter_weights(models: Sequence[Any], data: Tensor, schedule: Schedule, window: str = "full",
                            n_mc: int = 20000, heldout_fraction: float = 0.2, t_min: float = 1e-3,
                            vanilla_t_max: float = 0.05, batch_size: int = 1024,
-                           generator: torch.Generator | None = None, cond: Any = None) -> BarycenterFit:
+                           generator: torch.Generator | None = None, cond: Any = None,
+                           mask: Tensor | None = None, space: Space | None = None) -> BarycenterFit:
     """Learn barycenter weights λ from target samples by σ²-weighted DSM, solved exactly (MATH §2).
 
     ``L(λ) = E_{t,x0,ε} ‖σ_t Σ λ_i s_i(x_t, t) + ε‖² = λᵀAλ − 2bᵀλ + c`` is estimated by Monte
@@ -187,11 +196,16 @@ def fit_barycenter_weights(models: Sequence[Any], data: Tensor, schedule: Schedu
             (``t ~ U[t_min, vanilla_t_max]``, vanilla KL fusion near t = 0).
         n_mc: about how many (x0, t, ε) draws estimate A and b (each sample reused).
         heldout_fraction: share of ``data`` kept out of the fit to report held-out loss.
+        mask, space: node masks (n, N) and state space of point-cloud data (MATH §6).
+
+    Raises:
+        NonFiniteError: a member returned NaN / inf (the message names it and t).
 
     Warns when the fit is worse on held-out data than the best single member.
     """
     models = check_members(models, "fit_barycenter_weights", minimum=2)
-    fns, schedule = member_fns(models, schedule)
+    fns, schedule, space = member_fns(models, schedule, space)
+    space.check(data.shape, mask)
     win = _window(window, t_min, vanilla_t_max)
     n = data.shape[0]
     n_held = int(round(heldout_fraction * n)) if n >= 4 else 0
@@ -199,8 +213,9 @@ def fit_barycenter_weights(models: Sequence[Any], data: Tensor, schedule: Schedu
         raise ValueError(f"fit_barycenter_weights needs at least one fitting sample; got n={n}")
     perm = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu").to(data.device)
     train, held = data[perm[n_held:]], data[perm[:n_held]]
+    m_train, m_held = (None, None) if mask is None else (mask[perm[n_held:]], mask[perm[:n_held]])
     draws = max(1, math.ceil(n_mc / train.shape[0]))
-    A, b, c = _quadratic_terms(fns, train, schedule, win, draws, batch_size, generator, cond)
+    A, b, c = _quadratic_terms(fns, train, schedule, win, draws, batch_size, generator, cond, space, m_train)
     lam = solve_simplex_qp(A, b)
     loss = lambda A_, b_, c_, w: float(w @ A_ @ w - 2 * b_ @ w + c_)  # noqa: E731
     eye = np.eye(len(models))
@@ -208,7 +223,7 @@ def fit_barycenter_weights(models: Sequence[Any], data: Tensor, schedule: Schedu
     held_loss = math.nan
     if n_held:
         draws_h = max(1, math.ceil(n_mc / n_held))
-        Ah, bh, ch = _quadratic_terms(fns, held, schedule, win, draws_h, batch_size, generator, cond)
+        Ah, bh, ch = _quadratic_terms(fns, held, schedule, win, draws_h, batch_size, generator, cond, space, m_held)
         held_loss = loss(Ah, bh, ch, lam)
         rows["heldout_loss"] = [loss(Ah, bh, ch, e) for e in eye]
         best = int(np.argmin(rows["heldout_loss"]))

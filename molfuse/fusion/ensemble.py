@@ -15,7 +15,8 @@ from torch import Tensor
 from ..errors import WeightsError
 from ..models import names
 from ..schedules import Schedule
-from ._common import as_weights, check_members, member_fns, stack_scores
+from ._common import check_members, member_fns, stack_scores
+from .weights import as_weights
 
 __all__ = ["RULES", "Ensemble", "aggregate", "trim_count"]
 
@@ -124,21 +125,22 @@ class Ensemble:
         if rule == "trimmed":
             trim_count(k, trim)  # refuse early rather than at the first call
         self.rule, self.trim = rule, float(trim)
-        self._fns, self.schedule = member_fns(self.models, schedule)
+        self._fns, self.schedule, self.space = member_fns(self.models, schedule)
         self.name = f"Ensemble[{rule}]({', '.join(names(self.models))})"
 
-    def __call__(self, x: Tensor, t: Tensor | float, cond: Any = None) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor | float, cond: Any = None, mask: Tensor | None = None) -> Tensor:
         """Aggregated score at ``(x, t)``.
 
         Args:
             x: (batch, ...) noisy input.
             t: float or (batch,) times.
             cond: optional condition passed to every member.
+            mask: node mask of point-cloud states (MATH §6), passed to every member.
 
         Returns:
             (batch, ...) score in the shared convention.
         """
-        scores = stack_scores(self._fns, x, t, cond)  # (batch, K, ...)
+        scores = stack_scores(self._fns, x, t, cond, mask)  # (batch, K, ...)
         return aggregate(scores, self.rule, self.weights, self.trim)
 
     def __repr__(self) -> str:

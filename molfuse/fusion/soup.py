@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MergeError
-from ._common import as_weights
+from .weights import as_weights
 
 __all__ = ["check_mergeable", "soup", "Soup"]
 

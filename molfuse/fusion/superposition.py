@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, gaussian, time_grid
+from ..sampling import check_sampler_args, reverse_step, step_noise, time_grid
 from ..schedules import Schedule
-from ._common import as_weights, check_members, member_fns, stack_scores
+from ..spaces import Space
+from ._common import check_members, member_fns, stack_scores
+from .weights import LogWeights
 
 __all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "and_ito_correction", "MODES"]
 
@@ -34,6 +36,7 @@ class SuperpositionResult:
         kappa: (n, K) member weights used in the last step.
         fallbacks: (n,) int, AND steps that fell back to equal weights (degenerate system).
         t_end: the time the sampler stopped at.
+        mask: the node mask (n, N) of point-cloud samples, or None.
     """
 
     x: Tensor
@@ -41,6 +44,7 @@ class SuperpositionResult:
     kappa: Tensor
     fallbacks: Tensor
     t_end: float
+    mask: Tensor | None = None
 
 
 def or_weights(log_q: Tensor, temperature: float, bias: Tensor) -> Tensor:
@@ -99,7 +103,7 @@ def and_weights(s: Tensor, noise: Tensor, dtau: float, g2: float, bias: Tensor,
 
 
 def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau: float,
-                       g2: float) -> tuple[Tensor, Tensor]:
+                       g2: float, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Scores and the Itô correction AND needs: ``−½ g² Δτ tr(P ∇s^i)`` per member (n, K).
 
     Solving AND with the step's own noise removes the noise component in the span of the
@@ -107,12 +111,13 @@ def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau:
     Itô formula then gains ``−½ g² tr(P ∇s^i) dτ``, which MATH §3's estimator (derived for
     full noise) lacks. ``tr(P ∇s^i)`` is taken exactly with one vector-Jacobian product per
     member and difference direction (∇s is symmetric for a true score). Rows that fall back
-    to equal weights (full noise) must not get it.
+    to equal weights (full noise) must not get it. On a constrained space the score
+    differences already lie on the subspace, so ``P`` projects within it (MATH §6).
     """
     n, k = x.shape[0], len(fns)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        s = stack_scores(fns, xg, t, cond)
+        s = stack_scores(fns, xg, t, cond, mask)
         diffs = (s[:, :-1] - s[:, -1:]).detach().reshape(n, k - 1, -1).to(torch.float64)
         q = torch.linalg.qr(diffs.transpose(1, 2)).Q.to(s.dtype)  # (n, D, K-1) orthonormal basis
         trace = torch.zeros(n, k, dtype=torch.float64, device=x.device)
@@ -144,7 +149,8 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
               generator: torch.Generator | None = None, cond: Any = None, t_end: float = 1e-3,
               method: str = "sde", noise_scale: float = 1.0, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None, progress: bool = False, tol: float = 1e-8,
-              ito_correction: bool = False) -> SuperpositionResult:
+              ito_correction: bool = False, weights: Any = None, mask: Tensor | None = None,
+              space: Space | None = None) -> SuperpositionResult:
     """Sample the superposition of K >= 2 models (SuperDiff OR / AND, MATH §4).
 
     Each step: member scores ``s^i`` at ``x``; noise ``z`` drawn; κ from OR
@@ -157,8 +163,10 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         shape: (n, ...) sample shape.
         mode: ``"or"`` (mixture) or ``"and"`` (equal density).
         temperature: T of OR (1 samples the mixture; large T approaches argmax).
-        bias: (K,) ℓ. OR: logit offsets (``log ω`` for mixture weights ω). AND: rates that
-            make the densities differ by ``ℓ_i − ℓ_j`` over the path. Default zeros.
+        bias: (K,) ℓ in nats, or a :class:`~molfuse.fusion.LogWeights`. OR: logit offsets.
+            AND: rates that make the densities differ by ``ℓ_i − ℓ_j`` over the path.
+            Default zeros.
+        weights: OR mixture weights ω (> 0, on the simplex) instead of ``bias`` (``ℓ = log ω``).
         method, noise_scale: only ``"sde"`` and ``1.0``; anything else breaks the estimator
             and is refused.
         tol: AND degeneracy threshold on the score-difference Gram matrix (relative).
@@ -169,44 +177,54 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             correction (:func:`and_ito_correction`; K(K−1) vector-Jacobian products per step,
             needs a differentiable model) to every increment and equalises the corrected
             increments instead. Without it, only differences of AND's ``log_q`` mean anything.
+        mask, space: node mask (n, N) and state space of point-cloud members (MATH §6); the
+            Itô increments then use each sample's own degrees of freedom.
     """
     _check_superpose_args(mode, temperature, method, noise_scale)
     check_sampler_args(steps, t_end, method)
     models = check_members(models, "superpose", minimum=2)
-    fns, schedule = member_fns(models, schedule)
+    fns, schedule, space = member_fns(models, schedule, space)
+    space.check(shape, mask)
     k = len(models)
+    if weights is not None and bias is not None:
+        raise SamplerError("superpose: give bias (ℓ) or weights (ω, ℓ = log ω), not both")
+    ell = (LogWeights.from_weights(weights, k, "superpose weights") if weights is not None
+           else LogWeights.of(bias, k, "superpose bias"))
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
-    ell = (torch.zeros(k, dtype=torch.float64) if bias is None else as_weights(bias, k, "superpose bias", simplex=False)).to(device)
-    x = gaussian(shape, generator, device, dtype) * schedule.prior_std()
-    log_q = prior_log_prob(x, schedule)[:, None].repeat(1, k)
+    mask = None if mask is None else mask.to(device)
+    ell_t = ell.log.to(device)
+    x = space.noise(shape, mask, generator, device, dtype) * schedule.prior_std()
+    dof = space.dof(shape, mask).to(device)
+    log_q = prior_log_prob(x, schedule, dof)[:, None].repeat(1, k)
     offset = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
     fallbacks = torch.zeros(x.shape[0], dtype=torch.long, device=device)
     kappa = torch.full((x.shape[0], k), 1.0 / k, dtype=torch.float64, device=device)
-    d, kshape = x[0].numel(), (x.shape[0], k, *([1] * (x.dim() - 1)))
+    kshape = (x.shape[0], k, *([1] * (x.dim() - 1)))
     ts = time_grid(steps, t_end)
     for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"superpose[{mode}]"):
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         corr = None
         if mode == "and" and ito_correction:
-            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2)
+            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask)
         else:
-            s = stack_scores(fns, x, t, cond)  # (n, K, ...)
-        noise = (g2 * dtau) ** 0.5 * gaussian(x.shape, generator, device, dtype)
+            s = stack_scores(fns, x, t, cond, mask)  # (n, K, ...)
+        noise = step_noise(space, x.shape, mask, g2, dtau, generator, device, dtype)
         if mode == "or":
-            kappa = or_weights(log_q, temperature, ell)
-            dx = (-dla * x + g2 * (kappa.to(s.dtype).reshape(kshape) * s).sum(1)) * dtau + noise
-            log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2)  # MATH §3, same Δx for every member
+            kappa = or_weights(log_q, temperature, ell_t)
+            dx = reverse_step(x, (kappa.to(s.dtype).reshape(kshape) * s).sum(1), dla, g2, dtau, noise)
+            log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2, dof)  # MATH §3, same Δx for every member
         else:
             s64 = s.reshape(x.shape[0], k, -1).to(torch.float64)
             z64 = noise.reshape(x.shape[0], -1).to(torch.float64)
-            kappa, bad, inc = and_weights(s64, z64, dtau, g2, ell, tol, corr)
+            kappa, bad, inc = and_weights(s64, z64, dtau, g2, ell_t, tol, corr)
             if corr is not None:  # fallback rows (equal κ, full noise) take no correction
                 inc = inc - torch.where(bad[:, None], corr, torch.zeros_like(corr))
             fallbacks += bad.long()
-            dx = (-dla * x + g2 * (kappa.to(s.dtype).reshape(kshape) * s).sum(1)) * dtau + noise
-            log_q = log_q + d * dtau * dla + inc  # the Itô increment from the Gram matrix (MATH §3)
+            dx = reverse_step(x, (kappa.to(s.dtype).reshape(kshape) * s).sum(1), dla, g2, dtau, noise)
+            log_q = log_q + (dof * dtau * dla)[:, None] + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
         x = (x + dx).detach()
-    return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end)
+    return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end,
+                               mask=mask)

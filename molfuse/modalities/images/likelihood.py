@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from ...density import log_likelihood
+from ...errors import NonFiniteError
 from ...schedules import Schedule
 from .data import MNIST_NORMALISATION
 
@@ -73,6 +74,7 @@ def bits_per_dim(model: Any, images: np.ndarray | torch.Tensor, schedule: Schedu
     a, b = float(normalisation["scale"]), float(normalisation["shift"])
     n, d = v.shape[0], v[0].numel()
     logp = np.full(n, np.nan)
+    reason = np.full(n, "", dtype=object)
     for i in range(0, n, batch_size):
         vb = v[i:i + batch_size]
         if dequantize:
@@ -80,12 +82,16 @@ def bits_per_dim(model: Any, images: np.ndarray | torch.Tensor, schedule: Schedu
             vb = vb + torch.rand(vb.shape, generator=generator, device=gdev, dtype=torch.float64).cpu() - 0.5
         x = (a * vb + b).to(torch.get_default_dtype())
         cb = cond[i:i + batch_size] if isinstance(cond, torch.Tensor) and cond.dim() > 0 else cond
-        lp = log_likelihood(model, x, schedule, steps=steps, divergence=divergence, cond=cb,
-                            generator=generator, t_start=t_start, rho=rho)
-        logp[i:i + len(vb)] = lp.cpu().numpy()
+        try:
+            lp = log_likelihood(model, x, schedule, steps=steps, divergence=divergence, cond=cb,
+                                generator=generator, t_start=t_start, rho=rho)
+            logp[i:i + len(vb)] = lp.cpu().numpy()
+        except NonFiniteError as e:  # the batch's rows stay NaN, with the model and t named
+            reason[i:i + len(vb)] = str(e)
     ok = np.isfinite(logp)
     bpd = -logp / (d * math.log(2.0)) + bpd_offset(normalisation)
     return pd.DataFrame({
         "id": np.arange(n), "bits_per_dim": np.where(ok, bpd, np.nan), "log_p_model_nats": logp,
-        "dequantized": dequantize, "valid": ok, "reason": np.where(ok, "", "non-finite log-likelihood"),
+        "dequantized": dequantize, "valid": ok,
+        "reason": np.where(ok, "", np.where(reason != "", reason, "non-finite log-likelihood")),
     })

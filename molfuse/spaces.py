@@ -1,0 +1,214 @@
+"""What a state is (MATH §6): the linear subspace it lives on, its noise and its degrees of freedom.
+
+A batch of states is a tensor ``x`` (batch, ...) plus an optional node mask (batch, N): the
+mask travels with the batch (samplers, losses, density estimators and every fusion operator
+take ``mask=``), and the *geometry* — which entries are real, which channels are centred —
+is a :class:`Space` that a model declares as ``model.space`` (like its ``schedule``) and that
+the members of an operator must share (:func:`resolve_space`).
+
+- :class:`Euclidean` (the default): every coordinate is a degree of freedom; no mask.
+- :class:`PointCloud`: ``x`` is (batch, N, F) with a (batch, N) node mask; the first
+  ``centred`` channels (3-D positions) have zero centre of mass over the real nodes, the
+  others are free; padding nodes are zero. A sample with n real nodes has
+  ``D = n F - centred`` degrees of freedom (``3 (n - 1)`` for bare positions).
+
+Invariant kept by every molfuse sampler and operator: states, scores, drifts and noise are
+projected (:meth:`Space.project`), so they are exactly zero on padding and centred where
+required. Inner products and norms (:meth:`Space.inner`) run over the real entries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import ConventionError
+
+__all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN"]
+
+
+class Space(ABC):
+    """The subspace a state lives on; all methods take the batch's mask (None: no mask)."""
+
+    kind: str = ""
+
+    @abstractmethod
+    def check(self, shape: Sequence[int], mask: Tensor | None) -> None:
+        """Raise ConventionError when ``shape`` (batch, ...) or ``mask`` do not fit this space."""
+
+    @abstractmethod
+    def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Orthogonal projection of vectors ``v`` (batch, ...) onto the subspace."""
+
+    @abstractmethod
+    def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
+        """Degrees of freedom D of each sample, (batch,) float64 (MATH §6)."""
+
+    @abstractmethod
+    def config(self) -> dict:
+        """JSON-able description (cards record it); equal configs are the same space."""
+
+    @property
+    def trivial(self) -> bool:
+        """True when projection is the identity (no masks, no constraints)."""
+        return False
+
+    def noise(self, shape: Sequence[int], mask: Tensor | None = None, generator: torch.Generator | None = None,
+              device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """A standard normal draw on the subspace: ambient ``N(0, I)`` projected (that is
+        ``N(0, P)``, the unit Gaussian of the subspace). Drawn on the generator's device, then
+        moved, so seeds give the same numbers on every device."""
+        gdev = generator.device if generator is not None else device
+        z = torch.randn(tuple(shape), generator=generator, device=gdev, dtype=dtype).to(device)
+        return z if self.trivial else self.project(z, mask)
+
+    def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
+        """``<a, b>`` over real entries in float64: (batch, *lead dims) for ``a``, ``b``
+        (batch, *lead, *event) (``lead`` extra leading axes, e.g. members)."""
+        n = a.shape[0]
+        keep = a.shape[1:1 + lead]
+        a64 = a.reshape(n, *keep, -1).to(torch.float64)
+        b64 = b.reshape(n, *keep, -1).to(torch.float64)
+        return (a64 * b64).sum(-1)
+
+    def sqnorm(self, a: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
+        return self.inner(a, a, mask, lead)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Space) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+        return f"{type(self).__name__}({args})"
+
+
+class Euclidean(Space):
+    """Plain vectors, images, tensors: every coordinate is a degree of freedom; no mask."""
+
+    kind = "euclidean"
+
+    @property
+    def trivial(self) -> bool:
+        return True
+
+    def check(self, shape: Sequence[int], mask: Tensor | None) -> None:
+        if mask is not None:
+            raise ConventionError("a Euclidean state carries no node mask; models with masks declare "
+                                  "space = PointCloud(...) (MATH §6)")
+        if len(shape) < 2:
+            raise ConventionError(f"states are (batch, ...) with at least one coordinate; got shape {tuple(shape)}")
+
+    def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        return v
+
+    def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
+        d = 1
+        for s in shape[1:]:
+            d *= int(s)
+        return torch.full((int(shape[0]),), float(d), dtype=torch.float64)
+
+    def config(self) -> dict:
+        return {"kind": self.kind}
+
+
+class PointCloud(Space):
+    """Padded point clouds ``x`` (batch, N, F) with a node mask (batch, N) (MATH §6).
+
+    Args:
+        centred: how many leading channels are centred (zero centre of mass over the real
+            nodes): 3 for 3-D positions, 0 for free node features only.
+    """
+
+    kind = "point_cloud"
+
+    def __init__(self, centred: int = 3):
+        if isinstance(centred, bool) or not isinstance(centred, int) or centred < 0:
+            raise ConventionError(f"PointCloud(centred=...) takes a channel count >= 0; got {centred!r}")
+        self.centred = centred
+
+    def check(self, shape: Sequence[int], mask: Tensor | None) -> None:
+        if len(shape) != 3:
+            raise ConventionError(f"point clouds are (batch, nodes, channels); got shape {tuple(shape)}")
+        if shape[2] < self.centred:
+            raise ConventionError(f"{shape[2]} channels per node but {self.centred} are centred positions")
+        if mask is not None:
+            if tuple(mask.shape) != (shape[0], shape[1]) or mask.dtype != torch.bool:
+                raise ConventionError(f"the node mask must be bool (batch, nodes) = ({shape[0]}, {shape[1]}); "
+                                      f"got {mask.dtype} {tuple(mask.shape)}")
+            if bool((mask.sum(1) == 0).any()):
+                raise ConventionError(f"{int((mask.sum(1) == 0).sum())} samples have no real node (empty mask rows)")
+
+    def _weights(self, v: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:
+            return torch.ones(v.shape[:-1] + (1,), dtype=v.dtype, device=v.device)
+        m = mask.to(device=v.device, dtype=v.dtype)
+        return m.reshape(m.shape[0], *([1] * (v.dim() - 3)), m.shape[1], 1)  # (batch, [lead,] N, 1)
+
+    def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        m = self._weights(v, mask)
+        v = v * m
+        if not self.centred:
+            return v
+        c = self.centred
+        count = m.sum(-2, keepdim=True).clamp_min(1.0)
+        mean = v[..., :c].sum(-2, keepdim=True) / count
+        return torch.cat([(v[..., :c] - mean) * m, v[..., c:]], dim=-1)
+
+    def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
+        b, n, f = (int(s) for s in shape)
+        nodes = torch.full((b,), float(n), dtype=torch.float64) if mask is None else mask.sum(1).to(torch.float64)
+        return nodes * f - self.centred
+
+    def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
+        if mask is not None:
+            m = mask.to(device=a.device, dtype=torch.float64).reshape(a.shape[0], *([1] * lead), a.shape[-2], 1)
+            return (a.to(torch.float64) * b.to(torch.float64) * m).flatten(-2).sum(-1)
+        return super().inner(a, b, None, lead)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "centred": self.centred}
+
+
+EUCLIDEAN = Euclidean()
+SPACES: dict[str, type[Space]] = {"euclidean": Euclidean, "point_cloud": PointCloud}
+
+
+def space_from_config(config: Mapping[str, Any] | None) -> Space:
+    """The :class:`Space` a card's ``space`` entry describes (None: Euclidean)."""
+    if config is None:
+        return EUCLIDEAN
+    if not isinstance(config, Mapping) or config.get("kind") not in SPACES:
+        raise ConventionError(f"space must be {{kind: one of {', '.join(SPACES)}, ...}}; got {config!r}")
+    params = {k: v for k, v in config.items() if k != "kind"}
+    try:
+        return SPACES[config["kind"]](**params)
+    except TypeError as e:
+        raise ConventionError(f"space {dict(config)}: {e}") from None
+
+
+def resolve_space(models: Sequence[Any], space: Space | None = None) -> Space:
+    """The one space the models share (their ``space`` attributes; undeclared means any),
+    checked against ``space`` if given; Euclidean when nobody declares one.
+
+    Raises:
+        ConventionError: two models (or a model and ``space``) declare different spaces.
+    """
+    for m in models:
+        s = getattr(m, "space", None)
+        if s is None:
+            continue
+        if not isinstance(s, Space):
+            raise ConventionError(f"{getattr(m, 'name', None) or type(m).__name__}.space is {type(s).__name__}, "
+                                  "not a molfuse Space")
+        if space is None:
+            space = s
+        elif s != space:
+            raise ConventionError(f"space mismatch: {getattr(m, 'name', None) or type(m).__name__} lives on {s!r} but "
+                                  f"{space!r} is in use; members of one operator must share their state space (MATH §6)")
+    return space if space is not None else EUCLIDEAN

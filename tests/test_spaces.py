@@ -1,0 +1,98 @@
+"""State spaces (MATH §6): projection, noise, degrees of freedom, inner products, conventions."""
+
+import pytest
+import torch
+
+import molfuse as mf
+from molfuse.errors import ConventionError
+from molfuse.spaces import EUCLIDEAN, Euclidean, PointCloud, resolve_space, space_from_config
+
+
+def _mask(sizes, n_max):
+    return torch.arange(n_max)[None, :] < torch.as_tensor(sizes)[:, None]
+
+
+def test_euclidean_noise_is_the_plain_draw_and_projection_is_identity():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    z = EUCLIDEAN.noise((4, 1, 5, 5), None, g1, "cpu", torch.float32)
+    assert torch.equal(z, torch.randn((4, 1, 5, 5), generator=g2))
+    assert EUCLIDEAN.project(z) is z
+    assert EUCLIDEAN.dof((4, 1, 5, 5)).tolist() == [25.0] * 4
+    with pytest.raises(ConventionError, match="no node mask"):
+        EUCLIDEAN.check((4, 3), torch.ones(4, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("channels, centred", [(3, 3), (5, 3), (4, 0)])
+def test_point_cloud_projection_noise_and_dof(channels, centred):
+    space = PointCloud(centred)
+    mask = _mask([2, 5, 7], 7)
+    v = torch.randn(3, 7, channels, dtype=torch.float64)
+    p = space.project(v, mask)
+    assert torch.equal(p[~mask], torch.zeros_like(p[~mask]))  # padding is exactly zero
+    com = (p[..., :centred] * mask[..., None]).sum(1)
+    assert com.numel() == 0 or com.abs().max() < 1e-12  # centred channels have zero centre of mass
+    assert torch.allclose(space.project(p, mask), p, atol=1e-15)  # idempotent
+    assert torch.allclose((v * p).sum(), (p * p).sum())  # orthogonal projection: <v, Pv> = |Pv|^2
+    n = mask.sum(1).double()
+    assert torch.equal(space.dof(v.shape, mask), n * channels - centred)
+    z = space.noise((20000, 7, channels), _mask([5] * 20000, 7), torch.Generator().manual_seed(0), dtype=torch.float64)
+    # unit Gaussian on the subspace: E|z|^2 = D
+    assert abs(float((z * z).sum((1, 2)).mean()) - (5 * channels - centred)) < 0.1 * (5 * channels - centred) ** 0.5 * 3
+
+
+def test_point_cloud_inner_ignores_padding_and_handles_member_axes():
+    space = PointCloud(3)
+    mask = _mask([2, 3], 4)
+    a, b = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    exact = torch.stack([(a[i, :k] * b[i, :k]).sum() for i, k in enumerate([2, 3])]).double()
+    assert torch.allclose(space.inner(a, b, mask), exact, atol=1e-6)
+    stacked = torch.stack([a, 2 * a], 1)  # (batch, K, N, F)
+    assert torch.allclose(space.inner(stacked, stacked, mask, lead=1)[:, 1], 4 * space.sqnorm(a, mask), atol=1e-5)
+
+
+def test_point_cloud_checks_shapes_and_masks():
+    space = PointCloud(3)
+    with pytest.raises(ConventionError, match="batch, nodes, channels"):
+        space.check((4, 12), None)
+    with pytest.raises(ConventionError, match="bool"):
+        space.check((2, 4, 3), torch.ones(2, 4))
+    with pytest.raises(ConventionError, match="no real node"):
+        space.check((2, 4, 3), _mask([0, 2], 4))
+    with pytest.raises(ConventionError, match="centred"):
+        space.check((2, 4, 2), None)
+
+
+def test_config_round_trip_and_mismatch_is_refused():
+    assert space_from_config(PointCloud(3).config()) == PointCloud(3)
+    assert space_from_config(None) == Euclidean()
+    with pytest.raises(ConventionError, match="kind"):
+        space_from_config({"kind": "torus"})
+
+    class M:
+        def __init__(self, space):
+            self.space, self.name = space, "m"
+
+    assert resolve_space([M(None), M(PointCloud(3))]) == PointCloud(3)
+    with pytest.raises(ConventionError, match="space mismatch"):
+        resolve_space([M(PointCloud(3)), M(Euclidean())])
+
+
+def test_masked_score_models_get_the_mask_and_padding_stays_zero():
+    from molfuse.evaluation.exactness_clouds import cloud_members, size_masks
+
+    a, _ = cloud_members()
+    seen = {}
+
+    class Spy:
+        space, prediction, name = a.space, "score", "spy"
+
+        def __call__(self, x, t, cond=None, mask=None):
+            seen["mask"] = mask
+            return a(x, t, mask=mask)
+
+    mask = size_masks(6, (3, 5, 8), 8)
+    r = mf.sample(Spy(), a.schedule, (6, 8, 3), steps=20, generator=torch.Generator().manual_seed(0), mask=mask)
+    assert seen["mask"] is not None and torch.equal(seen["mask"], mask)
+    assert torch.equal(r.x[~mask], torch.zeros_like(r.x[~mask]))
+    with pytest.raises(ConventionError, match="no node mask"):
+        mf.sample(mf.GaussianMixture([[0.0, 0.0]], [1.0]), a.schedule, (6, 2), steps=20, mask=mask)
