@@ -11,7 +11,7 @@ import time
 import torch
 
 from molfuse.evaluation import exactness as ex
-from molfuse.evaluation.vectors import markdown_table
+from molfuse.base.tables import markdown_table
 
 
 def main() -> None:

@@ -1,9 +1,12 @@
 """The ``molfuse`` command: parse arguments, call the library, print where results went.
 
-    molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto] [--seed N]
+    molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto] [--seed N] [--allow-invalid]
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
     molfuse doctor
+
+Exit status: 0 done; 1 refused (the message names the field or file); 2 the run finished but
+some samples are invalid (``per_sample.csv`` says why; ``--allow-invalid`` makes that 0).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import molfuse
 
 __all__ = ["main", "demo_path"]
 
-EXTRAS = (("rdkit", "rdkit"), ("biotite", "biotite"), ("e3nn", "e3nn"), ("lightning", "lightning"))
+# The extras that are no modality's: training and tests (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {"train": ("lightning", "safetensors"), "test": ("pytest",)}
 
 
 def demo_path() -> Path:
@@ -38,26 +42,30 @@ def main() -> None:
     """
 
 
-def _run(path: Path, out: str | None, name: str | None, device: str | None, seed: int | None = None):
+def _run(path: Path, out: str | None, name: str | None, device: str | None, seed: int | None = None,
+         allow_invalid: bool = False):
+    from .base.tables import markdown_table
     from .campaign import run_workflow
-    from .errors import WorkflowError
-    from .evaluation.vectors import markdown_table
+    from .errors import CheckpointError, WorkflowError
 
     try:
         result = run_workflow(path, out=out, name=name, device=device, seed=seed)
-    except WorkflowError as e:
+    except (WorkflowError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
     m = result.metrics
-    image = ("class_mixture_tv", "coverage", "off_target_fraction", "feature_frechet", "test_bpd", "test_bpd_se",
-             "test_dsm_loss", "mean_min_target_prob")
-    cols = ["method", *(c for c in m if c == "mean_log_q_nats_target" or c.startswith("share_")),
-            *(c for c in image if c in m and m[c].notna().any()),
-            *(c for c in m if c.startswith("weight_") and m[c].notna().any()),
-            *(c for c in ("mean_abs_log_q_gap_nats", "wall_time_s") if c in m)]
-    click.echo(markdown_table(result.metrics[cols]))
+    shown = [c for key in result.headline for c in m if c == key or (key.endswith("_") and c.startswith(key))]
+    cols = ["method", *(["n", "n_valid"] if result.invalid else []), *(c for c in shown if m[c].notna().any()),
+            *(c for c in m if c.startswith("weight_") and m[c].notna().any()), "wall_time_s"]
+    click.echo(markdown_table(m[list(dict.fromkeys(cols))]))
     for section in result.sections:  # the workflow's reports (by_n, class_share)
         click.echo(section)
     click.echo(f"results: {result.folder}  (summary.md, metrics.csv, per_sample.csv)")
+    if result.invalid:
+        bad = m.loc[m["n_valid"] < m["n"], "method"].tolist()
+        click.echo(f"molfuse: {result.invalid} of {int(m['n'].sum())} samples are invalid (methods: {', '.join(bad)}); "
+                   "the column reason of per_sample.csv says why", err=True)
+        if not allow_invalid:
+            raise SystemExit(2)
     return result
 
 
@@ -67,9 +75,11 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None, seed
 @click.option("--name", help="Run name (folder under <out>/<workflow name>/); reuse it to resume.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides sampler.device.")
 @click.option("--seed", type=click.IntRange(min=0), help="Overrides the workflow's seed (a replicate run).")
-def run(workflow: Path, out: str | None, name: str | None, device: str | None, seed: int | None) -> None:
+@click.option("--allow-invalid", is_flag=True, help="Exit 0 even when some samples are invalid (default: exit 2).")
+def run(workflow: Path, out: str | None, name: str | None, device: str | None, seed: int | None,
+        allow_invalid: bool) -> None:
     """Run a workflow YAML file and write its results folder."""
-    _run(workflow, out, name, device, seed)
+    _run(workflow, out, name, device, seed, allow_invalid)
 
 
 @main.command("train")
@@ -77,13 +87,13 @@ def run(workflow: Path, out: str | None, name: str | None, device: str | None, s
 @click.option("--out", help="Base output folder (overrides the workflow's `output`).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides train.device.")
 def train_command(workflow: Path, out: str | None, device: str | None) -> None:
-    """Train a network from a training workflow YAML; rerun to resume (see molfuse.train_workflow)."""
+    """Train a network from a training workflow YAML; rerun to resume (see molfuse.training.workflow)."""
+    from .errors import CheckpointError, WorkflowError
+
     try:
-        from .checkpoints import CheckpointError
-        from .errors import WorkflowError
-        from .train_workflow import train_sweep
+        from .training.run import train_sweep
     except ImportError as e:  # lightning / safetensors missing
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(f"molfuse train needs the train extra: pip install 'molfuse[train]' ({e})") from None
     try:
         results = train_sweep(workflow, output=out, device=device)
     except (WorkflowError, CheckpointError) as e:
@@ -115,10 +125,10 @@ _HEADLINE = {("ito_single_model", "mae_nats"), ("log_likelihood_exact", "max_abs
 
 def _exactness_checks(folder: Path) -> None:
     """The closed-form checks of the fusion core (Gaussian mixtures), written to checks.csv."""
-    from .campaign.files import _atomic
-    from .evaluation import exactness
-
     import torch
+
+    from .base.io import atomic_write
+    from .evaluation import exactness
 
     click.echo("molfuse: closed-form checks of the fusion core (quick settings, 1 thread) ...")
     threads = torch.get_num_threads()
@@ -127,7 +137,7 @@ def _exactness_checks(folder: Path) -> None:
         table = exactness.run_all(quick=True)
     finally:
         torch.set_num_threads(threads)
-    _atomic(folder / "checks.csv", lambda fh: table.to_csv(fh, index=False), text=True)
+    atomic_write(folder / "checks.csv", lambda fh: table.to_csv(fh, index=False), text=True)
     for row in table.itertuples():
         if (row.check, row.metric) in _HEADLINE:
             click.echo(f"  {row.check:<22} {row.settings:<34} {row.metric:<26} {row.value:.4g}")
@@ -146,8 +156,18 @@ def doctor() -> None:
     cuda = torch.cuda.is_available()
     click.echo(f"device  cpu ok ({torch.get_num_threads()} threads); cuda "
                + (f"ok ({torch.cuda.get_device_name(0)})" if cuda else "not available"))
-    for module, package in EXTRAS:
-        click.echo(f"extra   {module:<10} {_extra_status(module, package)}")
+    for extra, modules in EXTRAS.items():
+        click.echo(f"extra   {extra:<10} {_modules_status(modules, extra)}")
+    from . import plugins
+
+    for m in plugins.modalities():
+        missing = m.missing()
+        status = "ok" if not missing else f"MISSING {', '.join(missing)}: {m.install_hint()}"
+        parts = ", ".join(f"{len(getattr(m, k))} {k.replace('_', ' ')}" for k in ("architectures", "data_kinds",
+                                                                               "model_kinds") if getattr(m, k))
+        click.echo(f"modality {m.name:<9} {status}" + (f" ({parts})" if parts and not missing else ""))
+    for name, why in plugins.unavailable().items():
+        click.echo(f"modality {name:<9} UNAVAILABLE: {why}")
     abs_err, bias, secs = _self_check()
     ok = abs_err < 1.5 and abs(bias) < 0.5  # a healthy Euler-Maruyama run at 200 steps: about 0.7 / 0.2
     click.echo(f"check   Itô log-density, 2-D Gaussian mixture, 200 steps: mean |estimate - exact| = {abs_err:.3f} "
@@ -156,12 +176,18 @@ def doctor() -> None:
         raise SystemExit(1)
 
 
-def _extra_status(module: str, package: str) -> str:
-    try:
-        mod = importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - any import failure means the extra is unusable
-        return f"missing (pip install {package})"
-    return f"ok ({getattr(mod, '__version__', 'version unknown')})"
+def _modules_status(modules: tuple[str, ...], extra: str) -> str:
+    found, missing = [], []
+    for module in modules:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - any import failure means the extra is unusable
+            missing.append(module)
+            continue
+        found.append(f"{module} {getattr(mod, '__version__', '?')}")
+    if missing:
+        return f"MISSING {', '.join(missing)}: pip install 'molfuse[{extra}]'"
+    return "ok (" + ", ".join(found) + ")"
 
 
 def _self_check(n: int = 512, steps: int = 200) -> tuple[float, float, float]:

@@ -177,6 +177,7 @@ class CentredGaussianMixture:
             padded[i, :, :n] = self.space.project(mu, None)  # centred on its n nodes
         self._means = padded  # (S, K, N, F)
         self._index = {n: i for i, n in enumerate(self.sizes)}
+        self.node_counts = {n: 1.0 for n in self.sizes}  # what a sampler draws sizes from (uniform)
 
     @property
     def sample_shape(self) -> tuple[int, int]:

@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from .base.checks import as_float, fail, fields
 from .errors import ConventionError
 
-__all__ = ["Schedule", "VPSchedule", "SCHEDULES", "schedule_from_config"]
+__all__ = ["Schedule", "VPSchedule", "SCHEDULES", "schedule_from_config", "check_schedule_spec"]
 
 
 def _as_tensor(t: Tensor | float) -> Tensor:
@@ -155,3 +156,13 @@ def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
         return cls(**{k: float(v) for k, v in params.items()})
     except (TypeError, ValueError) as e:
         raise ConventionError(f"schedule {dict(config)}: {e}") from None
+
+
+def check_schedule_spec(d: Any, path: str = "schedule") -> dict:
+    """A workflow's ``schedule:`` mapping checked (WorkflowError naming the field) and filled in."""
+    d = {} if d is None else d
+    kind = d.get("kind", "vp") if isinstance(d, Mapping) else None
+    if kind not in SCHEDULES:
+        fail(f"{path}.kind", f"unknown schedule kind {kind!r}; known: {', '.join(SCHEDULES)}")
+    f = fields(d, path, {"kind": "vp", **SCHEDULES[kind][1]})
+    return {"kind": kind, **{k: as_float(v, f"{path}.{k}", 0.0, open_lo=True) for k, v in f.items() if k != "kind"}}

@@ -19,6 +19,7 @@ required. Inner products and norms (:meth:`Space.inner`) run over the real entri
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +28,8 @@ from torch import Tensor
 
 from .errors import ConventionError
 
-__all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN"]
+__all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
+           "node_count_distribution", "draw_node_counts", "node_masks"]
 
 
 class Space(ABC):
@@ -212,3 +214,57 @@ def resolve_space(models: Sequence[Any], space: Space | None = None) -> Space:
             raise ConventionError(f"space mismatch: {getattr(m, 'name', None) or type(m).__name__} lives on {s!r} but "
                                   f"{space!r} is in use; members of one operator must share their state space (MATH §6)")
     return space if space is not None else EUCLIDEAN
+
+
+def node_count_distribution(counts: Sequence[Mapping[Any, float]], weights: Sequence[float] | None = None,
+                            rule: str = "mixture") -> dict[int, float]:
+    """How a fused sampler draws the node count n of a point cloud from its members' size
+    histograms ``p_i(n)`` (MATH §6: the atom count is part of the sample).
+
+    - ``"mixture"`` (OR, random choice): ``Σ_i ω_i p_i(n)`` — a sample is one member's, so its
+      size follows that member's histogram with probability ω_i.
+    - ``"product"`` (AND, barycenters, ensembles): ``Π_i p_i(n)^{w_i}``, normalised — a size
+      every member supports, as the fused density is a (weighted) product of the members'.
+
+    Args:
+        counts: one ``{n: count or probability}`` per member (normalised here).
+        weights: ω (mixture) or exponents w (product); default uniform 1/K (mixture) or 1 (product).
+
+    Raises:
+        ValueError: unknown rule, empty histograms, or (product) no node count all members support.
+    """
+    if rule not in ("mixture", "product"):
+        raise ValueError(f"rule must be 'mixture' or 'product'; got {rule!r}")
+    hists = []
+    for i, c in enumerate(counts):
+        h = {int(k): float(v) for k, v in (c or {}).items() if float(v) > 0}
+        if not h:
+            raise ValueError(f"member {i} has no node counts (its card needs node_counts)")
+        total = sum(h.values())
+        hists.append({k: v / total for k, v in h.items()})
+    k = len(hists)
+    w = [1.0 / k if rule == "mixture" else 1.0] * k if weights is None else [float(x) for x in weights]
+    sizes = sorted(set().union(*hists))
+    if rule == "mixture":
+        out = {n: sum(wi * h.get(n, 0.0) for wi, h in zip(w, hists)) for n in sizes}
+    else:
+        out = {n: math.prod(h.get(n, 0.0) ** wi if wi else 1.0 for wi, h in zip(w, hists)) for n in sizes}
+    total = sum(out.values())
+    if total <= 0:
+        raise ValueError("the members share no node count (their size histograms do not overlap), so a product "
+                         f"of their densities has no support: {[sorted(h) for h in hists]}")
+    return {n: v / total for n, v in out.items() if v > 0}
+
+
+def draw_node_counts(dist: Mapping[int, float], n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` node counts (int64) drawn from ``{count: probability}``."""
+    sizes = torch.as_tensor(sorted(dist), dtype=torch.long)
+    probs = torch.as_tensor([dist[int(s)] for s in sizes], dtype=torch.float64)
+    return sizes[torch.multinomial(probs, n, replacement=True, generator=generator)]
+
+
+def node_masks(counts: Tensor, max_nodes: int) -> Tensor:
+    """(n, max_nodes) bool masks with the first ``counts[i]`` nodes real."""
+    if int(counts.max()) > max_nodes:
+        raise ConventionError(f"a node count {int(counts.max())} exceeds the {max_nodes} nodes of the padded state")
+    return torch.arange(max_nodes)[None, :] < counts.reshape(-1, 1)

@@ -12,7 +12,10 @@ import yaml
 
 from molfuse import GaussianMixture, WorkflowError
 from molfuse import campaign
-from molfuse.campaign import derive_seed, load_workflow, run_workflow
+from molfuse import plugins
+from molfuse.base.checks import REQUIRED
+from molfuse.base.seeds import derive_seed
+from molfuse.campaign import load_workflow, run_workflow
 
 METHODS = ["single_a", "or", "and", "bary_fit", "ens", "rc"]
 
@@ -179,10 +182,14 @@ def test_yaml_file_numeric_strings_and_overrides(tmp_path):
         load_workflow(tmp_path / "missing.yaml")
 
 
-def test_model_kind_registry_is_open(tmp_path, monkeypatch):
-    monkeypatch.setitem(campaign._MODEL_KINDS, "iso", campaign.ModelKind(
-        lambda spec, sched: GaussianMixture([spec["mean"]], [spec["var"]], schedule=sched),
-        {"mean": campaign.REQUIRED, "var": 1.0}))
+def test_model_kind_registry_is_open(tmp_path):
+    def iso(spec, sched):
+        gm = GaussianMixture([spec["mean"]], [spec["var"]], schedule=sched)
+        gm.modality = "vectors"
+        return gm
+
+    plugins.register_model_kind("iso", plugins.ModelKind(iso, {"mean": REQUIRED, "var": 1.0}, lambda spec: "vectors"),
+                                replace=True)
     wf = tiny(tmp_path, models={"p": {"kind": "iso", "mean": [0.0, 1.0]}, "q": {"kind": "iso", "mean": [1.0, 0.0]}},
               target=None, n_samples=8, methods=[{"name": "bary", "operator": "barycenter", "models": ["p", "q"]}])
     loaded = load_workflow(wf)
@@ -195,7 +202,7 @@ def test_model_kind_registry_is_open(tmp_path, monkeypatch):
 def test_operator_refusal_writes_nothing(tmp_path):
     wf = tiny(tmp_path)
     wf["methods"][4].update(rule="trimmed", trim=0.5)  # K = 2: trimming 1 from each end leaves nothing
-    with pytest.raises(WorkflowError, match=r"methods\[4\] \(ens\): .*nothing remains"):
+    with pytest.raises(WorkflowError, match=r"methods\[4\].trim: .*nothing remains"):
         run(wf)
     assert not (tmp_path / "results").exists()
 

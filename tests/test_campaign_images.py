@@ -10,7 +10,8 @@ pytest.importorskip("mlxtend")
 
 from molfuse import campaign  # noqa: E402
 from molfuse.errors import WorkflowError  # noqa: E402
-from molfuse.train_workflow import train_from_workflow  # noqa: E402
+from molfuse.schedules import schedule_from_config  # noqa: E402
+from molfuse.training import train_from_workflow  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,9 @@ def _workflow(ckpt, out, **extra):
 
 def test_checkpoint_kind_declares_image_shape(digits_ckpt):
     wf = campaign.load_workflow(_workflow(digits_ckpt, "unused"))
-    models = campaign.build_models(wf, campaign.build_schedule(wf.schedule))
-    assert campaign.data_shape(models["seven"]) == (1, 28, 28)
-    assert campaign.modality_of(models["seven"]) == "images"
+    models = campaign.build_models(wf, schedule_from_config(wf.schedule))
+    assert campaign.sample_shape(models["seven"]) == (1, 28, 28)
+    assert models["seven"].modality == "images"
     assert models["nine"].cond == 9 and models["nine"].normalisation["shift"] == -1
     x = torch.zeros(2, 1, 28, 28)
     assert models["seven"](x, torch.full((2,), 0.5)).shape == x.shape
@@ -81,13 +82,15 @@ def test_evaluation_settings_are_validated(digits_ckpt, tmp_path):
     vectors = {"name": "v", "output": str(tmp_path), "evaluation": {"target_classes": {7: 1}},
                "models": {"a": {"kind": "gaussian_mixture", "means": [[0.0, 0.0]], "covs": [1.0]}},
                "methods": [{"name": "a", "operator": "single", "models": ["a"]}]}
-    with pytest.raises(WorkflowError, match="image models only"):
+    with pytest.raises(WorkflowError, match="evaluation: target_classes: the vectors evaluator takes no settings"):
         campaign.run_workflow(vectors, progress=False, verbose=False)
 
 
 def test_relative_checkpoint_paths_start_at_the_repo_root():
-    assert campaign.checkpoint_path("models/images/x") == campaign.kinds.REPO_ROOT / "models/images/x"
-    assert (campaign.kinds.REPO_ROOT / "molfuse" / "campaign").is_dir()
+    from molfuse.base.provenance import REPO_ROOT
+
+    assert campaign.checkpoint_path("models/images/x") == REPO_ROOT / "models/images/x"
+    assert (REPO_ROOT / "molfuse" / "campaign").is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +108,11 @@ def other_ckpt(digits_ckpt, tmp_path_factory):
 def _build(models, tmp_path):
     wf = campaign.load_workflow({"name": "b", "output": str(tmp_path), "models": models,
                                  "methods": [{"name": "a", "operator": "single", "models": [next(iter(models))]}]})
-    return campaign.build_models(wf, campaign.build_schedule(wf.schedule))
+    return campaign.build_models(wf, schedule_from_config(wf.schedule))
 
 
 def test_soup_kind_averages_weights_and_removes_members(digits_ckpt, other_ckpt, tmp_path):
-    from molfuse.checkpoints import load_model
+    from molfuse.training.checkpoints import load_model
     from molfuse.fusion import soup
 
     a, b = load_model(digits_ckpt), load_model(other_ckpt)
@@ -197,7 +200,7 @@ def test_checkpoint_guidance_is_classifier_free_guidance(digits_ckpt, tmp_path):
     import shutil
 
     from molfuse import bind
-    from molfuse.checkpoints import load_model
+    from molfuse.training.checkpoints import load_model
     from molfuse.convert import score_fn
 
     m = _build({"g": {"kind": "checkpoint", "path": str(digits_ckpt), "cond": 7, "guidance": 2.0},
@@ -215,7 +218,7 @@ def test_checkpoint_guidance_is_classifier_free_guidance(digits_ckpt, tmp_path):
     card = json.loads((plain / "card.json").read_text())
     card["conditioning"]["cond_drop_prob"] = 0.0
     (plain / "card.json").write_text(json.dumps(card))
-    for spec, match in (({"path": str(plain), "cond": 7, "guidance": 1.0}, "label dropout"),
+    for spec, match in (({"path": str(plain), "cond": 7, "guidance": 1.0}, "condition dropout"),
                         ({"path": str(digits_ckpt), "guidance": 1.0}, "needs cond"),
                         ({"path": str(digits_ckpt), "cond": 7, "guidance": -1.0}, "w >= 0")):
         with pytest.raises(WorkflowError, match=match):

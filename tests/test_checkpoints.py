@@ -12,8 +12,7 @@ pytest.importorskip("safetensors")
 pytest.importorskip("lightning")
 
 import molfuse as mf  # noqa: E402
-from molfuse.checkpoints import (CheckpointError, load_model, save_checkpoint, to_data_space,  # noqa: E402
-                                 to_model_space)
+from molfuse.training.checkpoints import CheckpointError, load_model, save_checkpoint  # noqa: E402
 from molfuse.nets import build  # noqa: E402
 from molfuse.training import DiffusionModule  # noqa: E402
 
@@ -28,14 +27,16 @@ def trained(tmp_path):
     opt = torch.optim.Adam(module.net.parameters(), lr=1e-2)
     x0, labels = torch.randn(64, 2), torch.randint(0, 3, (64,))
     for k in range(5):
-        loss = module.batch_loss(module.net, (x0, labels), torch.Generator().manual_seed(k), dropout=True).mean()
+        batch = {"x": x0, "cond": labels}
+        loss = module.batch_loss(module.net, batch, torch.Generator().manual_seed(k), dropout=True).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         module.update_ema()
     folder = save_checkpoint(tmp_path / "ckpt", module.ema, {
-        "architecture": ARCH, "schedule": mf.VPSchedule(), "normalisation": {"scale": 2.0, "shift": -1.0},
-        "data": {"kind": "test"}, "seed": 0, "steps": 5, "name": "tiny"})
+        "modality": "vectors", "architecture": ARCH, "schedule": mf.VPSchedule(), "shape": [2],
+        "normalisation": {"scale": 2.0, "shift": -1.0}, "data": {"kind": "test"}, "seed": 0, "steps": 5,
+        "name": "tiny", "conditioning": {"kind": "class_label", "null_cond": 3, "cond_drop_prob": 0.2}})
     return module, folder
 
 
@@ -61,8 +62,7 @@ def test_loaded_model_samples(trained):
     g = torch.Generator().manual_seed(0)
     res = mf.sample(mf.bind(model, 1), model.schedule, (32, 2), steps=20, generator=g)
     assert res.x.shape == (32, 2) and torch.isfinite(res.x).all()
-    back = to_data_space(res.x, model.normalisation)
-    torch.testing.assert_close(to_model_space(back, model.normalisation), res.x)
+    assert model.modality == "vectors" and model.space == mf.Euclidean()
 
 
 def test_tampered_weights_are_refused(trained):
@@ -83,7 +83,7 @@ def test_wrong_architecture_config_is_refused(trained):
         load_model(folder)
     card["architecture"] = {"name": "nope", "config": {}}
     (folder / "card.json").write_text(json.dumps(card))
-    with pytest.raises(CheckpointError, match="unknown architecture 'nope'.*mlp"):
+    with pytest.raises(CheckpointError, match="unknown architecture 'nope'; registered: .*mlp"):
         load_model(folder)
 
 
@@ -116,11 +116,40 @@ def test_missing_and_foreign_files_are_refused(trained, tmp_path):
 
 def test_save_refuses_a_card_that_would_not_load(tmp_path):
     net = build(**ARCH)
+    base = {"modality": "vectors", "architecture": ARCH, "schedule": mf.VPSchedule(), "shape": [2]}
     with pytest.raises(CheckpointError, match="shape mismatches"):
-        save_checkpoint(tmp_path, net, {"architecture": {**ARCH, "config": {**ARCH["config"], "hidden": 8}},
-                                        "schedule": mf.VPSchedule()})
+        save_checkpoint(tmp_path, net, {**base, "architecture": {**ARCH, "config": {**ARCH["config"], "hidden": 8}}})
     with pytest.raises(CheckpointError, match="needs 'schedule'"):
-        save_checkpoint(tmp_path, net, {"architecture": ARCH})
+        save_checkpoint(tmp_path, net, {k: v for k, v in base.items() if k != "schedule"})
+    with pytest.raises(CheckpointError, match="needs 'modality'"):
+        save_checkpoint(tmp_path, net, {k: v for k, v in base.items() if k != "modality"})
     with pytest.raises(CheckpointError, match="prediction must be one of"):
-        save_checkpoint(tmp_path, net, {"architecture": ARCH, "schedule": mf.VPSchedule(), "prediction": "noise"})
+        save_checkpoint(tmp_path, net, {**base, "prediction": "noise"})
+    with pytest.raises(CheckpointError, match="conditioning must be"):
+        save_checkpoint(tmp_path, net, {**base, "conditioning": {"kind": "labels"}})
     assert not any(tmp_path.iterdir())
+
+
+def test_cards_name_their_modality_and_refuse_unknown_or_old_ones(trained):
+    _, folder = trained
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "modality": "hologram"}))
+    with pytest.raises(CheckpointError, match="unknown modality 'hologram'; registered: .*vectors"):
+        load_model(folder)
+    old = {k: v for k, v in card.items() if k not in ("modality", "space", "shape")}
+    (folder / "card.json").write_text(json.dumps({**old, "format_version": 1}))
+    with pytest.raises(CheckpointError, match="format_version 1.*name no modality"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["../../other/model.safetensors", "/etc/passwd", "sub/model.safetensors", ".."])
+def test_weights_outside_the_checkpoint_folder_are_refused(trained, tmp_path, name):
+    _, folder = trained
+    other = tmp_path / "other"
+    other.mkdir(exist_ok=True)
+    (other / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    card = json.loads((folder / "card.json").read_text())
+    card["weights"]["file"] = name
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="weights.file must be a file name inside the checkpoint folder"):
+        load_model(folder)

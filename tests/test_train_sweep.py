@@ -11,8 +11,8 @@ pytest.importorskip("lightning")
 pytest.importorskip("safetensors")
 
 from molfuse import WorkflowError, cli  # noqa: E402
-from molfuse.checkpoints import load_model  # noqa: E402
-from molfuse.train_workflow import expand_sweep, load_train_workflow, train_from_workflow, train_sweep  # noqa: E402
+from molfuse.training.checkpoints import load_model  # noqa: E402
+from molfuse.training import expand_sweep, load_train_workflow, train_from_workflow, train_sweep  # noqa: E402
 
 BASE = {
     "name": "base", "seed": 0,

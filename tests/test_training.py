@@ -15,7 +15,7 @@ pytest.importorskip("lightning")
 pytest.importorskip("safetensors")
 
 from molfuse import ConventionError, GaussianMixture, VPSchedule, WorkflowError, cli  # noqa: E402
-from molfuse.checkpoints import load_model, read_card  # noqa: E402
+from molfuse.training.checkpoints import load_model, read_card  # noqa: E402
 from molfuse.losses import denoising_loss, drop_condition, dsm_loss  # noqa: E402
 from molfuse.nets import build  # noqa: E402
 from molfuse.training import DiffusionModule, StepBatches, TrainConfig, train  # noqa: E402
@@ -49,7 +49,7 @@ def _config(**kw) -> TrainConfig:
 def _train(tmp, steps: int, **kw):
     torch.manual_seed(0)
     return train(build(**ARCH), _data(), VPSchedule(), _config(steps=steps, **kw), tmp,
-                 card_extra={"architecture": ARCH, "data": {"kind": "test"}}, progress=False)
+                 card_extra={"modality": "vectors", "architecture": ARCH, "data": {"kind": "test"}}, progress=False)
 
 
 # ---------------------------------------------------------------- the pure loss
@@ -182,11 +182,12 @@ def test_labels_are_used_only_by_a_conditional_net(tmp_path):
     x = _data(128).tensors[0]
     labelled = TensorDataset(x, (x[:, 0] > 0).long())
     ckpt = train(build(**ARCH), labelled, VPSchedule(), _config(steps=5), tmp_path / "u",
+                 card_extra={"modality": "vectors"},
                  progress=False)  # unconditional: labels ignored; the architecture comes from net.architecture
-    assert read_card(ckpt)[0]["conditioning"] == {"labels": False, "null_cond": None, "cond_drop_prob": 0.0}
-    with pytest.raises(WorkflowError, match="train.cond_drop_prob: .*the data have no labels"):
+    assert read_card(ckpt)[0]["conditioning"] == {"kind": "none", "null_cond": None, "cond_drop_prob": 0.0}
+    with pytest.raises(WorkflowError, match="train.cond_drop_prob: .*the data have no conditions"):
         train(build(**ARCH), TensorDataset(x), VPSchedule(), _config(steps=5, cond_drop_prob=0.1), tmp_path / "v",
-              card_extra={"architecture": ARCH}, progress=False)
+              card_extra={"modality": "vectors", "architecture": ARCH}, progress=False)
 
 
 # ---------------------------------------------------------------- the workflow and the command
@@ -214,6 +215,7 @@ def test_molfuse_train_writes_the_results_folder(tmp_path):
     assert prov["seeds"]["workflow"] == 2 and len(prov["checkpoints"]) == 2
     model = load_model(folder / "checkpoint")
     assert model.card["data"]["labels"] and model.card["training"]["cond_drop_prob"] == 0.2
+    assert model.card["modality"] == "vectors" and model.card["conditioning"]["kind"] == "class_label"
     assert model(torch.zeros(3, 2), torch.full((3,), 0.5), cond=torch.tensor([0, 1, 2])).shape == (3, 2)
     assert "checkpoint:" in res.output
 

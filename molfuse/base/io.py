@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..errors import FolderLockedError
+from ..errors import FolderLockedError, WorkflowError
 
 __all__ = ["atomic_write", "write_text", "write_json", "jsonable", "sha256_bytes", "sha256_file",
-           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX"]
+           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX", "read_yaml"]
 
 TMP_SUFFIX = ".tmp"
 _TMP = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$")  # .<name>.<pid>.tmp
@@ -183,3 +183,22 @@ class FolderLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def read_yaml(source: str | Path | Mapping) -> Any:
+    """A workflow: a YAML file's content, or a mapping given directly (copied).
+
+    Raises:
+        WorkflowError: the file is missing, a folder, unreadable or not valid YAML.
+    """
+    import yaml
+
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise WorkflowError(f"{path}: not valid YAML: {e}") from None

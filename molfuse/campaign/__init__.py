@@ -8,13 +8,15 @@ Schema (``?`` = optional, default after ``=``)::
     output?: str = results       # base folder
     run_name?: str = <timestamp> # YYYYmmdd-HHMMSS; rerunning the same folder resumes it
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
-    models:                      # required, name -> spec; kinds are a registry (register_model_kind)
+    models:                      # required, name -> spec; kinds: the campaign's (checkpoint, soup)
+                                 # and the modalities' (molfuse.plugins), e.g. vectors':
       a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
-      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label> | null,
+      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label | [property values]> | null,
           guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
-                                 # bound with molfuse.bind; shape from the card (data.shape / arch)
+                                 # checked against the card's conditioning kind and bound with
+                                 # molfuse.bind; shape, space and modality from the card
       c: {kind: soup, paths: [<checkpoint>, ...], weights?: [w_i] = uniform, remove?: [<one of paths>],
           cond?: <label>}        # weight soup (MATH §5); remove: Soup.remove from the uniform soup
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
@@ -33,53 +35,49 @@ Schema (``?`` = optional, default after ``=``)::
       - {name, operator: ensemble, models: [...], rule?: mean|weighted|median|trimmed|sum = mean,
          weights?: [...] (weighted only), trim?: 0.2 (trimmed only)}
       - {name, operator: random_choice, models: [...], weights?: [p_i] = uniform}
-    evaluation?:                 # image models only (an error for vectors)
-      target_classes?: {7: 0.6, 9: 0.4}   # class -> weight: class_mixture_tv, coverage
-      reference_classes?: [7, 9]          # real test images for feature_frechet (default: target's, else all)
-      classifier?: <folder>               # default the shipped models/images/classifier
-      heldout?: {n: 64, seed: 0, classes?: [...] | weights?: {...}}   # real test images (default:
-                                          # target_classes) for the two model metrics below
-      bits_per_dim?: {steps: 20, rho: 7.0, t_start: 1.0e-5}   # per method with a score model
-      dsm_loss?: {n_t: 8, t_min: 1.0e-3}                      # (single, barycenter, ensemble)
-    reports?:                    # cross-method sections of summary.md (register_report)
+    evaluation?: {...}           # the settings of the models' modality's evaluator, its own schema:
+                                 # images: molfuse.modalities.images.schema (target_classes, heldout,
+                                 # bits_per_dim, dsm_loss, ...); vectors: none (exact densities)
+    reports?:                    # cross-method sections of summary.md (the campaign's or a modality's)
       - {kind: by_n, metrics: [test_bpd, ...], reference?: [<method>, ...]}
                                  # methods named <family>_n<N>_seed<S>: by_n.csv, by_n.png
-      - {kind: class_share, classes: [7, 8, 9]}   # share_789.csv: their summed class fractions
+      - {kind: class_share, classes: [7, 8, 9]}   # images: share_789.csv, summed class fractions
 
-Evaluation is chosen by the models' modality (``modality_of``; ``register_evaluator``):
-``vectors`` (exact log q, ``evaluation/vectors.py``; samples/<method>.npy (N, D)) or
-``images`` (digit classifier, ``modalities/images/evaluate.py``; samples/<method>.npy
-(N, H, W) in [0, 1], samples/<method>.png, class fractions, TV, coverage, feature Fréchet).
+All models of a workflow share one modality (their ``modality``: a checkpoint card's, or the
+modality owning the model kind); its evaluator judges every method, owns the ``evaluation``
+schema and its metric columns, and its writers put the samples under ``samples/`` in the
+modality's formats (vectors: ``<method>.npy`` (N, D); images: ``<method>.npy`` (N, H, W) in
+[0, 1] and ``<method>.png``). Point-cloud models (MATH §6) draw each sample's node count from
+their cards' ``node_counts`` (OR: the ω-mixture of the members' histograms; AND, barycenter,
+ensemble: their normalised product).
 
 Every error is a :class:`~molfuse.errors.WorkflowError` naming the field path, e.g.
 ``methods[2].models: unknown model 'c'; known: a, b``. Unknown keys are errors (typos).
 YAML 1.1 reads ``1e-3`` as a string: numeric strings are accepted wherever a number is.
 
-A run draws each method's ``n_samples`` in chunks with seeds from (seed, method, chunk),
-saves each chunk atomically under ``samples/chunks/<method>/``, so rerunning the same
-folder keeps finished chunks; a rerun with a different resolved config is refused.
+A run locks its folder (a second run on it is refused), checks and writes ``config.yaml``
+before any work (a rerun with a different resolved config is refused), draws each method's
+``n_samples`` in chunks with seeds from (seed, method, chunk) and saves each chunk atomically
+under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished chunks (an
+unreadable chunk is named and drawn again). A member returning NaN / inf makes its chunk's
+samples invalid rows naming the member and t; ``molfuse run`` then exits with status 2.
 
-Modules, each importing only ones listed before it: ``checks`` (field checks), ``registry``
-(extension points), ``spec`` (dataclasses, load_workflow), ``kinds`` (model kinds),
-``operators`` (built-in operators), ``files`` (atomic writes), ``evaluators`` (built-in
-evaluators), ``report`` (picture,
-provenance, summary), ``reports`` (cross-method sections: by_n, class_share), ``run`` (run_workflow, chunks, resume).
+Modules, each importing only ones listed before it: ``registry`` (operators, what they get
+and return), ``spec`` (dataclasses), ``parse`` (load_workflow), ``kinds`` (checkpoint and soup
+model kinds), ``operators`` (built-in operators), ``chunks`` (resumable chunks), ``report``
+(provenance, summary), ``reports`` (by_n), ``run`` (run_workflow).
 """
 
 from __future__ import annotations
 
-from . import evaluators  # noqa: F401  (registers the built-in evaluators)
 from . import operators  # noqa: F401  (registers the built-in operators)
-from . import reports  # noqa: F401  (registers the built-in reports)
-from .checks import REQUIRED
-from .kinds import CheckpointModel, build_models, checkpoint_path, data_shape
-from .registry import (Draw, Evaluated, Evaluator, ModelKind, Operator, Prepared, Report, RunContext, derive_seed,
-                       modality_of, register_evaluator, register_model_kind, register_operator, register_report)
-from .registry import _EVALUATORS, _MODEL_KINDS, _OPERATORS  # noqa: F401  (the registries; tests patch them)
+from . import reports  # noqa: F401  (registers the campaign's report, by_n)
+from .kinds import CheckpointModel, build_models, checkpoint_path
+from .parse import load_workflow
+from .registry import OPERATORS, Draw, Operator, Prepared, RunContext, register_operator, sample_shape
 from .run import RunResult, run_workflow
-from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow, build_schedule, load_workflow
+from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow
 
-__all__ = ["REQUIRED", "Workflow", "ModelSpec", "MethodSpec", "SamplerSpec", "ModelKind", "Operator", "RunContext",
-           "Draw", "Prepared", "RunResult", "Evaluator", "Evaluated", "CheckpointModel", "register_model_kind",
-           "register_operator", "register_evaluator", "register_report", "Report", "modality_of", "load_workflow",
-           "build_schedule", "build_models", "checkpoint_path", "data_shape", "derive_seed", "run_workflow"]
+__all__ = ["Workflow", "ModelSpec", "MethodSpec", "SamplerSpec", "Operator", "OPERATORS", "RunContext", "Draw",
+           "Prepared", "RunResult", "CheckpointModel", "register_operator", "load_workflow", "build_models",
+           "checkpoint_path", "sample_shape", "run_workflow"]

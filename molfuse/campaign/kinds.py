@@ -1,4 +1,5 @@
-"""Model kinds: the built-in ``gaussian_mixture`` and ``checkpoint``, building a workflow's models, their sample shape."""
+"""The campaign's own model kinds, ``checkpoint`` and ``soup`` (any modality), and building a
+workflow's models. Modalities add their own kinds (e.g. ``gaussian_mixture`` of vectors)."""
 
 from __future__ import annotations
 
@@ -6,56 +7,44 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkflowError
-from ..models import GaussianMixture
+import torch
+
+from .. import plugins
+from ..base.checks import REQUIRED, fail
+from ..base.provenance import REPO_ROOT
+from ..errors import CheckpointError, WorkflowError
+from ..fusion import Soup, guidance, soup
+from ..models import bind
+from ..nets import build
 from ..schedules import Schedule
-from .checks import REQUIRED, _fail
-from .registry import _MODEL_KINDS, register_model_kind
+from ..spaces import space_from_config
+from ..training.checkpoints import load_model, read_card
+from .registry import sample_shape
 from .spec import Workflow
 
-
-def _numeric(v: Any) -> Any:
-    """Nested lists with numeric strings (YAML 1.1 reads ``1e-3`` as text) made numbers."""
-    if isinstance(v, (list, tuple)):
-        return [_numeric(x) for x in v]
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            raise ValueError(f"expected a number, got {v!r}") from None
-    return v
-
-
-def _gaussian_mixture(spec: dict, schedule: Schedule) -> GaussianMixture:
-    w = spec.get("weights")
-    return GaussianMixture(_numeric(spec["means"]), _numeric(spec["covs"]), None if w is None else _numeric(w),
-                           schedule=schedule)
-
-
-register_model_kind("gaussian_mixture", _gaussian_mixture, {"means": REQUIRED, "covs": REQUIRED, "weights": None})
-
-REPO_ROOT = Path(__file__).resolve().parents[2]  # relative checkpoint paths start here
+__all__ = ["CheckpointModel", "checkpoint_path", "build_models", "condition_value"]
 
 
 class CheckpointModel:
-    """A shipped checkpoint as a campaign model: the loaded net (bound to ``cond`` with
+    """A checkpoint as a campaign model: the loaded net (bound to ``cond`` with
     :func:`molfuse.bind` when given) plus what a run needs from its card.
 
-    Attributes: ``sample_shape`` (e.g. (1, 28, 28)), ``normalisation`` (``x_model = scale *
-    x_data + shift``), ``card``, ``checkpoint`` (weights file, hashed into provenance),
-    ``modality`` (the card's, else None: :func:`~.registry.modality_of` reads the shape).
+    Attributes: ``sample_shape`` (the card's ``shape``), ``space`` and ``node_counts`` (MATH §6),
+    ``modality``, ``normalisation`` (the modality's), ``card``, ``checkpoint`` (weights file,
+    hashed into provenance).
     """
 
-    def __init__(self, model: Any, card: dict, checkpoint: Path, sample_shape: tuple[int, ...], cond: Any = None,
-                 guidance: float | None = None):
+    def __init__(self, model: Any, card: dict, checkpoint: Path, cond: Any = None, guidance: float | None = None):
         self.model, self.card, self.checkpoint, self.cond, self.guidance = model, card, checkpoint, cond, guidance
         self.prediction, self.schedule = model.prediction, model.schedule
-        self.normalisation, self.sample_shape = dict(card["normalisation"]), sample_shape
-        self.modality = card.get("modality")
+        self.space = space_from_config(card.get("space"))
+        self.node_counts = {int(k): v for k, v in (card.get("node_counts") or {}).items()} or None
+        self.normalisation, self.sample_shape = dict(card["normalisation"]), tuple(card["shape"])
+        self.modality = card["modality"]
         self.name = None  # build_models names it after the workflow's key
 
-    def __call__(self, x, t, cond: Any = None):
-        return self.model(x, t) if cond is None else self.model(x, t, cond=cond)
+    def __call__(self, x, t, cond: Any = None, **kwargs: Any):
+        return self.model(x, t, **kwargs) if cond is None else self.model(x, t, cond=cond, **kwargs)
 
     def __repr__(self) -> str:
         cond = "" if self.cond is None else f", cond={self.cond!r}"
@@ -70,76 +59,63 @@ def checkpoint_path(path: str | Path) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-def card_shape(card: dict) -> tuple[int, ...]:
-    """One sample's shape from a card: ``data.shape`` if recorded, else the architecture config
-    (``channels, image_size`` for images; ``dim`` for vectors)."""
-    shape = (card.get("data") or {}).get("shape") if isinstance(card.get("data"), dict) else None
-    cfg = card["architecture"]["config"]
-    if shape is None and "image_size" in cfg:
-        shape = [cfg.get("channels", 1), cfg["image_size"], cfg["image_size"]]
-    if shape is None and "dim" in cfg:
-        shape = [cfg["dim"]]
-    if shape is None:
-        raise ValueError("the card declares no sample shape (data.shape, or image_size / dim in the architecture)")
-    return tuple(int(s) for s in shape)
+def condition_value(card: dict, net: Any, cond: Any) -> Any:
+    """A workflow's ``cond`` for a net, checked against the card's ``conditioning.kind``:
+    a class label (an integer below the net's class count), a list of property values (one
+    per property, a (1, k) tensor) or nothing."""
+    kind = (card.get("conditioning") or {}).get("kind", "none")
+    if cond is None:
+        return None
+    if kind == "class_label":
+        classes = getattr(net, "num_classes", None)
+        if isinstance(cond, bool) or not isinstance(cond, int) or cond < 0:
+            raise ValueError(f"cond: expected a class label (an integer >= 0) or null; got {cond!r}")
+        if not classes or cond >= classes:
+            raise ValueError(f"cond: {cond} is not a class of this net (it has {classes or 'no'} classes)")
+        return cond
+    if kind == "properties":
+        vals = cond if isinstance(cond, list) else [cond]
+        if not vals or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in vals):
+            raise ValueError(f"cond: expected property values (numbers), got {cond!r}")
+        return torch.tensor([vals], dtype=torch.get_default_dtype())
+    raise ValueError(f"cond: this net was trained without conditions (conditioning kind {kind!r}); drop cond")
 
 
 def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
-    from .. import bind
-    from ..checkpoints import load_model
-    from ..nets import unet as _unet  # noqa: F401  (registers the "unet" architecture)
-
     if not isinstance(spec["path"], (str, Path)):
         raise ValueError(f"path: expected a checkpoint folder, got {spec['path']!r}")
     net = load_model(checkpoint_path(spec["path"]))
     if net.schedule != schedule:
         raise ValueError(f"the checkpoint was trained with {net.schedule!r} but the workflow uses {schedule!r}; "
                          f"set the workflow's schedule to {net.schedule.config()}")
-    cond = spec["cond"]
-    if cond is not None:
-        classes = getattr(net, "num_classes", None)
-        if isinstance(cond, bool) or not isinstance(cond, int) or cond < 0:
-            raise ValueError(f"cond: expected a class label (an integer >= 0) or null; got {cond!r}")
-        if not classes or cond >= classes:
-            raise ValueError(f"cond: {cond} is not a class of this net (it has {classes or 'no'} classes)")
+    cond = condition_value(net.card, net, spec["cond"])
     model = bind(net, cond) if cond is not None else net
     if spec["guidance"] is not None:
         model = _guided(net, cond, spec["guidance"], schedule)
-    return CheckpointModel(model, net.card, net.checkpoint, card_shape(net.card), cond, spec["guidance"])
+    return CheckpointModel(model, net.card, net.checkpoint, spec["cond"], spec["guidance"])
 
 
 def _guided(net: Any, cond: Any, scale: Any, schedule: Schedule) -> Any:
     """Classifier-free guidance ``(1 + w) s(x, t | cond) − w s(x, t | null)`` (MATH §2), for a
-    net trained with label dropout (its card's ``conditioning``); refused otherwise."""
-    from .. import bind
-    from ..fusion import guidance
-
+    net trained with condition dropout (its card's ``conditioning``); refused otherwise."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
         raise ValueError(f"guidance: expected a scale w >= 0; got {scale!r}")
     if cond is None:
-        raise ValueError("guidance needs cond (the class to guide towards)")
+        raise ValueError("guidance needs cond (the condition to guide towards)")
     c = net.card.get("conditioning") or {}
     if c.get("null_cond") is None or not c.get("cond_drop_prob"):
-        raise ValueError("guidance needs a net trained with label dropout (card conditioning.cond_drop_prob > 0 "
+        raise ValueError("guidance needs a net trained with condition dropout (card conditioning.cond_drop_prob > 0 "
                          "and a null_cond); this one has no trained unconditional score")
     return guidance(bind(net, cond), bind(net, c["null_cond"]), float(scale), schedule)
 
 
-register_model_kind("checkpoint", _checkpoint, {"path": REQUIRED, "cond": None, "guidance": None})  # CheckpointError is a ValueError
-
-_SAME = ("architecture", "prediction", "schedule", "normalisation", "conditioning")
+_SAME = ("modality", "architecture", "prediction", "schedule", "space", "shape", "normalisation", "conditioning")
 
 
 def _soup(spec: dict, schedule: Schedule) -> CheckpointModel:
     """A weight soup of checkpoints (MATH §5): uniform over ``paths``, or ``weights``; with
     ``remove`` the listed members are taken out of the uniform soup of ``paths`` again with
     :meth:`molfuse.fusion.Soup.remove` (unlearning a shard without retraining)."""
-    from .. import bind
-    from ..checkpoints import load_model
-    from ..fusion import Soup, soup
-    from ..nets import build
-    from ..nets import unet as _unet  # noqa: F401  (registers the "unet" architecture)
-
     paths, remove, weights = spec["paths"], spec["remove"] or [], spec["weights"]
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise ValueError(f"paths: expected a non-empty list of checkpoint folders, got {paths!r}")
@@ -168,43 +144,58 @@ def _soup(spec: dict, schedule: Schedule) -> CheckpointModel:
     net = build(arch["name"], arch["config"])
     net.load_state_dict(state, strict=True)
     net.eval().requires_grad_(False)
-    net.prediction, net.schedule, net.normalisation = first["prediction"], nets[0].schedule, dict(first["normalisation"])
+    net.prediction, net.schedule, net.space = first["prediction"], nets[0].schedule, nets[0].space
+    net.normalisation, net.card = dict(first["normalisation"]), first
     card = {**first, "name": None, "soup": {"paths": paths, "remove": remove, "weights": weights,
                                            "members": [n.card.get("name") for n in nets]}}
-    cond = spec["cond"]
-    model = CheckpointModel(bind(net, cond) if cond is not None else net, card, nets[0].checkpoint, card_shape(first),
-                            cond)
+    cond = condition_value(first, net, spec["cond"])
+    model = CheckpointModel(bind(net, cond) if cond is not None else net, card, nets[0].checkpoint, spec["cond"])
     model.checkpoints = [n.checkpoint for n in nets]
     return model
 
 
-register_model_kind("soup", _soup, {"paths": REQUIRED, "remove": None, "weights": None, "cond": None})
+def _card_modality(path: Any, key: str = "path") -> str:
+    if not isinstance(path, (str, Path)):
+        raise ValueError(f"{key}: expected a checkpoint folder, got {path!r}")
+    return read_card(checkpoint_path(path))[0]["modality"]
+
+
+def _soup_modality(spec: dict) -> str:
+    paths = spec["paths"]
+    if not isinstance(paths, list) or not paths:
+        raise ValueError(f"paths: expected a non-empty list of checkpoint folders, got {paths!r}")
+    return _card_modality(paths[0], "paths[0]")
+
+
+plugins.register_model_kind("checkpoint", plugins.ModelKind(
+    _checkpoint, {"path": REQUIRED, "cond": None, "guidance": None}, lambda spec: _card_modality(spec["path"])))
+plugins.register_model_kind("soup", plugins.ModelKind(
+    _soup, {"paths": REQUIRED, "remove": None, "weights": None, "cond": None},
+    _soup_modality))
 
 
 def build_models(wf: Workflow, schedule: Schedule) -> dict[str, Any]:
-    """Every model of ``wf`` built in ``schedule``; builder errors name the model."""
+    """Every model of ``wf`` built in ``schedule``; builder errors name the model. Each model
+    declares its ``modality`` (a modality's kinds get the modality's name)."""
     out = {}
     for name, spec in wf.models.items():
+        owner, kind = plugins.model_kind(spec.kind)
         try:
-            model = _MODEL_KINDS[spec.kind].builder(dict(spec.params), schedule)
-        except (ValueError, TypeError, RuntimeError) as e:
+            model = kind.builder(dict(spec.params), schedule)
+        except (ValueError, TypeError, RuntimeError, CheckpointError) as e:
             raise WorkflowError(f"models.{name}: {e}") from None
         if getattr(model, "name", None) is None:
             try:
                 model.name = name
             except AttributeError:
                 pass
-        data_shape(model, f"models.{name}")
+        if getattr(model, "modality", None) is None:
+            if owner is None:
+                fail(f"models.{name}", f"kind {spec.kind!r} built a model that declares no modality")
+            model.modality = owner
+        try:
+            sample_shape(model)
+        except ValueError as e:
+            fail(f"models.{name}", str(e))
         out[name] = model
     return out
-
-
-def data_shape(model: Any, path: str = "model") -> tuple[int, ...]:
-    """Shape of one sample: ``model.sample_shape`` or ``(model.dim,)``."""
-    shape = getattr(model, "sample_shape", None)
-    if shape is None and getattr(model, "dim", None) is not None:
-        shape = (model.dim,)
-    if shape is None:
-        _fail(path, f"{type(model).__name__} declares neither sample_shape nor dim; the sampler needs one")
-    return tuple(int(s) for s in shape)
-

@@ -9,55 +9,58 @@ from typing import Sequence
 import torch
 
 from .. import fusion
-from .checks import _choice, _fail, _fields, _float, _floats, _int, _simplex
-from .kinds import data_shape
-from .registry import Draw, Prepared, RunContext, derive_seed, register_operator
+from ..base.checks import as_bool, as_choice, as_float, as_floats, as_int, as_simplex, fail, fields
+from ..base.seeds import derive_seed
+from ..sampling import sample
+from ..training.data import build_data, check_data_spec
+from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
 from .spec import MethodSpec
+
+__all__: list[str] = []  # the operators are reached through the registry (molfuse.campaign.OPERATORS)
 
 
 def _prepare_single(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    model, shape = members[0], data_shape(members[0])
+    model = members[0]
 
     def draw(n: int, g: torch.Generator) -> Draw:
-        r = ctx.sde(model, n, shape, g, track=True)
-        return Draw(r.x, ito=r.log_density[:, None])
+        r = ctx.sde(model, n, g, track=True)
+        return Draw(r.x, mask=r.mask, ito=r.log_density[:, None])
 
     return Prepared(draw, model=model)
 
 
 def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
-    o["mode"] = _choice(o["mode"], f"{path}.mode", fusion.superposition.MODES)
-    o["temperature"] = _float(o["temperature"], f"{path}.temperature", 0.0, open_lo=True)
+    o["mode"] = as_choice(o["mode"], f"{path}.mode", fusion.superposition.MODES)
+    o["temperature"] = as_float(o["temperature"], f"{path}.temperature", 0.0, open_lo=True)
     if o["mode"] == "and" and o["temperature"] != 1.0:
-        _fail(f"{path}.temperature", "temperature only enters mode 'or' (κ = softmax(T log q + ℓ)); drop it for 'and'")
+        fail(f"{path}.temperature", "temperature only enters mode 'or' (κ = softmax(T log q + ℓ)); drop it for 'and'")
     if o["bias"] is not None and o["weights"] is not None:
-        _fail(path, "give bias or weights (bias = log weights), not both")
+        fail(path, "give bias or weights (bias = log weights), not both")
     if o["bias"] is not None:
-        o["bias"] = _floats(o["bias"], f"{path}.bias", k)
+        o["bias"] = as_floats(o["bias"], f"{path}.bias", k)
     if o["weights"] is not None:
-        o["weights"] = _simplex(o["weights"], f"{path}.weights", k, positive=True)
-    if o["ito_correction"] is None:
-        o["ito_correction"] = o["mode"] == "and"
-    elif not isinstance(o["ito_correction"], bool):
-        _fail(f"{path}.ito_correction", f"must be true or false; got {o['ito_correction']!r}")
+        o["weights"] = as_simplex(o["weights"], f"{path}.weights", k, positive=True)
+    o["ito_correction"] = o["mode"] == "and" if o["ito_correction"] is None else \
+        as_bool(o["ito_correction"], f"{path}.ito_correction")
     return o
 
 
 def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    o, shape = method.options, data_shape(members[0])
-    bias = [math.log(w) for w in o["weights"]] if o["weights"] is not None else o["bias"]
+    o, k = method.options, len(members)
+    ell = (fusion.LogWeights.from_weights(o["weights"], k, f"{method.name}.weights") if o["weights"] is not None
+           else fusion.LogWeights.of(o["bias"], k, f"{method.name}.bias"))  # validated once, one form (nats)
+    sizes = ("mixture", ell.mixture()) if o["mode"] == "or" else ("product", None)  # node counts (MATH §6)
 
     def draw(n: int, g: torch.Generator) -> Draw:
-        r = fusion.superpose(members, ctx.schedule, (n, *shape), mode=o["mode"], temperature=o["temperature"],
-                             bias=bias, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device,
-                             ito_correction=o["ito_correction"])
-        return Draw(r.x, ito=r.log_q, fallbacks=r.fallbacks)
+        shape, mask = ctx.layout(members, n, g, *sizes)
+        r = fusion.superpose(members, ctx.schedule, shape, mode=o["mode"], temperature=o["temperature"],
+                             bias=ell, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device,
+                             ito_correction=o["ito_correction"], mask=mask)
+        return Draw(r.x, mask=r.mask, ito=r.log_q, fallbacks=r.fallbacks)
 
     # OR at T = 1 has score grad log sum_i e^{l_i} q_i: its target is that mixture (MATH §4)
-    mixture = None
-    if o["mode"] == "or" and o["temperature"] == 1.0:
-        logits = torch.tensor([0.0] * len(members) if bias is None else bias, dtype=torch.float64)
-        mixture = torch.softmax(logits, 0).tolist()
+    mixture = ell.mixture() if o["mode"] == "or" and o["temperature"] == 1.0 else None
+    bias = None if o["weights"] is None and o["bias"] is None else ell.tolist()
     return Prepared(draw, None, {"mode": o["mode"], "temperature": o["temperature"], "bias_nats": bias,
                                  "ito_correction": o["ito_correction"]}, mixture=mixture)
 
@@ -67,70 +70,78 @@ _FIT = {"data_from": None, "data": None, "n": None, "window": "full", "n_mc": 20
 
 def _check_barycenter(o: dict, k: int, names: Sequence[str], path: str) -> dict:
     if o["fit"] is not None and o["weights"] is not None:
-        _fail(path, "give weights or fit, not both")
+        fail(path, "give weights or fit, not both")
     if o["fit"] is None:
-        o["weights"] = _simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
+        o["weights"] = as_simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
         return o
     p = f"{path}.fit"
-    f = _fields(o["fit"], p, _FIT)
+    f = fields(o["fit"], p, _FIT)
     if (f["data_from"] is None) == (f["data"] is None):
-        _fail(p, "give data_from (a model to sample) with n, or data (a dataset spec, e.g. "
-              "{kind: mnist_population, weights: {7: 0.6, 9: 0.4}, n: 64, seed: 0})")
+        fail(p, "give data_from (a model to sample) with n, or data (a dataset spec, e.g. "
+             "{kind: mnist_population, weights: {7: 0.6, 9: 0.4}, n: 64, seed: 0})")
     if f["data"] is not None:
-        from ..datasets import check_data_spec  # the dataset kinds (no lightning)
-
         f["data"] = check_data_spec(f["data"], f"{p}.data")
         if f["n"] is not None:
-            _fail(f"{p}.n", "with fit.data the number of samples is the dataset's (data.n)")
+            fail(f"{p}.n", "with fit.data the number of samples is the dataset's (data.n)")
     else:
         if f["data_from"] not in names:
-            _fail(f"{p}.data_from", f"unknown model {f['data_from']!r}; known: {', '.join(names)}")
+            fail(f"{p}.data_from", f"unknown model {f['data_from']!r}; known: {', '.join(names)}")
         if f["n"] is None:
-            _fail(f"{p}.n", "required field is missing (how many samples of data_from to fit on)")
-        f["n"] = _int(f["n"], f"{p}.n", 2)
-    f["window"] = _choice(f["window"], f"{p}.window", fusion.barycenter.WINDOWS)
-    f["n_mc"] = _int(f["n_mc"], f"{p}.n_mc", 1)
-    f["heldout_fraction"] = _float(f["heldout_fraction"], f"{p}.heldout_fraction", 0.0, 0.9)
+            fail(f"{p}.n", "required field is missing (how many samples of data_from to fit on)")
+        f["n"] = as_int(f["n"], f"{p}.n", 2)
+    f["window"] = as_choice(f["window"], f"{p}.window", fusion.barycenter.WINDOWS)
+    f["n_mc"] = as_int(f["n_mc"], f"{p}.n_mc", 1)
+    f["heldout_fraction"] = as_float(f["heldout_fraction"], f"{p}.heldout_fraction", 0.0, 0.9)
     o["fit"] = f
     return o
 
 
-def _fit_data(f: dict, ctx: RunContext, g: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """The data λ is fitted on: ``f["n"]`` samples of a model, or a dataset (model space)."""
+def _fit_data(f: dict, ctx: RunContext, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """The data λ is fitted on (model space) and its node masks: ``f["n"]`` samples of a model
+    (``sample`` may return ``(x, mask)`` for point clouds), or a data kind's data."""
     if f["data"] is None:
         source = ctx.models[f["data_from"]]
         if not hasattr(source, "sample"):
             raise ValueError(f"fit.data_from: model {f['data_from']!r} cannot draw samples (it has no .sample)")
-        return source.sample(f["n"], generator=g).to(ctx.device), {"data_from": f["data_from"], "n": f["n"]}
-    from ..datasets import _DATASET_KINDS
-
-    dataset, desc, _ = _DATASET_KINDS[f["data"]["kind"]].builder({k: v for k, v in f["data"].items() if k != "kind"})
-    x = dataset.tensors[0].to(ctx.device, torch.get_default_dtype())
-    return x, {"data": desc, "n": len(x)}
+        drawn = source.sample(f["n"], generator=g)
+        x, mask = drawn if isinstance(drawn, tuple) else (drawn, None)
+        return x.to(ctx.device), None if mask is None else mask.to(ctx.device), {"data_from": f["data_from"],
+                                                                                 "n": f["n"]}
+    data = build_data(f["data"], "fit.data")
+    x = data.x.to(ctx.device, torch.get_default_dtype())
+    return x, None if data.mask is None else data.mask.to(ctx.device), {"data": data.description, "n": len(x)}
 
 
 def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    o, shape, info = method.options, data_shape(members[0]), {}
+    o, info = method.options, {}
     weights = o["weights"]
     if o["fit"] is not None:
         weights, info = _fit_weights(method, members, ctx)
     model = fusion.Barycenter(members, weights, ctx.schedule)
 
     def draw(n: int, g: torch.Generator) -> Draw:
-        return Draw(ctx.sde(model, n, shape, g, track=False).x)
+        shape, mask = ctx.layout(members, n, g, "product", weights)  # node counts of Π p_i^λ_i (MATH §6)
+        r = _sample(ctx, model, shape, mask, g)
+        return Draw(r.x, mask=r.mask)
 
     return Prepared(draw, [float(w) for w in weights], info, model)
+
+
+def _sample(ctx: RunContext, model, shape, mask, g: torch.Generator):
+    """Untracked reverse-SDE samples of a fused score model with a given layout."""
+    return sample(model, ctx.schedule, shape, steps=ctx.steps, t_end=ctx.t_end, generator=g, device=ctx.device,
+                  mask=mask)
 
 
 def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[list[float], dict]:
     """λ from ``fit.n`` samples of ``fit.data_from`` (MATH §2), seeded by (seed, method, "fit")."""
     f = method.options["fit"]
     g = ctx.generator(method.name, "fit")
-    data, source = _fit_data(f, ctx, g)
+    data, mask, source = _fit_data(f, ctx, g)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fusion.fit_barycenter_weights(members, data, ctx.schedule, window=f["window"], n_mc=f["n_mc"],
-                                            heldout_fraction=f["heldout_fraction"], generator=g)
+                                            heldout_fraction=f["heldout_fraction"], generator=g, mask=mask)
     for w in caught:
         warnings.warn(f"{method.name}: {w.message}", stacklevel=2)
     info = {"fit": {"seed": derive_seed(ctx.seed, method.name, "fit"), **source,
@@ -141,51 +152,63 @@ def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[li
 
 
 def _check_ensemble(o: dict, k: int, names: Sequence[str], path: str) -> dict:
-    o["rule"] = _choice(o["rule"], f"{path}.rule", fusion.ensemble.RULES)
+    o["rule"] = as_choice(o["rule"], f"{path}.rule", fusion.ensemble.RULES)
     if o["rule"] == "weighted":
         if o["weights"] is None:
-            _fail(f"{path}.weights", "rule 'weighted' needs weights (one per model, on the simplex)")
-        o["weights"] = _simplex(o["weights"], f"{path}.weights", k)
+            fail(f"{path}.weights", "rule 'weighted' needs weights (one per model, on the simplex)")
+        o["weights"] = as_simplex(o["weights"], f"{path}.weights", k)
     elif o["weights"] is not None:
-        _fail(f"{path}.weights", f"weights only apply to rule 'weighted' (rule is {o['rule']!r})")
+        fail(f"{path}.weights", f"weights only apply to rule 'weighted' (rule is {o['rule']!r})")
     if o["rule"] == "trimmed":
-        o["trim"] = _float(0.2 if o["trim"] is None else o["trim"], f"{path}.trim", 0.0, 0.5)
+        o["trim"] = as_float(0.2 if o["trim"] is None else o["trim"], f"{path}.trim", 0.0, 0.5)
+        try:
+            fusion.ensemble.trim_count(k, o["trim"])
+        except ValueError as e:
+            fail(f"{path}.trim", str(e))
     elif o["trim"] is not None:
-        _fail(f"{path}.trim", f"trim only applies to rule 'trimmed' (rule is {o['rule']!r})")
+        fail(f"{path}.trim", f"trim only applies to rule 'trimmed' (rule is {o['rule']!r})")
     return o
 
 
 def _prepare_ensemble(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    o, shape = method.options, data_shape(members[0])
+    o = method.options
     model = fusion.Ensemble(members, rule=o["rule"], weights=o["weights"], schedule=ctx.schedule,
                             trim=0.2 if o["trim"] is None else o["trim"])
+    exponents = o["weights"] if o["rule"] == "weighted" else None if o["rule"] == "sum" else [1.0 / len(members)] * len(members)
 
     def draw(n: int, g: torch.Generator) -> Draw:
-        return Draw(ctx.sde(model, n, shape, g, track=False).x)
+        shape, mask = ctx.layout(members, n, g, "product", exponents)
+        r = _sample(ctx, model, shape, mask, g)
+        return Draw(r.x, mask=r.mask)
 
     return Prepared(draw, o["weights"], model=model)
 
 
 def _check_random_choice(o: dict, k: int, names: Sequence[str], path: str) -> dict:
-    o["weights"] = _simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
+    o["weights"] = as_simplex([1.0 / k] * k if o["weights"] is None else o["weights"], f"{path}.weights", k)
     return o
 
 
 def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    """Each sample runs one member, drawn with probabilities ``weights`` (MATH §4 baseline)."""
-    shape, k = data_shape(members[0]), len(members)
+    """Each sample runs one member, drawn with probabilities ``weights`` (MATH §4 baseline); its
+    size (point clouds) follows that member's histogram."""
+    shape, k = sample_shape(members[0]), len(members)
     probs = torch.tensor(method.options["weights"], dtype=torch.float64)
 
     def draw(n: int, g: torch.Generator) -> Draw:
         chosen = torch.multinomial(probs, n, replacement=True, generator=g)
         x = torch.full((n, *shape), math.nan, dtype=torch.get_default_dtype())
         ito = torch.full((n, k), math.nan, dtype=torch.float64)
+        mask = None
         for i, model in enumerate(members):
             idx = (chosen == i).nonzero().flatten()
             if len(idx):
-                r = ctx.sde(model, len(idx), shape, g, track=True)
+                r = ctx.sde(model, len(idx), g, track=True)
                 x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
-        return Draw(x, ito=ito, chosen=chosen)
+                if r.mask is not None:
+                    mask = torch.zeros(n, shape[0], dtype=torch.bool) if mask is None else mask
+                    mask[idx] = r.mask.cpu()
+        return Draw(x, mask=mask, ito=ito, chosen=chosen)
 
     return Prepared(draw, method.options["weights"], mixture=list(method.options["weights"]))
 

@@ -1,5 +1,5 @@
-"""The built-in cross-method reports: ``by_n`` (metrics against a sample size, over seeds) and
-``class_share`` (the share of chosen classes per method, e.g. after unlearning a shard)."""
+"""The campaign's own cross-method report ``by_n`` (metrics against a sample size, over seeds).
+Modalities add theirs (e.g. ``class_share`` of images) through :mod:`molfuse.plugins`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import re
 import numpy as np
 import pandas as pd
 
-from .checks import REQUIRED, _fail, _int
-from .files import _atomic
-from .registry import register_report
-from .spec import Workflow
+from pathlib import Path
+
+from .. import plugins
+from ..base.checks import REQUIRED, fail
+from ..base.io import atomic_write
+from ..base.tables import markdown_table
+
+__all__ = ["by_n_table"]
 
 _BY_N = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9]*)_n(?P<n>\d+)_seed(?P<seed>\d+)$")
 
@@ -41,18 +45,16 @@ def _check_by_n(o: dict, path: str) -> dict:
     for key in ("metrics", "reference"):
         v = o[key]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            _fail(f"{path}.{key}", f"expected a list of names, got {v!r}")
+            fail(f"{path}.{key}", f"expected a list of names, got {v!r}")
     if not o["metrics"]:
-        _fail(f"{path}.metrics", "name at least one metrics.csv column")
+        fail(f"{path}.metrics", "name at least one metrics.csv column")
     return o
 
 
-def _by_n(wf: Workflow, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
-    from ..evaluation.vectors import markdown_table
-
+def _by_n(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
     cols = [c for c in o["metrics"] if c in metrics]
     table = by_n_table(metrics, cols)
-    _atomic(wf.folder / "by_n.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"), text=True)
+    atomic_write(Path(folder) / "by_n.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"), text=True)
     ref = metrics.set_index("method").reindex([r for r in o["reference"] if r in set(metrics["method"])])
     lines = ["## Against n (mean over seeds, min–max in brackets)", ""]
     if not len(table):
@@ -69,13 +71,13 @@ def _by_n(wf: Workflow, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]
             lines += ["References (no n): " + ", ".join(f"{r} {v:.3f}" for r, v in ref[c].items() if np.isfinite(v)), ""]
     pictures = []
     if cols and len(table):
-        _plot_by_n(wf, table, ref, cols)
+        _plot_by_n(Path(folder), name, table, ref, cols)
         pictures.append("by_n.png")
         lines += ["![by_n.png](by_n.png)", ""]
     return "\n".join(lines), pictures
 
 
-def _plot_by_n(wf: Workflow, table: pd.DataFrame, ref: pd.DataFrame, cols: list[str]) -> None:
+def _plot_by_n(folder: Path, name: str, table: pd.DataFrame, ref: pd.DataFrame, cols: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,30 +96,10 @@ def _plot_by_n(wf: Workflow, table: pd.DataFrame, ref: pd.DataFrame, cols: list[
         ax.set_xlabel("n target images")
         ax.set_title(c)
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{wf.name}: seeds' mean, bars min–max", fontsize=9)
+    fig.suptitle(f"{name}: seeds' mean, bars min–max", fontsize=9)
     fig.tight_layout()
-    _atomic(wf.folder / "by_n.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
+    atomic_write(folder / "by_n.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
 
 
-def _check_class_share(o: dict, path: str) -> dict:
-    c = o["classes"]
-    if not isinstance(c, list) or not c:
-        _fail(f"{path}.classes", f"expected a non-empty list of classes, got {c!r}")
-    o["classes"] = [_int(int(x) if isinstance(x, str) and x.isdigit() else x, f"{path}.classes", 0) for x in c]
-    return o
-
-
-def _class_share(wf: Workflow, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
-    from ..evaluation.vectors import markdown_table
-
-    cols = [f"frac_class_{k}" for k in o["classes"] if f"frac_class_{k}" in metrics]
-    name = "share_" + "".join(map(str, o["classes"]))
-    table = pd.DataFrame({"method": metrics["method"], name: metrics[cols].sum(axis=1, min_count=1)})
-    _atomic(wf.folder / f"{name}.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"), text=True)
-    title = f"## Share of samples classified as {', '.join(map(str, o['classes']))}"
-    return "\n".join([title, "", markdown_table(table), ""]), []
-
-
-register_report("by_n", _by_n, {"metrics": REQUIRED, "reference": []}, _check_by_n)
-register_report("class_share", _class_share, {"classes": REQUIRED}, _check_class_share)
+plugins.register_report("by_n", plugins.Report(_by_n, {"metrics": REQUIRED, "reference": []}, _check_by_n))

@@ -1,13 +1,14 @@
-"""Running a workflow: plan, resumable chunks, evaluation, and the results folder (RESULTS.md)."""
+"""Running a workflow: lock the folder, plan, resumable chunks, evaluation, the results folder (RESULTS.md)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,31 +16,54 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from .. import plugins
+from ..base.checks import fail
+from ..base.io import FolderLock, atomic_write, remove_stale_temporaries, write_json, write_text
+from ..base.provenance import config_diff, now
+from ..base.tables import ordered_columns
 from ..errors import WorkflowError
-from .checks import _at, _fail
-from .files import _atomic, _jsonable, _write_text
-from .evaluators import modality_models
-from .kinds import build_models, data_shape
-from .registry import _EVALUATORS, _OPERATORS, _REPORTS, Prepared, RunContext, derive_seed, modality_of
-from .report import _now, _plot, _provenance, _summary
-from .spec import MethodSpec, Workflow, build_schedule, load_workflow
+from ..schedules import schedule_from_config
+from .chunks import chunk_sizes, run_chunks
+from .kinds import build_models
+from .parse import load_workflow, workflow_modality
+from .registry import OPERATORS, Prepared, RunContext, sample_shape
+from .report import provenance, summary
+from .spec import MethodSpec, Workflow
+
+__all__ = ["RunResult", "run_workflow"]
 
 
 @dataclass
 class RunResult:
-    """What a run leaves: its folder and the tables of ``metrics.csv`` / ``per_sample.csv``."""
+    """What a run leaves: its folder and the tables of ``metrics.csv`` / ``per_sample.csv``.
+
+    ``invalid`` counts the samples that are invalid (non-finite, or a member returned NaN / inf:
+    ``per_sample.csv`` gives the reason); ``headline`` names the metric columns worth printing.
+    """
 
     folder: Path
     metrics: pd.DataFrame
     per_sample: pd.DataFrame
     provenance: dict = field(default_factory=dict, repr=False)
     sections: list[str] = field(default_factory=list, repr=False)  # the reports' markdown
+    invalid: int = 0
+    headline: tuple[str, ...] = ()
+
+
+# Columns every method has, before and after the evaluator's (a key ending in "_" is per member).
+_METRIC_HEAD = ("method", "operator", "models", "n", "n_valid")
+_METRIC_TAIL = ("fallbacks", "weight_", "heldout_dsm_loss", "wall_time_s")
+_SAMPLE_HEAD = ("id", "method", "index", "chunk", "seed", "valid", "reason")
+_SAMPLE_TAIL = ("chosen_model", "fallbacks", "ito_log_q_nats_")
 
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
                  device: str | None = None, progress: bool = True, verbose: bool = True,
                  seed: int | None = None) -> RunResult:
     """Validate, run and evaluate a workflow; write its results folder (RESULTS.md).
+
+    The folder is locked for the run (a second run on it is refused), its config is checked
+    (a different config is refused) and written before any work; finished chunks are reused.
 
     Args:
         source: a workflow YAML file or the same content as a dict.
@@ -48,78 +72,140 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         progress: a tqdm bar over chunks; verbose: print the plan and the device used.
 
     Returns:
-        The folder and the ``metrics`` (one row per method) / ``per_sample`` DataFrames.
+        The folder, the ``metrics`` (one row per method) / ``per_sample`` DataFrames, and the
+        count of invalid samples.
 
     Raises:
-        WorkflowError: malformed workflow, or the folder holds a run of another config.
+        WorkflowError: malformed workflow, missing modality dependencies, a folder holding a
+            run of another config, or a folder in use by another run.
     """
     say = print if verbose else (lambda *a, **k: None)
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = now(), time.perf_counter()
     wf = load_workflow(source, output=out, run_name=name, device=device, seed=seed)
-    schedule = build_schedule(wf.schedule)
+    schedule = schedule_from_config(wf.schedule)
+    modality = workflow_modality(wf.models)  # before loading anything: dependencies, evaluator
     models = build_models(wf, schedule)
-    shapes = _method_shapes(wf, models)
-    modalities = _check_evaluators(wf, models)
+    _check_modality(models, modality)
+    evaluator = modality.evaluator
+    settings = evaluator.parse(wf.evaluation, "evaluation") if evaluator.parse else dict(wf.evaluation)
+    wf = dataclasses.replace(wf, evaluation=settings)
+    _check_shapes(wf, models)
     dev = _resolve_device(wf.sampler.device)
-    resumed = _check_folder(wf.folder, wf.to_config())
-    threads = torch.get_num_threads()
-    if wf.sampler.threads:
-        torch.set_num_threads(wf.sampler.threads)
-    try:
-        ctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed)
-        prepared = {m.name: _prepare(m, i, models, ctx) for i, m in enumerate(wf.methods)}  # fits run here
-        if not resumed:  # written only once nothing can be refused any more
-            _write_text(wf.folder / "config.yaml", yaml.safe_dump(wf.to_config(), sort_keys=False, allow_unicode=True))
-        say(f"molfuse: {wf.name} -> {wf.folder}{' (resuming)' if resumed else ''}")
-        say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s))")
-        _print_plan(wf, say)
-        n_chunks = len(_chunk_sizes(wf.n_samples, wf.sampler.chunk_size))
-        with tqdm(total=n_chunks * len(wf.methods), unit="chunk", disable=not progress) as bar:
-            runs = {m.name: _run_chunks(wf, m, prepared[m.name], bar) for m in wf.methods}
-    finally:
-        torch.set_num_threads(threads)
+    ctx = plugins.EvalContext(wf.folder, settings, models, schedule, wf.seed, wf.sampler.t_end, wf.n_samples,
+                              wf.sampler.threads, wf.target)
+    if evaluator.check is not None:
+        evaluator.check(ctx)
+    with FolderLock(wf.folder, "run"):
+        for p in remove_stale_temporaries(wf.folder):
+            say(f"molfuse: removed {p} (a temporary file of a killed run)")
+        resumed = _check_folder(wf.folder, wf.to_config())
+        if not resumed:  # before any work, so a concurrent or later run sees this config
+            write_text(wf.folder / "config.yaml", yaml.safe_dump(wf.to_config(), sort_keys=False, allow_unicode=True))
+        say(f"molfuse: {wf.name} -> {wf.folder}{' (resuming)' if resumed else ''}; modality {modality.name}")
+        threads = torch.get_num_threads()
+        if wf.sampler.threads:
+            torch.set_num_threads(wf.sampler.threads)
+        say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+            f"{'; sampler.threads sets it: runs sharing cores are fastest with 1' if wf.sampler.threads else ''})")
+        try:
+            rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed)
+            with warnings.catch_warnings():  # the floor is reported once, by load_workflow, naming the field
+                warnings.filterwarnings("ignore", message=r"steps=\d+ is below")
+                prepared = {m.name: _prepare(m, i, models, rctx) for i, m in enumerate(wf.methods)}  # fits run here
+                _print_plan(wf, say)
+                n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size))
+                with tqdm(total=n_chunks * len(wf.methods), unit="chunk", disable=not progress) as bar:
+                    runs = {m.name: run_chunks(wf, m, prepared[m.name], [models[k] for k in m.models], bar)
+                            for m in wf.methods}
+        finally:
+            torch.set_num_threads(threads)
+        result = _finish(wf, ctx, modality, models, prepared, runs, dev, started, t0, resumed, progress)
+    say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
+    if result.invalid:
+        say(f"molfuse: WARNING {result.invalid} of {len(result.per_sample)} samples are invalid "
+            "(per_sample.csv, column reason)")
+    return result
+
+
+def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, models: dict, prepared: dict,
+            runs: dict, dev: torch.device, started: str, t0: float, resumed: bool, progress: bool) -> RunResult:
+    """Write samples, evaluate every method, write the tables, pictures, provenance and summary."""
+    ev = modality.evaluator
+    method_runs = {m.name: _method_run(m, runs[m.name], prepared[m.name]) for m in wf.methods}
     tables, rows, pictures = [], [], []
     for m in tqdm(wf.methods, desc="evaluating", unit="method", disable=not progress):
-        table, row, pics = _evaluate(wf, m, runs[m.name], prepared[m.name], models)
-        tables.append(table)
-        rows.append(row)
-        pictures += pics
+        run = method_runs[m.name]
+        norm = getattr(models[m.models[0]], "normalisation", None) or {}
+        for write in modality.writers.values():
+            write(wf.folder, run, norm)
+        result = ev.evaluate(ctx, run)
+        tables.append(result.table)
+        rows.append(_metric_row(m, run, result, prepared[m.name]))
+        pictures += result.pictures
     names = list(wf.models)
-    per_sample = _ordered(pd.concat(tables, ignore_index=True), names, _SAMPLE_ORDER)
-    metrics = _ordered(pd.DataFrame(rows), names, _METRIC_ORDER)
+    per_sample = ordered_columns(pd.concat(tables, ignore_index=True),
+                                 (*_SAMPLE_HEAD, *ev.sample_columns, *_SAMPLE_TAIL), names)
+    metrics = ordered_columns(pd.DataFrame(rows), (*_METRIC_HEAD, *ev.metric_columns, *_METRIC_TAIL), names)
     for file, df in (("per_sample.csv", per_sample), ("metrics.csv", metrics)):
-        _atomic(wf.folder / file, lambda fh, df=df: df.to_csv(fh, index=False, float_format="%.10g"), text=True)
-    picture = _plot(wf, models, runs, prepared, shapes)
-    prov = _provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed)
-    _write_text(wf.folder / "provenance.json", json.dumps(_jsonable(prov), indent=2) + "\n")
-    notes = [_EVALUATORS[k].notes for k in modalities if _EVALUATORS[k].notes]
+        atomic_write(wf.folder / file, lambda fh, df=df: df.to_csv(fh, index=False, float_format="%.10g"), text=True)
+    figures = ev.figure(ctx, method_runs) if ev.figure else []
+    prov = provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed, modality.name)
+    write_json(wf.folder / "provenance.json", prov)
     sections = []
     for r in wf.reports:
-        text, pics = _REPORTS[r["kind"]].write(wf, metrics, {k: v for k, v in r.items() if k != "kind"})
+        text, _ = plugins.report(r["kind"]).write(wf.folder, wf.name, metrics, {k: v for k, v in r.items()
+                                                                              if k != "kind"})
         sections.append(text)
-    _write_text(wf.folder / "summary.md", _summary(wf, metrics, prov, picture, notes, pictures, set(modalities),
-                                                   sections))
-    say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
-    return RunResult(wf.folder, metrics, per_sample, prov, sections)
+    caveats = ev.caveats(ctx, metrics) if ev.caveats else []
+    write_text(wf.folder / "summary.md", summary(wf, metrics, prov, figures, ev.notes, pictures, sections, caveats))
+    invalid = int((~per_sample["valid"].astype(bool)).sum())
+    return RunResult(wf.folder, metrics, per_sample, prov, sections, invalid, ev.headline)
 
 
-# Column order of the two tables; a key ending in "_" is a per-model group, in workflow order.
-_METRIC_ORDER = ("method", "operator", "models", "n", "n_valid", "class_mixture_tv", "coverage", "coverage_min_count",
-                 "off_target_fraction", "feature_frechet", "test_bpd", "test_bpd_se", "test_dsm_loss",
-                 "test_dsm_loss_se", "mean_min_target_prob", "mean_prob_max", *(f"frac_class_{k}" for k in range(10)),
-                 "mean_log_q_nats_target", "share_",
-                 "mean_abs_log_q_gap_nats", "ito_abs_err_nats_", "fallbacks", "weight_", "heldout_dsm_loss",
-                 "wall_time_s")
-_SAMPLE_ORDER = ("id", "method", "index", "chunk", "seed", "valid", "reason", "predicted_class", "prob_max", "x0", "x1", "x2", "chosen_model",
-                 "fallbacks", "log_q_nats_target", "log_q_nats_", "ito_log_q_nats_")
+def _method_run(m: MethodSpec, run: dict, prep: Prepared) -> plugins.MethodRun:
+    """The run's chunks as one :class:`~molfuse.plugins.MethodRun`, with the columns every method has."""
+    x = run["x"]
+    n = len(x)
+    reason = run.get("reason", np.full(n, "", dtype=object)).astype(object)
+    finite = np.isfinite(x.reshape(n, -1)).all(axis=1)
+    reason = np.where((reason == "") & ~finite, "non-finite coordinates", reason)
+    table = pd.DataFrame({"id": [f"{m.name}-{i:06d}" for i in range(n)], "method": m.name, "index": np.arange(n),
+                          "chunk": run["chunk"], "seed": run["seed"], "valid": reason == "", "reason": reason})
+    if run.get("chosen") is not None:
+        table["chosen_model"] = [m.models[int(c)] if c >= 0 else "" for c in run["chosen"]]
+    if run.get("fallbacks") is not None:
+        table["fallbacks"] = np.asarray(run["fallbacks"], dtype=np.int64)
+    if run.get("ito") is not None:  # Itô log q per member (model space, nats) where tracked
+        for k, name in enumerate(m.models):
+            table[f"ito_log_q_nats_{name}"] = np.where(table["valid"], run["ito"][:, k], np.nan)
+    return plugins.MethodRun(m.name, m.operator, list(m.models), x, run["seed"], run["chunk"], mask=run.get("mask"),
+                             ito=run.get("ito"), fallbacks=run.get("fallbacks"), chosen=run.get("chosen"),
+                             reason=reason, score_model=prep.model, mixture=prep.mixture,
+                             wall_time_s=run["wall_time_s"], weights=prep.weights, options=dict(m.options),
+                             table=table)
 
 
-def _ordered(df: pd.DataFrame, model_names: list[str], order: Sequence[str]) -> pd.DataFrame:
-    cols = []
-    for key in order:
-        group = [key + m for m in model_names] if key.endswith("_") else [key]
-        cols += [c for c in group if c in df and c not in cols]
-    return df[cols + [c for c in df if c not in cols]]
+def _metric_row(m: MethodSpec, run: plugins.MethodRun, result: plugins.Evaluated, prep: Prepared) -> dict:
+    valid = result.table["valid"].astype(bool)
+    row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), "n": len(valid),
+           "n_valid": int(valid.sum()), **result.row}
+    if run.fallbacks is not None:
+        row["fallbacks"] = int(np.asarray(run.fallbacks).sum())
+    if prep.weights is not None:
+        row.update({f"weight_{n}": float(w) for n, w in zip(m.models, prep.weights)})
+    if "fit" in prep.info:
+        row["heldout_dsm_loss"] = prep.info["fit"]["heldout_dsm_loss"]
+    row["wall_time_s"] = run.wall_time_s
+    return row
+
+
+def _check_modality(models: dict[str, Any], modality: plugins.Modality) -> None:
+    """Every built model has the workflow's modality, which has an evaluator."""
+    for name, model in models.items():
+        if model.modality != modality.name:
+            fail(f"models.{name}", f"built a model of modality {model.modality!r} in a {modality.name!r} workflow")
+    if modality.evaluator is None:
+        fail("models", f"modality {modality.name!r} registers no evaluator")
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -130,36 +216,21 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _method_shapes(wf: Workflow, models: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Each method's sample shape; its members (and fit source, and target) must agree."""
-    out = {}
+def _check_shapes(wf: Workflow, models: dict[str, Any]) -> None:
+    """Each method's members (and fit source, and target) must agree on the sample shape."""
     for i, m in enumerate(wf.methods):
         fit = m.options.get("fit") or {}
         names = list(m.models) + ([fit["data_from"]] if fit.get("data_from") else [])
         names += [wf.target] if wf.target else []
-        shapes = {n: data_shape(models[n]) for n in names}
+        shapes = {n: sample_shape(models[n]) for n in names}
         if len(set(shapes.values())) > 1:
             listed = ", ".join(f"{n} {s}" for n, s in shapes.items())
-            _fail(f"methods[{i}].models", f"models (and target / fit source) differ in sample shape: {listed}")
-        out[m.name] = shapes[m.models[0]]
-    return out
-
-
-def _check_evaluators(wf: Workflow, models: dict[str, Any]) -> list[str]:
-    """The modalities of the workflow's models, each with a registered evaluator whose check passes."""
-    groups = modality_models(models)
-    for modality, members in groups.items():
-        if modality not in _EVALUATORS:
-            _fail("models", f"no evaluator for modality {modality!r} (models {', '.join(members)}); known: "
-                  f"{', '.join(sorted(_EVALUATORS))} (register one with register_evaluator)")
-        if _EVALUATORS[modality].check is not None:
-            _EVALUATORS[modality].check(wf, members)
-    return list(groups)
+            fail(f"methods[{i}].models", f"models (and target / fit source) differ in sample shape: {listed}")
 
 
 def _prepare(m: MethodSpec, i: int, models: dict[str, Any], ctx: RunContext) -> Prepared:
     try:
-        return _OPERATORS[m.operator].prepare(m, [models[n] for n in m.models], ctx)
+        return OPERATORS.get(m.operator).prepare(m, [models[n] for n in m.models], ctx)
     except (ValueError, TypeError) as e:
         if isinstance(e, WorkflowError):
             raise
@@ -172,8 +243,11 @@ def _check_folder(folder: Path, config: dict) -> bool:
     if not path.exists():
         return False
     fresh = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
-    old = yaml.safe_load(path.read_text()) or {}
-    diffs = _diff(_comparable(old), _comparable(fresh))
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise WorkflowError(f"{path} is not readable YAML ({e}); delete the folder or use another run name") from None
+    diffs = config_diff(_comparable(old), _comparable(fresh))
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise WorkflowError(f"{folder} holds a run of a different configuration ({shown}); refusing to mix "
@@ -189,19 +263,6 @@ def _comparable(config: dict) -> dict:
     return out
 
 
-def _diff(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return [d for k in dict.fromkeys([*a, *b]) for d in _diff(a.get(k), b.get(k), _at(path, k))]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {_short(a)} -> {_short(b)}"]
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."
-
-
 def _print_plan(wf: Workflow, say: Callable[..., None]) -> None:
     """Cost before running (USERS 12): score calls per step, steps, chunks."""
     n_chunks = math.ceil(wf.n_samples / wf.sampler.chunk_size)
@@ -210,67 +271,3 @@ def _print_plan(wf: Workflow, say: Callable[..., None]) -> None:
     for m in wf.methods:
         calls = 1 if m.operator in ("single", "random_choice") else len(m.models)
         say(f"  {m.name:<18} {m.operator:<13} {'+'.join(m.models):<20} {calls} score call(s)/step")
-
-
-def _chunk_sizes(n: int, size: int) -> list[int]:
-    return [min(size, n - s) for s in range(0, n, size)]
-
-
-def _run_chunks(wf: Workflow, m: MethodSpec, prep: Prepared, bar: tqdm) -> dict:
-    """Generate missing chunks (atomically saved), load finished ones; concatenate."""
-    sizes = _chunk_sizes(wf.n_samples, wf.sampler.chunk_size)
-    chunks, reused = [], 0
-    bar.set_description(m.name)
-    for i in range(len(sizes)):
-        seed = derive_seed(wf.seed, m.name, i)
-        path = wf.folder / "samples" / "chunks" / m.name / f"chunk_{i:05d}.npz"
-        data = _load_chunk(path, sizes[i], seed)
-        reused += data is not None
-        if data is None:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                d = prep.draw(sizes[i], torch.Generator().manual_seed(seed))
-            data = {"x": d.x.detach().cpu().numpy(), "seed": np.int64(seed),
-                    "wall_time_s": np.float64(time.perf_counter() - t0)}
-            for key in ("ito", "fallbacks", "chosen"):
-                if getattr(d, key) is not None:
-                    data[key] = getattr(d, key).detach().cpu().numpy()
-            _atomic(path, lambda fh: np.savez(fh, **data))
-        data["chunk"] = np.full(sizes[i], i)
-        chunks.append(data)
-        bar.update(1)
-    out = {k: np.concatenate([c[k] for c in chunks]) for k in ("x", "chunk", "ito", "fallbacks", "chosen")
-           if k in chunks[0]}
-    out["seed"] = np.concatenate([np.full(len(c["x"]), int(c["seed"]), dtype=np.int64) for c in chunks])
-    out["chunk_seeds"] = [int(c["seed"]) for c in chunks]
-    out["wall_time_s"] = float(sum(float(c["wall_time_s"]) for c in chunks))
-    out["reused"], out["generated"] = reused, len(chunks) - reused
-    return out  # the evaluator writes samples/<method>.npy in the modality's format
-
-
-def _load_chunk(path: Path, size: int, seed: int) -> dict | None:
-    """A finished chunk, or None when missing or not the chunk this config would make."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError):
-        return None
-    ok = data.get("x") is not None and len(data["x"]) == size and int(data.get("seed", -1)) == seed
-    return data if ok else None
-
-
-def _evaluate(wf: Workflow, m: MethodSpec, run: dict, prep: Prepared,
-              models: dict) -> tuple[pd.DataFrame, dict, list[str]]:
-    """The evaluator of the method's modality, plus the columns every method has."""
-    run = {**run, "score_model": prep.model, "mixture": prep.mixture}
-    ev = _EVALUATORS[modality_of(models[m.models[0]])].evaluate(wf, m, run, models)
-    table = ev.table
-    row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), **ev.row}
-    if prep.weights is not None:
-        row.update({f"weight_{n}": float(w) for n, w in zip(m.models, prep.weights)})
-    if "fit" in prep.info:
-        row["heldout_dsm_loss"] = prep.info["fit"]["heldout_dsm_loss"]
-    row["wall_time_s"] = run["wall_time_s"]
-    return table, row, ev.pictures

@@ -1,5 +1,7 @@
-"""Evaluation: pure functions from samples to DataFrames, and the figures people look at.
+"""Modality-free evaluation: closed-form exactness tables and the figures people look at.
 
-``vectors`` holds per-sample / per-method metrics for vector data; ``plots`` the 2-D
-sample-over-contour figures (matplotlib, imported only when used).
+``exactness`` checks the fusion core on Gaussian mixtures, ``exactness_clouds`` on masked,
+centred point clouds of mixed sizes (MATH §6); ``plots`` draws 2-D samples over density
+contours (matplotlib, imported only when used). Per-modality metrics live with their
+modality (:mod:`molfuse.modalities`).
 """

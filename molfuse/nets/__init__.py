@@ -1,34 +1,31 @@
-"""Shared network pieces and the architecture registry used by checkpoints.
+"""Shared network pieces (time embeddings, the vector MLP) and ``build``, used by checkpoints.
 
-A checkpoint card names an architecture and its config; ``build(name, config)`` rebuilds
-the network, so loading never unpickles code (STYLE: no pickled code).
+A checkpoint card names an architecture and its config; ``build(name, config)`` rebuilds the
+network from the modality that registered that architecture (:mod:`molfuse.plugins`), so
+loading never unpickles code (STYLE: no pickled code).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
-__all__ = ["register_architecture", "build", "architectures"]
+from .. import plugins
 
-_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_architecture(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Make ``name`` buildable from a config dict: ``builder(**config) -> nn.Module``."""
-    if name in _ARCHITECTURES and _ARCHITECTURES[name] is not builder:
-        raise ValueError(f"architecture {name!r} is already registered")
-    _ARCHITECTURES[name] = builder
+__all__ = ["build", "architectures"]
 
 
 def build(name: str, config: dict[str, Any]) -> nn.Module:
-    """A fresh network of architecture ``name`` from its config (as stored in a card)."""
-    if name not in _ARCHITECTURES:
-        raise KeyError(f"unknown architecture {name!r}; registered: {', '.join(sorted(_ARCHITECTURES)) or 'none'} "
-                       "(import the modality that defines it, e.g. molfuse.modalities.images)")
-    return _ARCHITECTURES[name](**config)
+    """A fresh network of architecture ``name`` from its config (as stored in a card).
+
+    Raises:
+        plugins.MissingModalityError: no modality registers ``name`` (or its dependencies
+            are missing: the message says what to install).
+    """
+    return plugins.architecture(name)(**config)
 
 
 def architectures() -> list[str]:
-    return sorted(_ARCHITECTURES)
+    """Every architecture the registered modalities provide."""
+    return sorted({a for m in plugins.modalities() for a in m.architectures})

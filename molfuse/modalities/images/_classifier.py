@@ -12,10 +12,8 @@ rebuilds the network from the card and never unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nets import build
-from ...nets.classifier import DigitClassifier
+from ...base.io import atomic_write, sha256_bytes, sha256_file, write_text
+from .classifier_net import DigitClassifier
 from .data import load_mnist
 
 __all__ = ["DEFAULT_CLASSIFIER_DIR", "COMMAND", "train_classifier", "save_classifier", "load_classifier", "classify",
@@ -53,7 +51,7 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
 def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 20, batch_size: int = 128,
                      lr: float = 3e-3, seed: int = 0, augment: bool = True, progress: bool = False,
                      config: dict[str, Any] | None = None) -> tuple[DigitClassifier, dict[str, Any]]:
-    """Train a :class:`~molfuse.nets.classifier.DigitClassifier` with Adam and a cosine rate.
+    """Train a :class:`~.classifier_net.DigitClassifier` with Adam and a cosine rate.
 
     Args:
         images: uint8 (n, H, W) in 0..255; labels: (n,) int.
@@ -93,26 +91,17 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 20, b
     return net, log
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_classifier(net: DigitClassifier, out: str | Path, card: dict[str, Any]) -> Path:
     """Write ``weights.safetensors`` and ``card.json`` (with the weights' sha256) atomically."""
-    from safetensors.torch import save_file
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save as st_save
+
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    _atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p)))
-    card = {**card, "weights": WEIGHTS, "sha256": _sha256(out / WEIGHTS)}
-    _atomic_write(out / CARD, lambda p: p.write_text(json.dumps(card, indent=2) + "\n"))
+    blob = st_save(state)
+    atomic_write(out / WEIGHTS, lambda fh: fh.write(blob))
+    card = {**card, "weights": WEIGHTS, "sha256": sha256_bytes(blob)}
+    write_text(out / CARD, json.dumps(card, indent=2) + "\n")
     return out
 
 
@@ -139,10 +128,14 @@ def _load(path: str) -> DigitClassifier:
         raise FileNotFoundError(f"no classifier card at {folder / CARD}; rebuild it with: {COMMAND}")
     card = json.loads((folder / CARD).read_text())
     weights = folder / card.get("weights", WEIGHTS)
-    digest = _sha256(weights)
+    if Path(card.get("weights", WEIGHTS)).name != card.get("weights", WEIGHTS):
+        raise ValueError(f"{folder / CARD}: weights must be a file name inside the folder; got {card.get('weights')!r}")
+    digest = sha256_file(weights)
     if digest != card["sha256"]:
         raise ValueError(f"{weights} has sha256 {digest} but the card says {card['sha256']}; rebuild: {COMMAND}")
-    net = build(card["architecture"], card["config"])
+    if card.get("architecture") != "digit_classifier":
+        raise ValueError(f"{folder / CARD}: not a digit classifier card (architecture {card.get('architecture')!r})")
+    net = DigitClassifier(**card["config"])
     net.load_state_dict(load_file(str(weights)), strict=True)
     return net.eval()
 

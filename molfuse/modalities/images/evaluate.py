@@ -1,9 +1,10 @@
-"""Evaluate one method's generated digit images: back to [0, 1], saved, classified, summarised.
+"""The image evaluator: generated digits back to [0, 1], classified, summarised; sample writers.
 
-:func:`evaluate_images` is what ``molfuse run`` calls for image models (the campaign
-registers it as the ``"images"`` evaluator). It writes ``samples/<method>.npy`` (N, H, W)
-float32 intensities in [0, 1] (NaN for invalid samples) and ``samples/<method>.png`` (a
-grid), and returns the per-sample rows and the metrics row of RESULTS.md.
+:data:`EVALUATOR` is what ``molfuse run`` uses for models of modality ``images`` (registered
+by :mod:`molfuse.modalities.images`); its ``evaluation:`` settings are :mod:`.schema`'s, the
+held-out likelihood metrics :mod:`.heldout`'s. The writers put ``samples/<method>.npy``
+(N, H, W) float32 intensities in [0, 1] (NaN for invalid samples) and ``samples/<method>.png``
+(a grid) in the run folder.
 
 Metrics, read through the shipped digit classifier (:mod:`.metrics`):
 
@@ -23,7 +24,6 @@ Metrics, read through the shipped digit classifier (:mod:`.metrics`):
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,23 +31,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ...base.checks import fail
+from ...base.io import atomic_write
+from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
 from ._classifier import class_probabilities, classify, features, load_classifier
 from .data import Population, load_images, to_unit
 from .grid import save_grid
-from .likelihood import bits_per_dim
+from .heldout import REFERENCE_SOURCES, heldout_row
 from .metrics import class_coverage, class_histogram, class_mixture_tv, feature_frechet_distance
+from .schema import parse_evaluation
 
-__all__ = ["REFERENCE_SOURCES", "evaluate_images", "reference_features", "heldout_images", "heldout_metrics"]
-
-REFERENCE_SOURCES = {28: "mnist", 8: "digits8"}  # image size -> held-out real images
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+__all__ = ["evaluate_images", "reference_features", "EVALUATOR", "write_npy", "write_png"]
 
 
 @lru_cache(maxsize=8)
@@ -70,49 +64,32 @@ def reference_features(size: int, classes: Sequence[int] | None = None,
     return _reference(None if classifier is None else str(classifier), int(size), key)
 
 
-def evaluate_images(x: np.ndarray, normalisation: Mapping[str, Any], method: str, seeds: np.ndarray,
-                    chunks: np.ndarray, folder: str | Path | None = None,
-                    target_classes: Mapping[int, float] | None = None,
-                    reference_classes: Sequence[int] | None = None,
-                    classifier: str | Path | None = None) -> tuple[pd.DataFrame, dict, list[str]]:
-    """Per-sample and summary metrics of one method's model-space images.
+def unit_images(x: np.ndarray, normalisation: Mapping[str, Any]) -> np.ndarray:
+    """Model-space samples (n, 1, H, W) or (n, H, W) -> intensities (n, H, W) in [0, 1] (NaN stays NaN)."""
+    unit = to_unit(np.asarray(x), normalisation)
+    return unit[:, 0] if unit.ndim == 4 else unit
 
-    Args:
-        x: samples (n, 1, H, W) (or (n, H, W)) in model space.
-        normalisation: the models' card entry, ``x_model = scale * v + shift`` (with ``levels``).
-        method: the method's name (``id`` prefix, file names).
-        seeds, chunks: (n,) chunk seed and chunk index of each sample.
-        folder: the run folder; ``samples/<method>.npy`` and ``.png`` go below it (None: no files).
-        target_classes: class -> weight of the mixture the samples should follow.
-        reference_classes: classes of the real images for ``feature_frechet``.
-        classifier: a classifier folder (default the shipped one).
+
+def evaluate_images(unit: np.ndarray, target_classes: Mapping[int, float] | None = None,
+                    reference_classes: Sequence[int] | None = None,
+                    classifier: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Per-sample and summary metrics of one method's images in [0, 1] (module doc).
 
     Returns:
-        per-sample rows (``id, method, index, chunk, seed, valid, reason, predicted_class,
-        prob_max``; ``predicted_class`` is -1 for an invalid sample), the metrics row (see
-        the module doc) and the pictures written (paths relative to ``folder``).
+        per-sample columns (``valid, reason, predicted_class, prob_max`` and
+        ``min_target_prob`` for 2-4 target classes; ``predicted_class`` is -1 for an invalid
+        sample) and the metrics row.
     """
-    x = np.asarray(x)
-    unit = to_unit(x, normalisation)
-    unit = unit[:, 0] if unit.ndim == 4 else unit  # (n, H, W) in [0, 1], NaN stays NaN
-    pictures = []
-    if folder is not None:
-        _save_npy(Path(folder) / "samples" / f"{method}.npy", unit)
-        if len(unit):
-            save_grid(unit, Path(folder) / "samples" / f"{method}.png")
-            pictures.append(f"samples/{method}.png")
     clf = load_classifier(classifier)
     per = classify(unit, clf)
-    n = len(unit)
-    table = pd.DataFrame({"id": [f"{method}-{i:06d}" for i in range(n)], "method": method, "index": np.arange(n),
-                          "chunk": chunks, "seed": seeds, "valid": per["valid"], "reason": per["reason"],
-                          "predicted_class": per["pred"], "prob_max": per["prob_max"]})
+    table = pd.DataFrame({"valid": per["valid"].to_numpy(), "reason": per["reason"].to_numpy(),
+                          "predicted_class": per["pred"].to_numpy(), "prob_max": per["prob_max"].to_numpy()})
     row = _summary(per, unit, target_classes, reference_classes, clf, classifier)
     if target_classes is not None and 2 <= len(target_classes) <= 4:  # "is it all of them at once?" (AND)
         probs = class_probabilities(unit, clf)
         table["min_target_prob"] = probs[:, sorted(int(c) for c in target_classes)].min(axis=1)
         row["mean_min_target_prob"] = float(np.nanmean(table["min_target_prob"])) if row["n_valid"] else math.nan
-    return table, row, pictures
+    return table, row
 
 
 def _summary(per: pd.DataFrame, unit: np.ndarray, target: Mapping[int, float] | None,
@@ -120,7 +97,7 @@ def _summary(per: pd.DataFrame, unit: np.ndarray, target: Mapping[int, float] | 
     preds = per["pred"].to_numpy()
     n_valid = int(per["valid"].sum())
     hist = class_histogram(preds, 10)
-    row: dict[str, Any] = {"n": len(per), "n_valid": n_valid,
+    row: dict[str, Any] = {"n_valid": n_valid,
                            **{f"frac_class_{k}": float(f) for k, f in zip(hist["class"], hist["fraction"])}}
     if target is not None:
         w = Population(target).weights
@@ -138,56 +115,82 @@ def _summary(per: pd.DataFrame, unit: np.ndarray, target: Mapping[int, float] | 
     return row
 
 
-def heldout_images(heldout: Mapping[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out real test images ``{n, seed, weights}`` (a class population) as pixels and labels."""
-    if size not in REFERENCE_SOURCES:
-        raise ValueError(f"no held-out real images of size {size}x{size}; known: {sorted(REFERENCE_SOURCES)}")
-    images, labels = load_images(REFERENCE_SOURCES[size], "test")
-    idx = Population(heldout["weights"]).sample_indices(labels, int(heldout["n"]), int(heldout["seed"]))
-    return images[idx], labels[idx]
 
 
-def heldout_metrics(model: Any, schedule: Any, normalisation: Mapping[str, Any], heldout: Mapping[str, Any],
-                    bpd: Mapping[str, Any] | None, dsm: Mapping[str, Any] | None, seed: int,
-                    size: int) -> tuple[pd.DataFrame, dict]:
-    """Bits/dim and DSM loss of one score model on held-out real images, one row per image.
+NOTES = ("Classes are read by the shipped digit classifier. `frac_class_<k>`: share of valid samples "
+         "predicted as k. `class_mixture_tv`: total variation to `evaluation.target_classes`; `coverage`: "
+         "share of target classes with at least `coverage_min_count` samples. `feature_frechet`: Fréchet "
+         "distance of classifier features to held-out real test images of the reference classes (not FID; "
+         "biased high for few samples). `test_bpd` / `test_dsm_loss` (± `_se`): bits/dim (dequantised, "
+         "probability-flow ODE, Hutchinson) and per-dimension DSM loss of the method's score model on the "
+         "same held-out real images for every method (`evaluation.heldout`); empty for operators that are "
+         "not one score model, except bits/dim of the mixture sum_i w_i p_i for random_choice and OR at T = 1 "
+         "(members' paired likelihoods; no DSM loss). `mean_min_target_prob`: mean over samples of the "
+         "smallest classifier probability among the target classes.")
 
-    Every method of a run gets the same images, dequantisation noise, Hutchinson probes and
-    DSM (t, ε) draws (generators seeded from ``seed`` only), so differences between methods
-    are paired. ``dsm_loss`` is the σ²-weighted DSM loss of MATH §2 per dimension, averaged
-    over ``n_t`` draws of ``t ~ U[t_min, 1]`` per image.
 
-    Returns:
-        per-image rows (``image, label, bits_per_dim, log_p_model_nats, dsm_loss``) and the
-        summary (``test_bpd``, ``test_bpd_se``, ``test_dsm_loss``, ``test_dsm_loss_se``).
-    """
-    import torch
+def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
+    ev = ctx.settings
+    norm = ctx.models[run.members[0]].normalisation
+    unit = unit_images(run.x, norm)
+    own, row = evaluate_images(unit, ev.get("target_classes"), ev.get("reference_classes"), ev.get("classifier"))
+    table = run.table.copy()
+    table["reason"] = np.where(table["valid"] | ~own["valid"].to_numpy(), table["reason"], own["reason"])
+    table["valid"] = table["valid"] & own["valid"].to_numpy()
+    table = pd.concat([table, own.drop(columns=["valid", "reason"])], axis=1)
+    row.pop("n_valid", None)
+    if "bits_per_dim" in ev or "dsm_loss" in ev:
+        row.update(heldout_row(ctx, run, norm, ctx.models[run.members[0]].sample_shape[-1]))
+    return Evaluated(table, row, [f"samples/{run.name}.png"] if len(unit) else [])
 
-    from ...losses import dsm_loss
-    from .data import to_model
 
-    images, labels = heldout_images(heldout, size)
-    table = pd.DataFrame({"image": np.arange(len(images)), "label": labels})
-    row: dict[str, Any] = {}
-    if bpd is not None:
-        g = torch.Generator().manual_seed(seed)
-        r = bits_per_dim(model, images, schedule, steps=int(bpd["steps"]), rho=float(bpd["rho"]),
-                         t_start=float(bpd["t_start"]), generator=g, normalisation=normalisation, batch_size=64)
-        table["bits_per_dim"], table["log_p_model_nats"] = r["bits_per_dim"].to_numpy(), r["log_p_model_nats"].to_numpy()
-        row.update(test_bpd=float(np.nanmean(r["bits_per_dim"])),
-                   test_bpd_se=float(np.nanstd(r["bits_per_dim"], ddof=1) / math.sqrt(max(1, r["valid"].sum()))))
-    if dsm is not None:
-        g = torch.Generator().manual_seed(seed + 1)
-        x0 = to_model(images, normalisation)
-        n_t, t_min = int(dsm["n_t"]), float(dsm["t_min"])
-        per = torch.zeros(len(x0), dtype=torch.float64)
-        with torch.no_grad():
-            for _ in range(n_t):
-                t = t_min + (1.0 - t_min) * torch.rand(len(x0), generator=g)
-                eps = torch.randn(x0.shape, generator=g)
-                for i in range(0, len(x0), 128):
-                    per[i:i + 128] += dsm_loss(model, x0[i:i + 128], schedule, t[i:i + 128], eps[i:i + 128]).double()
-        per = (per / (n_t * x0[0].numel())).numpy()
-        table["dsm_loss"] = per
-        row.update(test_dsm_loss=float(per.mean()), test_dsm_loss_se=float(per.std(ddof=1) / math.sqrt(len(per))))
-    return table, row
+def write_npy(folder: Path, run: MethodRun, normalisation: Mapping[str, Any]) -> list[str]:
+    """``samples/<method>.npy``: (N, H, W) float32 intensities in [0, 1], NaN for invalid samples."""
+    unit = unit_images(run.x, normalisation)
+    atomic_write(Path(folder) / "samples" / f"{run.name}.npy", lambda fh: np.save(fh, unit))
+    return [f"samples/{run.name}.npy"]
+
+
+def write_png(folder: Path, run: MethodRun, normalisation: Mapping[str, Any]) -> list[str]:
+    """``samples/<method>.png``: a grid of the samples."""
+    unit = unit_images(run.x, normalisation)
+    if not len(unit):
+        return []
+    save_grid(unit, Path(folder) / "samples" / f"{run.name}.png")
+    return [f"samples/{run.name}.png"]
+
+
+def _check(ctx: EvalContext) -> None:
+    """Image models need a normalisation (model -> pixel space) and a size the classifier reads."""
+    try:
+        clf = load_classifier(ctx.settings.get("classifier"))
+    except (OSError, ValueError, KeyError) as e:
+        fail("evaluation.classifier", f"cannot load the digit classifier: {e}")
+    for name, model in ctx.models.items():
+        norm = getattr(model, "normalisation", None)
+        if not norm or "scale" not in norm or "shift" not in norm:
+            fail(f"models.{name}", "image evaluation needs the model's normalisation {scale, shift, levels} "
+                 "(a checkpoint card has it)")
+        size = model.sample_shape[-1]
+        if size != clf.image_size:
+            fail(f"models.{name}", f"{size}x{size} images, but the classifier reads {clf.image_size}x"
+                 f"{clf.image_size} (set evaluation.classifier to one trained at this size)")
+    norms = {str(getattr(m, "normalisation", None)) for m in ctx.models.values()}
+    if len(norms) > 1:
+        fail("models", f"image models disagree on their normalisation: {sorted(norms)}")
+
+
+def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
+    return [f"Image metrics read {ctx.n_samples} samples per method through a small digit classifier; "
+            "feature_frechet is biased upwards when n is below its 128 feature dimensions, so compare it "
+            "between methods at equal n only. Itô log q columns are in model space (nats)."]
+
+
+EVALUATOR = Evaluator(
+    evaluate=_evaluate, parse=parse_evaluation, check=_check, notes=NOTES, caveats=_caveats,
+    metric_columns=("class_mixture_tv", "coverage", "coverage_min_count", "off_target_fraction", "feature_frechet",
+                    "test_bpd", "test_bpd_se", "test_dsm_loss", "test_dsm_loss_se", "mean_min_target_prob",
+                    "mean_prob_max", *(f"frac_class_{k}" for k in range(10))),
+    sample_columns=("predicted_class", "prob_max", "min_target_prob"),
+    headline=("class_mixture_tv", "coverage", "off_target_fraction", "feature_frechet", "test_bpd", "test_bpd_se",
+              "test_dsm_loss", "mean_min_target_prob"))

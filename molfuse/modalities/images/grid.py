@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ...base.io import atomic_write
 
 __all__ = ["make_grid", "save_grid"]
 
@@ -45,15 +46,10 @@ def make_grid(images: np.ndarray | torch.Tensor, nrow: int | None = None, pad: i
 def save_grid(images: np.ndarray | torch.Tensor, path: str | Path, nrow: int | None = None, pad: int = 2,
               upscale: int = 2) -> Path:
     """Write a PNG grid of ``images`` (see :func:`make_grid`) to ``path``, enlarged by
-    ``upscale`` (nearest neighbour). A temporary file is renamed into place."""
+    ``upscale`` (nearest neighbour), atomically."""
     from PIL import Image  # a dependency of matplotlib
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images, nrow, pad)
     if upscale > 1:
         grid = np.kron(grid, np.ones((upscale, upscale), dtype=np.uint8))
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: Image.fromarray(grid).save(fh, format="PNG"))

@@ -8,17 +8,20 @@ pytest.importorskip("lightning")
 pytest.importorskip("mlxtend")
 
 import molfuse as mf  # noqa: E402
-from molfuse.checkpoints import load_model  # noqa: E402
+from molfuse.training.checkpoints import load_model  # noqa: E402
 from molfuse.modalities import images as im  # noqa: E402
-from molfuse.train_workflow import train_from_workflow  # noqa: E402
+from molfuse.training import train_from_workflow  # noqa: E402
 
 
 def test_register_is_idempotent():
-    from molfuse.datasets import _DATASET_KINDS
+    from molfuse import plugins
 
     im.register()
     im.register()
-    assert _DATASET_KINDS["mnist_population"].builder is im.mnist_population_dataset
+    assert plugins.modality("images") is im.MODALITY
+    assert plugins.data_kind_modality("mnist_population") == "images"
+    data = plugins.data_kind("mnist_population").build({"source": "digits8", "classes": [1], "n": 4})
+    assert data.x.shape == (4, 1, 8, 8) and data.condition == "class_label" and data.normalisation["levels"] == 17
 
 
 def test_train_workflow_on_a_digit_population(tmp_path):
@@ -31,7 +34,9 @@ def test_train_workflow_on_a_digit_population(tmp_path):
     }
     res = train_from_workflow(wf, progress=False, verbose=False)
     net = load_model(res.checkpoint)
-    assert isinstance(net, im.UNet) and net.prediction == "eps"
+    assert isinstance(net, im.UNet) and net.prediction == "eps" and net.modality == "images"
+    assert res.card["conditioning"] == {"kind": "class_label", "null_cond": 10, "cond_drop_prob": 0.1}
+    assert res.card["shape"] == [1, 8, 8] and res.card["space"] == {"kind": "euclidean"}
     assert net.normalisation["scale"] == pytest.approx(2 / 16) and net.normalisation["shift"] == -1
     assert res.card["data"]["class_counts"] in ({7: 38, 9: 26}, {"7": 38, "9": 26})
     with torch.no_grad():

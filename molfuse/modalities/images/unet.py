@@ -1,6 +1,6 @@
 """A small UNet noise-prediction network for single-channel images (28x28 MNIST, 8x8 digits).
 
-Registered as architecture ``"unet"`` (``molfuse.nets.build("unet", config)``).
+The images modality registers it as architecture ``"unet"`` (``molfuse.nets.build("unet", config)``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_architecture
-from .embeddings import TimeEmbedding
+from ...nets.embeddings import TimeEmbedding
 
 __all__ = ["UNet", "ResBlock"]
 
@@ -178,5 +177,3 @@ class UNet(nn.Module):
                 h = up(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
         return self.out(F.silu(self.out_norm(h)))
 
-
-register_architecture("unet", UNet)

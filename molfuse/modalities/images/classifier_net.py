@@ -1,6 +1,6 @@
 """A small CNN digit classifier used as a metric (class histograms, feature Fréchet distance).
 
-Registered as architecture ``"digit_classifier"``. Not a score model.
+The images modality registers it as architecture ``"digit_classifier"``. Not a score model.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_architecture
 
 __all__ = ["DigitClassifier"]
 
@@ -46,5 +45,3 @@ class DigitClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.drop(self.features(x)))
 
-
-register_architecture("digit_classifier", DigitClassifier)

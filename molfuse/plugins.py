@@ -1,0 +1,356 @@
+"""What plugs in: modalities and everything a modality brings, found by name.
+
+A modality (images, molecules, proteins, a user's own) is one folder with a ``register()``
+that calls :func:`register_modality` with a :class:`Modality`: its network architectures,
+training data kinds, campaign model kinds, evaluator (with its YAML schema and metric
+columns), reports and sample file writers, the packages it needs and the extra that
+installs them. Nothing else in molfuse names a modality: cards record ``modality``, and
+every path that needs one (loading a checkpoint, training, running a workflow, the CLI)
+looks it up here, which first imports the modalities it can find
+(:func:`discover`): the subpackages of ``molfuse.modalities`` and the entry points of group
+``molfuse.modalities`` (third-party packages). A modality whose dependencies are missing is
+remembered with its install hint, so the lookup says what to install instead of
+"unknown". A modality may also be registered directly (tests, notebooks).
+
+This module is plumbing of the core layer: it imports only the base layer; modalities are
+imported at run time by name, never statically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .base.registry import Registry, UnknownNameError
+
+__all__ = ["Modality", "DataKind", "TrainingData", "ModelKind", "Evaluator", "Evaluated", "EvalContext", "MethodRun",
+           "Report", "register_modality", "modality", "modalities", "unavailable", "discover", "architecture",
+           "data_kind", "data_kind_modality", "model_kind", "report", "register_report", "register_model_kind",
+           "MissingModalityError", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "molfuse.modalities"
+
+
+class MissingModalityError(LookupError):
+    """A modality (or something only a modality provides) is unknown or cannot be imported here."""
+
+
+@dataclass
+class TrainingData:
+    """States in model space for training or fitting, and what the card should say about them.
+
+    Attributes:
+        x: (n, ...) states in model space (zero on padding for point clouds).
+        description: JSON-able description of the data (source, split, counts, hashes).
+        normalisation: the modality's own map between data and model space (opaque to the
+            card format, checked by the modality), e.g. images ``{scale, shift, levels}``.
+        mask: (n, N) bool node masks of point clouds, or None.
+        cond: (n,) class labels or (n, k) properties, or None.
+        condition: ``"none"``, ``"class_label"`` or ``"properties"``.
+        space: the state space config (``{"kind": "euclidean"}`` or
+            ``{"kind": "point_cloud", "centred": 3}``, MATH §6).
+        node_counts: ``{n: count}`` of point-cloud sizes (the atom count is part of the sample).
+    """
+
+    x: Any
+    description: dict
+    normalisation: dict = field(default_factory=dict)
+    mask: Any = None
+    cond: Any = None
+    condition: str = "none"
+    space: dict = field(default_factory=lambda: {"kind": "euclidean"})
+    node_counts: dict | None = None
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """``data: {kind: <name>, ...}``: ``build(spec) -> TrainingData``. ``fields`` is the YAML schema
+    (key -> default or base.checks.REQUIRED; None leaves checking to ``build``)."""
+
+    build: Callable[[dict], TrainingData]
+    fields: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """``models.<name>: {kind: <name>, ...}`` in a workflow: ``builder(spec, schedule) -> model``.
+
+    The model exposes ``sample_shape`` (or ``dim``) and ``modality``; an optional
+    ``checkpoint`` path is hashed into provenance. ``fields`` as in :class:`DataKind`.
+    ``modality(spec) -> name`` says, before anything is built, which modality a spec's model
+    has (kinds that belong to no modality, e.g. ``checkpoint`` reading its card); a
+    modality's own kinds have that modality.
+    """
+
+    builder: Callable[..., Any]
+    fields: Mapping[str, Any] | None = None
+    modality: Callable[[dict], str] | None = None
+
+
+@dataclass
+class MethodRun:
+    """One method's samples as a workflow hands them to an evaluator and to writers.
+
+    ``x`` (n, ...) in model space, ``mask`` (n, N) or None, per sample ``seed`` / ``chunk``,
+    optional ``ito`` (n, K) Itô log q per member, ``fallbacks``, ``chosen`` (member index),
+    ``reason`` (n,) why a sample is invalid ("" if valid), ``score_model`` (when the method
+    is one score model), ``mixture`` (member weights when it samples Σ w_i p_i), the member
+    ``weights`` and ``options`` of the method, and ``table``: the columns every method has
+    (``id, method, index, chunk, seed, valid, reason`` and, where the operator gives them,
+    ``chosen_model``, ``fallbacks``, ``ito_log_q_nats_<m>``), one row per sample."""
+
+    name: str
+    operator: str
+    members: list[str]
+    x: Any
+    seed: Any
+    chunk: Any
+    mask: Any = None
+    ito: Any = None
+    fallbacks: Any = None
+    chosen: Any = None
+    reason: Any = None
+    score_model: Any = None
+    mixture: list[float] | None = None
+    wall_time_s: float = 0.0
+    weights: list[float] | None = None
+    options: dict = field(default_factory=dict)
+    table: Any = None
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator may read: the run folder, its parsed ``evaluation`` settings, the built
+    models, the convention, the run's seed and sampler settings."""
+
+    folder: Path
+    settings: dict
+    models: dict[str, Any]
+    schedule: Any
+    seed: int
+    t_end: float
+    n_samples: int
+    threads: int | None = None
+    target: str | None = None
+
+
+@dataclass
+class Evaluated:
+    """One method's evaluation: ``per_sample.csv`` rows (``id, method, index, chunk, seed, valid,
+    reason`` then the evaluator's), its ``metrics.csv`` row and pictures (paths relative to
+    the run folder)."""
+
+    table: Any
+    row: dict
+    pictures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """How a modality judges samples.
+
+    - ``evaluate(ctx, run) -> Evaluated`` once per method after sampling;
+    - ``parse(settings, path) -> dict`` validates the workflow's ``evaluation:`` mapping (the
+      evaluator's YAML schema; errors name the field) and returns it resolved;
+    - ``check(ctx) -> None`` before sampling (settings the models cannot use);
+    - ``metric_columns`` / ``sample_columns``: the order of its columns in ``metrics.csv`` /
+      ``per_sample.csv`` (a name ending in ``_`` is a group per member, in workflow order);
+    - ``headline``: the columns ``molfuse run`` prints; ``notes``: the paragraph under the
+      metrics table in ``summary.md``; ``caveats(ctx, metrics) -> [str]``;
+    - ``figure(ctx, runs) -> [str]``: pictures drawn across methods (``runs``: name -> MethodRun).
+    """
+
+    evaluate: Callable[..., Evaluated]
+    parse: Callable[[Any, str], dict] | None = None
+    check: Callable[..., None] | None = None
+    metric_columns: tuple[str, ...] = ()
+    sample_columns: tuple[str, ...] = ()
+    headline: tuple[str, ...] = ()
+    notes: str = ""
+    caveats: Callable[..., list[str]] | None = None
+    figure: Callable[..., list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A cross-method report (``reports: [{kind: ..., ...}]``): ``write(folder, name, metrics,
+    options) -> (markdown, pictures)``; ``options`` key -> default or REQUIRED; ``check(options,
+    path) -> options``."""
+
+    write: Callable[..., tuple[str, list[str]]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[dict, str], dict] = lambda o, path: o
+
+
+Writer = Callable[[Path, MethodRun, dict], list[str]]  # (run folder, run, normalisation) -> files written
+
+
+@dataclass(frozen=True)
+class Modality:
+    """Everything one modality adds (see the module doc). ``check_card(card)`` validates the
+    entries of a checkpoint card the modality owns (``normalisation``, ``conditioning``)."""
+
+    name: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    architectures: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    data_kinds: Mapping[str, DataKind] = field(default_factory=dict)
+    model_kinds: Mapping[str, ModelKind] = field(default_factory=dict)
+    evaluator: Evaluator | None = None
+    reports: Mapping[str, Report] = field(default_factory=dict)
+    writers: Mapping[str, Writer] = field(default_factory=dict)
+    check_card: Callable[[dict], None] | None = None
+    description: str = ""
+
+    def install_hint(self) -> str:
+        return f"pip install 'molfuse[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"
+
+    def missing(self) -> list[str]:
+        """The required packages that cannot be imported here."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+_STATE = {"discovered": False}
+_UNAVAILABLE: dict[str, str] = {}  # modality module name -> why it could not be imported
+
+
+def discover() -> None:
+    """Import every modality molfuse can find, once: ``molfuse.modalities.*`` and the entry points
+    of group ``molfuse.modalities``; each ``register()`` runs. Import failures are remembered
+    (:func:`unavailable`) with their message (which names the extra to install)."""
+    if _STATE["discovered"]:
+        return
+    _STATE["discovered"] = True
+    spec = importlib.util.find_spec("molfuse.modalities")
+    paths = list(spec.submodule_search_locations or []) if spec else []
+    for info in pkgutil.iter_modules(paths, "molfuse.modalities."):
+        if info.ispkg:
+            _load(info.name, lambda name=info.name: importlib.import_module(name))
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _load(ep.value, ep.load)
+
+
+def _load(label: str, load: Callable[[], Any]) -> None:
+    try:
+        obj = load()
+    except ImportError as e:
+        _UNAVAILABLE[label.rsplit(".", 1)[-1].split(":")[0]] = str(e)
+        return
+    register = getattr(obj, "register", obj if callable(obj) else None)
+    if callable(register):
+        register()
+
+
+MODALITIES: Registry[Modality] = Registry("modality", discover=discover)
+_REPORTS: Registry[Report] = Registry("report", discover=discover)
+_MODEL_KINDS: Registry[ModelKind] = Registry("model kind", discover=discover)
+
+
+def register_modality(m: Modality, replace: bool = False) -> Modality:
+    """Make ``m`` known (idempotent for the same object); its parts become findable by name."""
+    return MODALITIES.register(m.name, m, replace=replace)
+
+
+def modalities() -> list[Modality]:
+    """Every registered modality (after discovery), by name."""
+    discover()
+    return [MODALITIES.get(n) for n in MODALITIES.names()]
+
+
+def unavailable() -> dict[str, str]:
+    """Modalities found but not importable here: name -> the import error (with install hint)."""
+    discover()
+    return dict(_UNAVAILABLE)
+
+
+def modality(name: str) -> Modality:
+    """The modality ``name``, with its dependencies importable.
+
+    Raises:
+        MissingModalityError: unknown (the registered ones are listed), not importable here or
+            missing a package (the message says what to install).
+    """
+    if not isinstance(name, str) or name not in MODALITIES:
+        if isinstance(name, str) and name in _UNAVAILABLE:
+            raise MissingModalityError(f"modality {name!r} cannot be used here: {_UNAVAILABLE[name]}")
+        known = ", ".join(MODALITIES.names()) or "none"
+        raise MissingModalityError(f"unknown modality {name!r}; registered: {known} (a modality registers itself with "
+                                   "molfuse.plugins.register_modality, or through the entry point group "
+                                   f"{ENTRY_POINT_GROUP!r})")
+    m = MODALITIES.get(name)
+    missing = m.missing()
+    if missing:
+        raise MissingModalityError(f"modality {name!r} needs {', '.join(missing)}: {m.install_hint()}")
+    return m
+
+
+def _find(part: str, name: str, what: str) -> tuple[Modality, Any]:
+    for _ in range(2):
+        for m in (MODALITIES.get(n) for n in MODALITIES.names()):
+            table = getattr(m, part)
+            if name in table:
+                missing = m.missing()
+                if missing:
+                    raise MissingModalityError(f"{what} {name!r} (modality {m.name!r}) needs {', '.join(missing)}: "
+                                               f"{m.install_hint()}")
+                return m, table[name]
+        discover()
+    known = sorted({k for n in MODALITIES.names() for k in getattr(MODALITIES.get(n), part)})
+    hint = "".join(f"; modality {k!r} is unavailable: {v}" for k, v in _UNAVAILABLE.items())
+    raise MissingModalityError(f"unknown {what} {name!r}; registered: {', '.join(known) or 'none'}{hint}")
+
+
+def architecture(name: str) -> Callable[..., Any]:
+    """The network builder ``name`` (``builder(**config) -> nn.Module``) of whichever modality has it."""
+    return _find("architectures", name, "architecture")[1]
+
+
+def data_kind(name: str) -> DataKind:
+    return _find("data_kinds", name, "data kind")[1]
+
+
+def data_kind_modality(name: str) -> str:
+    """The name of the modality that provides data kind ``name`` (its checkpoints' ``modality``)."""
+    return _find("data_kinds", name, "data kind")[0].name
+
+
+def register_model_kind(name: str, kind: ModelKind, replace: bool = False) -> ModelKind:
+    """A model kind that belongs to no modality (``checkpoint``, ``soup``: the campaign's own)."""
+    return _MODEL_KINDS.register(name, kind, replace=replace)
+
+
+def model_kind(name: str) -> tuple[str | None, ModelKind]:
+    """``(modality or None, kind)`` for ``models.<x>.kind: name``."""
+    if name in _MODEL_KINDS:
+        return None, _MODEL_KINDS.get(name)
+    m, kind = _find("model_kinds", name, "model kind")
+    return m.name, kind
+
+
+def model_kinds() -> list[str]:
+    discover()
+    return sorted({*_MODEL_KINDS.names(), *(k for n in MODALITIES.names() for k in MODALITIES.get(n).model_kinds)})
+
+
+def register_report(name: str, report: Report, replace: bool = False) -> Report:
+    """A report that belongs to no modality (``by_n``: the campaign's own)."""
+    return _REPORTS.register(name, report, replace=replace)
+
+
+def report(name: str) -> Report:
+    if name in _REPORTS:
+        return _REPORTS.get(name)
+    return _find("reports", name, "report")[1]
+
+
+def reports() -> list[str]:
+    discover()
+    return sorted({*_REPORTS.names(), *(k for n in MODALITIES.names() for k in MODALITIES.get(n).reports)})
+
+
+__all__ += ["model_kinds", "reports", "Writer", "MODALITIES", "UnknownNameError"]

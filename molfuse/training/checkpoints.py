@@ -1,0 +1,223 @@
+"""Checkpoints: ``model.safetensors`` + ``card.json``, and one call to load them.
+
+A checkpoint folder holds::
+
+    model.safetensors   the (EMA) state dict; safetensors, so loading runs no pickled code
+    card.json           how to rebuild and use it (written last; its presence marks a
+                        complete checkpoint):
+        format, format_version   "molfuse-checkpoint", 2
+        modality                 the modality that owns the card (molfuse.plugins): it provides
+                                 the architecture and checks normalisation / conditioning
+        architecture             {name, config}: molfuse.nets.build(name, config) rebuilds the net
+        prediction               score | eps | x0 | v (MATH §1)
+        schedule                 the schedule config, e.g. {kind: vp, beta_min, beta_max}
+        space                    the state space (MATH §6), e.g. {kind: euclidean} or
+                                 {kind: point_cloud, centred: 3}
+        shape                    one sample's shape, e.g. [1, 28, 28] (point clouds: [max nodes, channels])
+        node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling)
+        normalisation            the modality's map between data and model space (e.g. images:
+                                 x_model = scale * pixels + shift, with levels)
+        conditioning             {kind: none | class_label | properties, null_cond, cond_drop_prob}
+        data                     description of the training data
+        seed, steps, final_losses, training (hyper-parameters), licence, rebuild
+        weights                  {file, sha256, bytes}: file is a bare name inside the folder
+        molfuse_version, created
+
+Anything else the caller puts in the card (name, description, class names) is kept as is.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .. import plugins
+from ..base.io import atomic_write, jsonable, sha256_bytes, write_text
+from ..base.provenance import VERSION
+from ..convert import PREDICTIONS
+from ..errors import CheckpointError, ConventionError
+from ..nets import build
+from ..schedules import Schedule, schedule_from_config
+from ..spaces import space_from_config
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "WEIGHTS_FILE",
+           "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS"]
+
+WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
+CONDITIONS = ("none", "class_label", "properties")
+
+
+def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any]) -> Path:
+    """Write ``net``'s state dict and its card to ``folder`` (each file atomically, card last).
+
+    Args:
+        folder: destination (created if needed; existing files are replaced).
+        net: the network to ship (for a trained model: the EMA copy).
+        card: at least ``modality``, ``architecture`` ({name, config}), ``schedule`` (a config
+            or a :class:`Schedule`) and ``shape``; ``prediction`` defaults to ``net.prediction``,
+            ``space`` to Euclidean, ``normalisation`` to ``{}``, ``conditioning`` to none.
+
+    Returns:
+        The folder.
+
+    Raises:
+        CheckpointError: the card is incomplete, or ``build(architecture)`` would not accept
+            these weights (so a card that cannot be loaded is never written).
+    """
+    from safetensors.torch import save as st_save
+
+    folder = Path(folder)
+    card = dict(card)
+    for key in ("modality", "architecture", "schedule", "shape"):
+        if key not in card:
+            raise CheckpointError(f"card needs {key!r}")
+    if isinstance(card["schedule"], Schedule):
+        card["schedule"] = card["schedule"].config()
+    card.setdefault("prediction", getattr(net, "prediction", "score"))
+    card.setdefault("space", {"kind": "euclidean"})
+    card["normalisation"] = dict(card.get("normalisation") or {})
+    card["conditioning"] = {"kind": "none", "null_cond": None, "cond_drop_prob": 0.0, **(card.get("conditioning") or {})}
+    card["shape"] = [int(s) for s in card["shape"]]
+    check_card(card, "card")
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    check_state(build(card["architecture"]["name"], card["architecture"]["config"]), state, "the net being saved")
+    blob = st_save(state, metadata={"format": FORMAT})
+    card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(blob), "bytes": len(blob)}
+    card.setdefault("molfuse_version", VERSION)
+    card.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    card = {"format": FORMAT, "format_version": FORMAT_VERSION, **card}
+    atomic_write(folder / WEIGHTS_FILE, lambda fh: fh.write(blob))
+    write_text(folder / CARD_FILE, json.dumps(jsonable(card), indent=2) + "\n")
+    return folder
+
+
+def read_card(folder_or_card: str | Path) -> tuple[dict, Path]:
+    """The card of a checkpoint (folder or ``card.json`` path), checked, and the path it was read from."""
+    path = Path(folder_or_card)
+    path = path / CARD_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint card at {path} (a checkpoint folder holds {CARD_FILE} and "
+                              f"{WEIGHTS_FILE}; train one with `molfuse train`)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid JSON card: {e}") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a molfuse checkpoint card (format must be {FORMAT!r})")
+    if card.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: card format_version {card.get('format_version')!r}; this molfuse reads "
+                              f"{FORMAT_VERSION} (cards of version 1 name no modality, space or shape: add them, "
+                              "or retrain with `molfuse train`)")
+    check_card(card, str(path))
+    weights = card.get("weights")
+    if not isinstance(weights, dict) or not isinstance(weights.get("sha256"), str):
+        raise CheckpointError(f"{path}: card has no weights.sha256")
+    name = weights.get("file", WEIGHTS_FILE)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(f"{path}: weights.file must be a file name inside the checkpoint folder; got {name!r}")
+    return card, path
+
+
+def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a checkpoint's model, ready to sample: ``molfuse.sample(load_model(p), ...)``.
+
+    The card's modality provides the architecture (:mod:`molfuse.plugins`); the net is rebuilt
+    with :func:`molfuse.nets.build` (no pickled code), its weights are read with safetensors
+    after checking their sha256 against the card, and keys / shapes must match exactly. The
+    returned module is in eval mode with ``requires_grad`` off and carries ``prediction``,
+    ``schedule``, ``space``, ``modality``, ``normalisation``, ``card``, ``checkpoint`` (weights
+    path) and ``name``.
+
+    Raises:
+        CheckpointError: missing or unreadable files, sha256 mismatch (tampered / swapped
+            weights), unknown or unavailable modality or architecture, or weights that do not
+            fit it (the message names the missing, unexpected and mis-shaped keys).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    card, card_path = read_card(folder_or_card)
+    weights = card_path.parent / card["weights"].get("file", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise CheckpointError(f"{card_path}: weights file {weights} is missing")
+    blob = weights.read_bytes()  # hash and parse the same bytes
+    digest = sha256_bytes(blob)
+    if digest != card["weights"]["sha256"]:
+        raise CheckpointError(f"{weights}: sha256 {digest[:16]}... does not match the card's "
+                              f"{str(card['weights']['sha256'])[:16]}...; the weights were modified or belong to "
+                              "another card. Refusing to load.")
+    try:
+        state = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file: {e}") from None
+    net = _build(card, card_path)
+    check_state(net, state, str(weights))
+    net.load_state_dict(state, strict=True)
+    net.to(device).eval().requires_grad_(False)
+    net.prediction = card["prediction"]
+    net.schedule = schedule_from_config(card["schedule"])
+    net.space = space_from_config(card["space"])
+    net.modality = card["modality"]
+    net.normalisation = dict(card["normalisation"])
+    net.card, net.checkpoint = card, weights
+    net.name = card.get("name") or card_path.parent.name
+    return net
+
+
+def _build(card: dict, card_path: Path) -> nn.Module:
+    arch = card["architecture"]
+    try:
+        modality = plugins.modality(card["modality"])
+        if modality.check_card is not None:
+            modality.check_card(card)
+        return build(arch["name"], arch["config"])
+    except plugins.MissingModalityError as e:
+        raise CheckpointError(f"{card_path}: {e}") from None
+    except (TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{card_path}: architecture {arch['name']!r} rejects config {arch['config']}: {e}") from None
+
+
+def check_card(card: Mapping[str, Any], where: str) -> None:
+    """The entries every card needs, with the right types (the modality checks its own)."""
+    if not isinstance(card.get("modality"), str) or not card["modality"]:
+        raise CheckpointError(f"{where}: modality must name the modality that owns the card; got {card.get('modality')!r}")
+    arch = card.get("architecture")
+    if not isinstance(arch, Mapping) or not isinstance(arch.get("name"), str) or not isinstance(arch.get("config"), Mapping):
+        raise CheckpointError(f"{where}: architecture must be {{name: str, config: mapping}}; got {arch!r}")
+    if card.get("prediction") not in PREDICTIONS:
+        raise CheckpointError(f"{where}: prediction must be one of {PREDICTIONS}; got {card.get('prediction')!r}")
+    shape = card.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise CheckpointError(f"{where}: shape must be one sample's shape, a list of positive integers; got {shape!r}")
+    if not isinstance(card.get("normalisation"), Mapping):
+        raise CheckpointError(f"{where}: normalisation must be a mapping (the modality's); got {card.get('normalisation')!r}")
+    cond = card.get("conditioning")
+    if not isinstance(cond, Mapping) or cond.get("kind") not in CONDITIONS:
+        raise CheckpointError(f"{where}: conditioning must be {{kind: one of {', '.join(CONDITIONS)}, null_cond, "
+                              f"cond_drop_prob}}; got {cond!r}")
+    try:
+        schedule_from_config(card.get("schedule"))
+        space_from_config(card.get("space"))
+    except ConventionError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def check_state(net: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Keys and shapes of ``state`` equal ``net``'s; otherwise name the differences."""
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {got[k]} != {want[k]}" for k in want if k in got and got[k] != want[k]]
+    if missing or unexpected or shapes:
+        parts = [f"{label} ({len(v)}): {', '.join(v[:8])}{', ...' if len(v) > 8 else ''}"
+                 for label, v in (("missing keys", missing), ("unexpected keys", unexpected),
+                                  ("shape mismatches", shapes)) if v]
+        raise CheckpointError(f"{where} does not fit architecture {type(net).__name__}: " + "; ".join(parts))

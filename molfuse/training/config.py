@@ -1,0 +1,77 @@
+"""The settings of one training run (the ``train:`` section of a training workflow)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields as dataclass_fields
+from typing import Any, Mapping
+
+from ..base.checks import as_choice, as_float, as_int, fail, fields
+
+__all__ = ["TrainConfig", "RESUMABLE"]
+
+# Settings a resumed run may change; everything else must match the saved run.
+RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the ``train:`` section of a training workflow).
+
+    Attributes:
+        steps: total optimiser steps (a resumed run continues up to this number).
+        batch_size: samples per step; data are reshuffled each pass ("epoch").
+        lr: Adam learning rate (constant).
+        ema_decay: ``d`` of the bias-corrected EMA of the weights (see
+            :meth:`DiffusionModule.update_ema`); the EMA weights are the ones shipped.
+        cond_drop_prob: classifier-free dropout of labels to the net's null class.
+        seed: every draw of step k derives from (seed, k).
+        num_workers: DataLoader workers (0 suits in-memory tensors).
+        log_every: steps between rows of the CSV log (mean training loss since the last row).
+        checkpoint_every: steps between resumable ``last.ckpt`` saves (and validations).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        t_min: times are drawn from ``U[t_min, 1]``.
+        grad_clip: gradient-norm clipping (None: off).
+        val_fraction: fraction of the data held out for an EMA validation loss.
+        threads: torch CPU threads while training (None: torch's default). Small nets on
+            a few cores run fastest with 1.
+    """
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    cond_drop_prob: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    t_min: float = 1e-3
+    grad_clip: float | None = 1.0
+    val_fraction: float = 0.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _checked(asdict(self), "TrainConfig")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, path: str = "train", **override: Any) -> "TrainConfig":
+        """Parse a mapping (numeric strings accepted); errors name ``path.<field>``."""
+        spec = {f.name: f.default for f in dataclass_fields(cls) if f.name not in override}
+        return cls(**_checked({**fields(d or {}, path, spec), **override}, path))
+
+
+def _checked(v: dict, path: str) -> dict:
+    """``v`` with numbers coerced and ranges checked (WorkflowError naming ``path.field``)."""
+    at = lambda k: f"{path}.{k}"  # noqa: E731
+    out = {k: as_int(v[k], at(k), 1) for k in ("steps", "batch_size", "log_every", "checkpoint_every")}
+    out.update(seed=as_int(v["seed"], at("seed"), 0), num_workers=as_int(v["num_workers"], at("num_workers"), 0),
+               lr=as_float(v["lr"], at("lr"), 0.0, open_lo=True), ema_decay=as_float(v["ema_decay"], at("ema_decay"), 0.0, 1.0),
+               cond_drop_prob=as_float(v["cond_drop_prob"], at("cond_drop_prob"), 0.0, 1.0),
+               t_min=as_float(v["t_min"], at("t_min"), 0.0, 0.5), val_fraction=as_float(v["val_fraction"], at("val_fraction"), 0.0, 0.5),
+               device=as_choice(v["device"], at("device"), ("cpu", "cuda", "auto")),
+               grad_clip=None if v["grad_clip"] is None else as_float(v["grad_clip"], at("grad_clip"), 0.0, open_lo=True),
+               threads=None if v["threads"] is None else as_int(v["threads"], at("threads"), 1))
+    if out["ema_decay"] == 1.0:
+        fail(at("ema_decay"), "must be < 1 (an EMA with decay 1 never moves)")
+    return out

@@ -1,0 +1,162 @@
+"""The training step as lightning runs it: one thin LightningModule calling the pure loss.
+
+:class:`DiffusionModule` computes :func:`molfuse.losses.denoising_loss` on a batch and keeps an
+EMA copy of the weights; :class:`StepBatches` makes batch k depend on (seed, k) only, and
+:class:`LastCheckpoint` saves lightning's resumable state, so a resumed run continues exactly
+where an uninterrupted one would be. The loop that drives them is :func:`molfuse.training.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Sampler
+
+try:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("training needs lightning: pip install 'molfuse[train]'") from e
+
+from ..base.seeds import derive_seed
+from ..losses import denoising_loss, drop_condition
+from ..schedules import Schedule
+from ..spaces import Space, resolve_space
+
+__all__ = ["DiffusionModule", "StepBatches", "LastCheckpoint"]
+
+
+class DiffusionModule(L.LightningModule):
+    """The training step is :func:`denoising_loss` on a batch; an EMA copy follows the weights.
+
+    Args:
+        net: the network being trained (``prediction`` attribute; ``net(x, t[, cond=])``).
+        schedule: the noising convention (MATH §1).
+        lr: Adam learning rate.
+        ema_decay: ``d`` of the bias-corrected EMA (:meth:`update_ema`), in [0, 1).
+        cond_drop_prob: probability of replacing a label by ``null_cond`` (classifier-free).
+        null_cond: the "no condition" value (e.g. the net's null class index).
+        t_min: lower end of the training time window.
+        seed: root of the per-step random draws.
+        log_every: steps between rows of the logger (mean loss over those steps).
+        space: the state space of the data (MATH §6; default the net's, else Euclidean).
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule, lr: float = 1e-3, ema_decay: float = 0.999,
+                 cond_drop_prob: float = 0.0, null_cond: Any = None, t_min: float = 1e-3, seed: int = 0,
+                 log_every: int = 50, space: Space | None = None):
+        super().__init__()
+        if cond_drop_prob > 0 and null_cond is None:
+            raise ValueError("cond_drop_prob > 0 needs null_cond (the net's 'no condition' value)")
+        self.net, self.schedule = net, schedule
+        self.ema = copy.deepcopy(net).requires_grad_(False)  # used in eval mode only (validation, shipping)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # saved with the resumable state
+        self.lr, self.ema_decay, self.cond_drop_prob, self.null_cond = lr, ema_decay, cond_drop_prob, null_cond
+        self.t_min, self.seed, self.log_every = t_min, seed, log_every
+        self.space = resolve_space([net], space)
+        self._window: list[Tensor] = []  # training losses since the last log row
+        self._val: list[Tensor] = []
+
+    def generator(self, *parts: Any) -> torch.Generator:
+        """A generator on this module's device seeded from ``(seed, *parts)``."""
+        return torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, *parts))
+
+    def batch_loss(self, net: nn.Module, batch: Mapping[str, Tensor], g: torch.Generator, dropout: bool) -> Tensor:
+        """(batch,) :func:`denoising_loss` of ``net`` on a batch ``{x, mask?, cond?}``."""
+        cond = batch.get("cond")
+        if cond is not None and dropout and self.cond_drop_prob > 0:
+            cond = drop_condition(cond, self.cond_drop_prob, self.null_cond, g)
+        return denoising_loss(net, batch["x"], self.schedule, cond=cond, generator=g, t_min=self.t_min,
+                              mask=batch.get("mask"), space=self.space)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.batch_loss(self.net, batch, self.generator("train", self.global_step), dropout=True).mean()
+        self.log("loss", loss, prog_bar=True, logger=False)
+        self._window.append(loss.detach())
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss = self.batch_loss(self.ema, batch, self.generator("val", batch_idx), dropout=False)
+        self._val.append(loss.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val:  # the EMA loss on the validation set, same draws every time
+            mean = torch.cat(self._val).mean()
+            self.log("val_loss_ema", mean, prog_bar=True, logger=False)
+            if self.logger is not None:
+                self.logger.log_metrics({"val_loss_ema": mean.item()}, step=self.global_step)
+            self._val.clear()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema <- d_k ema + (1 - d_k) weights`` at the k-th update, ``d_k = d (1 - d^(k-1)) / (1 - d^k)``.
+
+        This is the bias-corrected EMA (as Adam corrects its moments): after k updates
+        ``ema = sum_j (1 - d) d^(k-j) weights_j / (1 - d^k)``, weights summing to 1 and none
+        on the initial weights; ``d_k -> d`` for ``k >> 1 / (1 - d)``. Buffers are copied.
+        """
+        self.ema_updates += 1
+        k, d = int(self.ema_updates), self.ema_decay
+        dk = d * (1.0 - d ** (k - 1)) / (1.0 - d**k)
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1.0 - dk)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % self.log_every == 0 and self._window and self.logger is not None:
+            mean = torch.stack(self._window).mean().item()
+            self.logger.log_metrics({"train_loss": mean}, step=self.global_step)
+            self._window.clear()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+
+class StepBatches(Sampler):
+    """Index batches for steps ``start, start + 1, ...``; batch k depends only on (seed, k).
+
+    A pass ("epoch") over the data is ``r = ceil(batch_size / n)`` seeded permutations
+    concatenated and cut into ``floor(r n / batch_size)`` batches (drop-last).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0):
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
+        self.reps = -(-batch_size // n)
+        self.per_epoch = self.reps * n // batch_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        k, epoch, perm = self.start, -1, None
+        while True:
+            e, i = divmod(k, self.per_epoch)
+            if e != epoch:
+                g = torch.Generator().manual_seed(derive_seed(self.seed, "data", e))
+                perm, epoch = torch.cat([torch.randperm(self.n, generator=g) for _ in range(self.reps)]), e
+            yield perm[i * self.batch_size:(i + 1) * self.batch_size]
+            k += 1
+
+
+class LastCheckpoint(Callback):
+    """Saves lightning's resumable state to ``path`` atomically every ``every`` steps and at
+    the last step, tagged with the run's fingerprint (what must match to resume)."""
+
+    def __init__(self, path: Path, every: int, fingerprint: dict):
+        self.path, self.every, self.fingerprint = path, every, fingerprint
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every == 0 or trainer.global_step >= trainer.max_steps:
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            trainer.save_checkpoint(tmp, weights_only=False)  # the full state: optimiser and loops too
+            os.replace(tmp, self.path)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["molfuse"] = {"fingerprint": self.fingerprint}

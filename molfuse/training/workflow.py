@@ -1,0 +1,170 @@
+"""Training workflows as validated dataclasses: YAML -> :class:`TrainWorkflow` (and sweeps).
+
+Schema (``?`` = optional, default after ``=``)::
+
+    name: str                     # required, [A-Za-z0-9_.-]+; results go to <output>/<name>/
+    description?: str = ""
+    seed?: int = 0                # network init (lightning.seed_everything) and every training draw
+    output?: str = results
+    checkpoint_dir?: str = <output>/<name>/checkpoint   # e.g. models/images/<name>
+    init_from?: str               # a checkpoint folder to fine-tune: same architecture, schedule and
+                                  # normalisation (refused otherwise); its sha256 goes into the card
+    sweep?: {key: [v1, v2, ...]}  # one run per combination (product); key = a top-level field or a
+                                  # dotted path (data.n); "{key}" in any string is replaced by the
+                                  # value (a string that is exactly "{key}" takes the value's type)
+    schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
+    architecture:                 # required; molfuse.nets.build(name, config)
+      name: str                   # an architecture a modality registers, e.g. mlp, unet
+      config?: {...} = {}         # e.g. {dim: 2, hidden: 128, depth: 3, num_classes: 0}
+    data:                         # required; a data kind of a modality (molfuse.plugins), e.g.
+      kind: gaussian_mixture_samples   # (vectors) or mnist_population (images); its own fields:
+      means: [[x, y], ...]; covs: [...]; weights?: [...]; n: int; seed?: 0; labels?: false
+    train?:                       # TrainConfig fields except seed (the top-level seed is used)
+      {steps: 2000, batch_size: 128, lr: 0.001, ema_decay: 0.999, cond_drop_prob: 0.0,
+       num_workers: 0, log_every: 50, checkpoint_every: 500, device: cpu|cuda|auto,
+       t_min: 0.001, grad_clip: 1.0, val_fraction: 0.0, threads: null}
+
+The results folder ``<output>/<name>/`` holds config.yaml, provenance.json, metrics.csv (one
+row: final losses, speed), training_log.csv (the merged CSV logs: one row per logged step),
+loss_curve.png, summary.md, the resumable ``last.ckpt`` and ``logs/``; the shipped
+checkpoint (model.safetensors + card.json) goes to ``checkpoint_dir``. Rerunning the same
+workflow resumes it; raising ``train.steps`` trains further.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import plugins
+from ..base.checks import REQUIRED, as_int, as_name, fail, fields
+from ..base.io import read_yaml
+from ..schedules import check_schedule_spec
+from .config import TrainConfig
+from .data import check_data_spec
+
+__all__ = ["TrainWorkflow", "load_train_workflow", "expand_sweep", "TOP_FIELDS"]
+
+TOP_FIELDS = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "checkpoint_dir": None,
+        "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None}
+
+
+def expand_sweep(source: str | Path | Mapping) -> list[dict]:
+    """The training workflows a (possibly swept) workflow stands for, as raw dicts.
+
+    ``sweep: {data.n: [16, 64], seed: [0, 1]}`` gives four workflows (the product, in the
+    order written); each gets the values at those paths and ``"{data.n}"`` / ``"{seed}"``
+    replaced in every string (names, checkpoint folders). Without ``sweep``: ``[workflow]``.
+    """
+    raw = read_yaml(source)
+    if not isinstance(raw, Mapping):
+        fail("", f"expected a mapping of fields, got {type(raw).__name__}")
+    raw = dict(raw)
+    sweep = raw.pop("sweep", None)
+    if sweep is None:
+        return [raw]
+    if not isinstance(sweep, Mapping) or not sweep:
+        fail("sweep", f"expected a non-empty mapping key -> list of values, got {sweep!r}")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            fail(f"sweep.{key}", f"expected a non-empty list of values, got {values!r}")
+        if str(key).split(".")[0] not in TOP_FIELDS or str(key).split(".")[0] == "sweep":
+            fail(f"sweep.{key}", f"not a workflow field; top-level fields: {', '.join(k for k in TOP_FIELDS if k != 'sweep')}")
+    out = []
+    for combo in itertools.product(*sweep.values()):
+        values = dict(zip(map(str, sweep), combo))
+        wf = _substitute(copy.deepcopy(raw), values)
+        for key, v in values.items():
+            *parents, leaf = key.split(".")
+            node = wf
+            for i, part in enumerate(parents):
+                if not isinstance(node.get(part), dict):
+                    fail(f"sweep.{key}", f"{'.'.join(parents[:i + 1])} is not a mapping in the workflow")
+                node = node[part]
+            node[leaf] = v
+        out.append(wf)
+    names = [str(w.get("name")) for w in out]
+    if len(set(names)) < len(names):
+        fail("name", f"a sweep needs a name that differs per run, e.g. 'run_n{{data.n}}'; got {names[0]!r} twice")
+    return out
+
+
+def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    if isinstance(node, str):
+        for key, v in values.items():
+            if node == "{" + key + "}":
+                return v
+            node = node.replace("{" + key + "}", str(v))
+    return node
+
+
+@dataclass(frozen=True)
+class TrainWorkflow:
+    """A validated training workflow; :meth:`to_config` is the resolved ``config.yaml``."""
+
+    name: str
+    description: str
+    seed: int
+    output: str
+    checkpoint_dir: str
+    init_from: str | None
+    schedule: dict
+    architecture: dict
+    data: dict
+    train: TrainConfig
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output) / self.name
+
+    def to_config(self) -> dict:
+        train = {k: v for k, v in asdict(self.train).items() if k != "seed"}
+        return {"name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
+                "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from, "schedule": dict(self.schedule),
+                "architecture": self.architecture, "data": self.data, "train": train}
+
+
+def load_train_workflow(source: str | Path | Mapping, output: str | Path | None = None,
+                        device: str | None = None) -> TrainWorkflow:
+    """Parse and validate a training workflow (YAML path or dict); ``output`` / ``device``
+    override the file. Raises WorkflowError naming the first offending field."""
+    raw = read_yaml(source)
+    if isinstance(raw, Mapping) and raw.get("sweep") is not None:
+        fail("sweep", "a swept workflow stands for several runs: use train_sweep (molfuse train does)")
+    top = fields(raw, "", TOP_FIELDS)
+    if output is not None:
+        top["output"] = str(output)
+    name = as_name(top["name"], "name")
+    arch = fields(top["architecture"], "architecture", {"name": REQUIRED, "config": {}})
+    if not isinstance(arch["name"], str):
+        fail("architecture.name", f"expected an architecture name, got {arch['name']!r}")
+    try:
+        plugins.architecture(arch["name"])
+    except plugins.MissingModalityError as e:
+        fail("architecture.name", str(e))
+    if not isinstance(arch["config"], Mapping):
+        fail("architecture.config", f"expected a mapping, got {arch['config']!r}")
+    data = check_data_spec(top["data"], "data")
+    train = top["train"] or {}
+    if isinstance(train, Mapping) and "seed" in train:
+        fail("train.seed", "set the seed at the top level (seed: ...); it seeds the net and the training")
+    if isinstance(train, Mapping) and device is not None:
+        train = {**train, "device": device}
+    out = str(top["output"])
+    return TrainWorkflow(
+        name=name, description=str(top["description"] or ""), seed=as_int(top["seed"], "seed", 0),
+        output=out, checkpoint_dir=str(top["checkpoint_dir"] or Path(out) / name / "checkpoint"),
+        init_from=None if top["init_from"] is None else str(top["init_from"]),
+        schedule=check_schedule_spec(top["schedule"]), architecture={"name": arch["name"], "config": dict(arch["config"])},
+        data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]))
+
+
+
+
