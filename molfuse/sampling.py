@@ -125,5 +125,5 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
             else:
                 s = fn(x, t, cond, mask)
             dx = reverse_step(x, s, dla, 0.5 * g2, dtau)
-        x = (x + dx).detach()
+        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)  # no float drift off the subspace
     return SampleResult(x=x, log_density=logq, t_end=t_end, mask=mask)

@@ -225,6 +225,6 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             log_q = log_q + (dof * dtau * dla)[:, None] + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
-        x = (x + dx).detach()
+        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)  # no float drift off the subspace
     return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end,
                                mask=mask)

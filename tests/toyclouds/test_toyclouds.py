@@ -1,0 +1,89 @@
+"""A modality written as one folder (this one) plugs in: it registers itself, trains checkpoints
+through ``molfuse train``'s workflow path, and runs a superposition workflow with its own
+evaluator, schema, metric columns and file writer — no file of molfuse names it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from molfuse import plugins  # noqa: E402
+from molfuse.campaign import run_workflow  # noqa: E402
+from molfuse.errors import WorkflowError  # noqa: E402
+from molfuse.spaces import PointCloud  # noqa: E402
+from molfuse.training import load_model, train_from_workflow  # noqa: E402
+
+import toyclouds  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory):
+    toyclouds.register()
+    out = tmp_path_factory.mktemp("clouds")
+    ckpts = {}
+    for shape, sizes in (("ring", [4, 5, 6]), ("rod", [5, 6, 7])):
+        wf = {"name": f"toy_{shape}", "seed": 0, "output": str(out / "train"),
+              "architecture": {"name": "cloud_mlp", "config": {"hidden": 32}},
+              "data": {"kind": "toy_clouds", "shape": shape, "n": 128, "sizes": sizes},
+              "train": {"steps": 6, "batch_size": 32, "log_every": 3, "checkpoint_every": 6, "threads": 1}}
+        ckpts[shape] = train_from_workflow(wf, progress=False, verbose=False)
+    return out, ckpts
+
+
+def test_checkpoints_record_the_modality_space_and_sizes(clouds):
+    _, ckpts = clouds
+    card = ckpts["ring"].card
+    assert card["modality"] == "toyclouds" and card["space"] == {"kind": "point_cloud", "centred": 3}
+    assert card["shape"] == [8, 3] and set(map(int, card["node_counts"])) == {4, 5, 6}
+    net = load_model(ckpts["ring"].checkpoint)
+    assert net.space == PointCloud(3) and net.modality == "toyclouds"
+    # masking: padding never changes the real nodes' output
+    x, mask = torch.randn(2, 8, 3), torch.arange(8)[None, :] < torch.tensor([[4], [6]])
+    y = x.clone()
+    y[~mask] = 100.0
+    t = torch.full((2,), 0.3)
+    assert torch.allclose(net(x, t, mask=mask)[mask], net(y, t, mask=mask)[mask], atol=1e-6)
+
+
+def test_a_superposition_workflow_runs_with_the_modality_s_own_evaluator(clouds):
+    out, ckpts = clouds
+    wf = {"name": "toy_fusion", "output": str(out / "runs"), "run_name": "r", "n_samples": 12,
+          "sampler": {"steps": 30, "chunk_size": 6, "threads": 1},
+          "models": {"ring": {"kind": "checkpoint", "path": str(ckpts["ring"].checkpoint)},
+                     "rod": {"kind": "checkpoint", "path": str(ckpts["rod"].checkpoint)}},
+          "evaluation": {"target_rod_share": 0.5},
+          "methods": [{"name": "ring", "operator": "single", "models": ["ring"]},
+                      {"name": "or", "operator": "superpose", "models": ["ring", "rod"], "weights": [0.5, 0.5]},
+                      {"name": "and", "operator": "superpose", "models": ["ring", "rod"], "mode": "and"},
+                      {"name": "avg", "operator": "barycenter", "models": ["ring", "rod"]}]}
+    res = run_workflow(wf, progress=False, verbose=False)
+    m = res.metrics.set_index("method")
+    assert list(m.columns[:8]) == ["operator", "models", "n", "n_valid", "rod_share", "rod_share_error",
+                                   "mean_nodes", "max_abs_centre_of_mass"]  # the evaluator's column order
+    assert (m["n_valid"] == 12).all() and (m["max_abs_centre_of_mass"] < 1e-4).all()
+    per = pd.read_csv(res.folder / "per_sample.csv")
+    assert {"nodes", "linearity", "shape", "ito_log_q_nats_ring", "ito_log_q_nats_rod"} <= set(per.columns)
+    nodes = per.groupby("method")["nodes"].apply(set)
+    assert nodes["ring"] <= {4, 5, 6}  # sizes from the member's own histogram
+    assert nodes["and"] <= {5, 6} and nodes["avg"] <= {5, 6}  # AND / barycenter: the product of histograms
+    assert nodes["or"] <= {4, 5, 6, 7}  # OR: the mixture
+    assert np.isfinite(per.loc[per["method"] == "or", "ito_log_q_nats_rod"]).all()
+    xyz = (res.folder / "samples" / "or.xyz").read_text().splitlines()
+    assert int(xyz[0]) in (4, 5, 6, 7) and xyz[2].startswith("C ")
+    assert json.loads((res.folder / "provenance.json").read_text())["modality"] == "toyclouds"
+    with pytest.raises(WorkflowError, match="evaluation.target_rod_share"):
+        run_workflow({**wf, "run_name": "bad", "evaluation": {"target_rod_share": 2}}, progress=False, verbose=False)
+
+
+def test_the_modality_is_found_by_name_and_an_unknown_one_is_named():
+    toyclouds.register()
+    assert plugins.modality("toyclouds") is toyclouds.MODALITY
+    assert plugins.data_kind_modality("toy_clouds") == "toyclouds"
+    with pytest.raises(plugins.MissingModalityError, match="unknown modality 'bubbles'; registered: .*toyclouds"):
+        plugins.modality("bubbles")
