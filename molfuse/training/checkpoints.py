@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import torch
@@ -69,8 +70,7 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any])
         CheckpointError: the card is incomplete, or ``build(architecture)`` would not accept
             these weights (so a card that cannot be loaded is never written).
     """
-    from safetensors.torch import save as st_save
-
+    st_save = _safetensors().save
     folder = Path(folder)
     card = dict(card)
     for key in ("modality", "architecture", "schedule", "shape"):
@@ -138,9 +138,7 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
             weights), unknown or unavailable modality or architecture, or weights that do not
             fit it (the message names the missing, unexpected and mis-shaped keys).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
+    st = _safetensors()
     card, card_path = read_card(folder_or_card)
     weights = card_path.parent / card["weights"].get("file", WEIGHTS_FILE)
     if not weights.is_file():
@@ -152,8 +150,8 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
                               f"{str(card['weights']['sha256'])[:16]}...; the weights were modified or belong to "
                               "another card. Refusing to load.")
     try:
-        state = st_load(blob)
-    except (SafetensorError, ValueError, RuntimeError) as e:
+        state = st.load(blob)
+    except (st.SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file: {e}") from None
     net = _build(card, card_path)
     check_state(net, state, str(weights))
@@ -167,6 +165,16 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
     net.card, net.checkpoint = card, weights
     net.name = card.get("name") or card_path.parent.name
     return net
+
+
+def _safetensors() -> Any:
+    """``safetensors.torch`` (with ``SafetensorError``), or a CheckpointError naming the extra."""
+    try:
+        import safetensors.torch as st
+        from safetensors import SafetensorError
+    except ImportError:
+        raise CheckpointError("reading and writing checkpoints needs safetensors: pip install 'molfuse[train]'") from None
+    return SimpleNamespace(save=st.save, load=st.load, SafetensorError=SafetensorError)
 
 
 def _build(card: dict, card_path: Path) -> nn.Module:

@@ -47,8 +47,8 @@ def write_npy(folder: Path, run: MethodRun, normalisation: dict) -> list[str]:
 
 
 def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
-    """samples.png: one panel per 2-D method over its members' exact t = 0 contours."""
-    two_d = [r for r in runs.values() if r.x.ndim == 2 and r.x.shape[1] == 2]
+    """samples.png: one panel per 2-D method (with valid samples) over its members' exact t = 0 contours."""
+    two_d = [r for r in runs.values() if r.x.ndim == 2 and r.x.shape[1] == 2 and np.isfinite(r.x).all(1).any()]
     if not two_d:
         return []
     from ...evaluation.plots import COLORS, Contour, Panel, extent_of, grid, log_density_grid, panels_figure

@@ -1,0 +1,259 @@
+"""What the house stands on, tried as a new user would (docs/reliability.md): concurrent runs,
+members returning NaN, damaged chunks, bad output folders, pickled training state, too few
+steps, missing dependencies. Each failure is a clear error or a counted, visible row."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from molfuse import GaussianMixture, cli, plugins
+from molfuse.base.checks import REQUIRED
+from molfuse.base.io import FolderLock, remove_stale_temporaries
+from molfuse.base.seeds import derive_seed
+from molfuse.campaign import run_workflow
+from molfuse.errors import FolderLockedError, NonFiniteError, WorkflowError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path, **top) -> dict:
+    wf = {"name": "rel", "seed": 3, "output": str(tmp_path / "results"), "run_name": "r",
+          "models": {"a": {"kind": "gaussian_mixture", "means": [[-2.0, 0.0]], "covs": [0.5]},
+                     "b": {"kind": "gaussian_mixture", "means": [[2.0, 0.0]], "covs": [1.0]}},
+          "n_samples": 12, "sampler": {"steps": 25, "chunk_size": 6, "threads": 1},
+          "methods": [{"name": "a", "operator": "single", "models": ["a"]},
+                      {"name": "or", "operator": "superpose", "models": ["a", "b"]}]}
+    wf.update(top)
+    return wf
+
+
+def run(wf):
+    return run_workflow(wf, progress=False, verbose=False)
+
+
+# ------------------------------------------------------------------ one folder, one run at a time
+def test_a_locked_folder_is_refused_before_any_work(tmp_path):
+    wf = tiny(tmp_path)
+    folder = Path(wf["output"]) / "rel" / "r"
+    with FolderLock(folder):
+        with pytest.raises(FolderLockedError, match=r"in use by another molfuse run \(pid \d+"):
+            run(wf)
+    assert not (folder / "config.yaml").exists()
+    assert run(wf).metrics["n"].tolist() == [12, 12]  # the lock is gone with its holder
+
+
+def test_two_runs_started_together_on_one_folder(tmp_path):
+    """Two `molfuse run` on one folder with different seeds: one finishes, the other is refused
+    (the folder is locked, or holds the other seed's config); nothing is mixed."""
+    wf = tiny(tmp_path, n_samples=64, sampler={"steps": 200, "chunk_size": 8, "threads": 1})
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    cmd = [sys.executable, "-m", "molfuse.cli", "run", str(path), "--name", "same"]
+    procs = [subprocess.Popen([*cmd, "--seed", str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for s in (1, 2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1], (codes, [o[1][-500:] for o in outs])
+    loser = outs[codes.index(1)][1]
+    assert "in use by another molfuse run" in loser or "different configuration" in loser, loser
+    winner = (1, 2)[codes.index(0)]
+    folder = Path(wf["output"]) / "rel" / "same"
+    assert yaml.safe_load((folder / "config.yaml").read_text())["seed"] == winner
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["seeds"]["chunks"]["or"] == [derive_seed(winner, "or", i) for i in range(8)]
+
+
+def test_kill_9_mid_run_resumes_with_nothing_lost(tmp_path):
+    import signal
+    import time
+
+    wf = tiny(tmp_path, n_samples=48, sampler={"steps": 400, "chunk_size": 6, "threads": 1})
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    folder = Path(wf["output"]) / "rel" / "k"
+    proc = subprocess.Popen([sys.executable, "-m", "molfuse.cli", "run", str(path), "--name", "k"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("samples/chunks/a/chunk_*.npz"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(folder.glob("samples/chunks/*/chunk_*.npz")))
+    assert 2 <= done_before < 16 and not (folder / "metrics.csv").exists()
+    resumed = run({**wf, "run_name": "k"})
+    straight = run({**wf, "run_name": "straight"})
+    assert resumed.provenance["chunks"]["reused"] == done_before and resumed.provenance["resumed"]
+    pd.testing.assert_frame_equal(resumed.per_sample.drop(columns="id"), straight.per_sample.drop(columns="id"))
+
+
+# ------------------------------------------------------------------ members that return NaN / inf
+class _Broken(GaussianMixture):
+    """A mixture whose score is NaN below t = 0.5 (a diverging network)."""
+
+    def score(self, x, t):
+        s = super().score(x, t)
+        tt = torch.as_tensor(t)
+        return s * float("nan") if float(tt.min()) < 0.5 else s
+
+
+def _broken(spec, schedule):
+    m = _Broken([[0.0, 0.0]], [1.0], schedule=schedule)
+    m.modality = "vectors"
+    return m
+
+
+plugins.register_model_kind("broken_after_half", plugins.ModelKind(_broken, {}, lambda spec: "vectors"), replace=True)
+
+
+@pytest.mark.parametrize("method", [
+    {"operator": "single", "models": ["bad"]},
+    {"operator": "superpose", "models": ["a", "bad"]},
+    {"operator": "superpose", "models": ["a", "bad"], "mode": "and"},
+    {"operator": "barycenter", "models": ["a", "bad"]},
+    {"operator": "ensemble", "models": ["a", "b", "bad"], "rule": "median"},
+    {"operator": "ensemble", "models": ["a", "bad"], "rule": "mean"},
+    {"operator": "random_choice", "models": ["a", "bad"], "weights": [0.0, 1.0]},
+])
+def test_a_nan_member_gives_invalid_rows_naming_it_in_every_operator(tmp_path, method):
+    wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "bad": {"kind": "broken_after_half"}},
+              methods=[{"name": "m", **method}])
+    with pytest.warns(UserWarning, match=r"model 'bad' at t=0\.4\d*: returned NaN"):
+        res = run(wf)
+    assert res.invalid == 12 and res.metrics.loc[0, "n_valid"] == 0
+    assert res.per_sample["reason"].str.contains("model 'bad' at t=0.4").all()
+
+
+def test_the_cli_shows_invalid_samples_and_exits_2(tmp_path):
+    wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "bad": {"kind": "broken_after_half"}},
+              methods=[{"name": "fine", "operator": "single", "models": ["a"]},
+                       {"name": "m", "operator": "single", "models": ["bad"]}])
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    res = CliRunner().invoke(cli.main, ["run", str(path)])
+    assert res.exit_code == 2, res.output
+    assert "n_valid" in res.output and "12 of 24 samples are invalid (methods: m)" in res.output
+    ok = CliRunner().invoke(cli.main, ["run", str(path), "--allow-invalid"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_a_barycenter_fit_with_a_nan_member_names_it(tmp_path):
+    wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "bad": {"kind": "broken_after_half"}},
+              methods=[{"name": "fit", "operator": "barycenter", "models": ["a", "bad"],
+                        "fit": {"data_from": "b", "n": 32, "n_mc": 256}}])
+    with pytest.raises(WorkflowError, match=r"methods\[0\] \(fit\): model 'bad' at t in \[.*\]: returned NaN"):
+        run(wf)
+
+
+def test_the_core_names_the_model_and_t():
+    import molfuse as mf
+
+    bad = _Broken([[0.0, 0.0]], [1.0], name="net7")
+    with pytest.raises(NonFiniteError, match=r"model 'net7' at t=0\.4\d+: returned NaN in 5 of 5 samples"):
+        mf.sample(bad, bad.schedule, (5, 2), steps=20, generator=torch.Generator().manual_seed(0))
+
+
+# ------------------------------------------------------------------ damaged results folders
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_a_damaged_chunk_is_named_and_drawn_again(tmp_path, damage):
+    wf = tiny(tmp_path)
+    first = run(wf)
+    chunk = first.folder / "samples" / "chunks" / "or" / "chunk_00001.npz"
+    blob = chunk.read_bytes()
+    chunk.write_bytes({"empty": b"", "truncated": blob[: len(blob) // 2], "garbage": b"not a zip"}[damage])
+    stale = chunk.with_name(".chunk_00000.npz.999999.tmp")  # a temporary file of a killed process
+    stale.write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"chunk_00001.npz is unreadable .*; drawing this chunk again"):
+        again = run(wf)
+    assert not stale.exists()
+    pd.testing.assert_frame_equal(first.metrics.drop(columns="wall_time_s"), again.metrics.drop(columns="wall_time_s"))
+    assert again.provenance["chunks"] == {"reused": 3, "generated": 1}
+
+
+def test_remove_stale_temporaries_keeps_live_writers(tmp_path):
+    mine = tmp_path / f".a.npz.{os.getpid()}.tmp"
+    dead = tmp_path / "sub" / ".b.csv.999999.tmp"
+    dead.parent.mkdir()
+    for p in (mine, dead):
+        p.write_text("x")
+    assert remove_stale_temporaries(tmp_path) == [dead] or set(remove_stale_temporaries(tmp_path)) <= {mine}
+    assert not dead.exists()
+
+
+def test_output_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "results").write_text("I am a file")
+    with pytest.raises(WorkflowError, match=r"output: .* is a file"):
+        run(tiny(tmp_path))
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path)))
+    res = CliRunner().invoke(cli.main, ["run", str(path), "--out", str(tmp_path / "results")])
+    assert res.exit_code == 1 and "is a file" in res.output and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------ training state that is not ours
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_pickled_last_ckpt_is_refused(tmp_path, writer):
+    pytest.importorskip("lightning")
+    wf = {"name": "t", "seed": 0, "output": str(tmp_path),
+          "architecture": {"name": "mlp", "config": {"dim": 2, "hidden": 8, "depth": 1, "time_dim": 8}},
+          "data": {"kind": "gaussian_mixture_samples", "means": [[0, 0]], "covs": [1.0], "n": 32},
+          "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 2}}
+    (tmp_path / "t").mkdir()
+    with open(tmp_path / "t" / "last.ckpt", "wb") as fh:
+        (pickle.dump if writer == "pickle" else torch.save)({"global_step": Payload()}, fh)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    res = CliRunner().invoke(cli.main, ["train", str(path)])
+    assert res.exit_code == 1, res.output
+    assert "weights-only load refuses it" in res.output and "Delete it" in res.output
+    assert "weights_only=False" not in res.output  # never advise running a stranger's pickle
+
+
+# ------------------------------------------------------------------ too few steps
+def test_too_few_steps_warn_and_the_summary_says_so(tmp_path):
+    wf = tiny(tmp_path, sampler={"steps": 1, "chunk_size": 12})
+    with pytest.warns(UserWarning, match=r"sampler.steps: 1 is below 20"):
+        res = run(wf)
+    assert "sampler.steps = 1 is below 20" in (res.folder / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------ missing dependencies
+_NO_MLXTEND = "import sys; sys.modules['mlxtend'] = None\n"
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_doctor_names_a_modality_whose_dependencies_are_missing():
+    out = _python(_NO_MLXTEND + "from molfuse.cli import main\nmain(['doctor'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "modality images" in out.stdout and "needs mlxtend: pip install 'molfuse[images]'" in out.stdout
+    assert "modality vectors   ok" in out.stdout
+
+
+def test_an_image_workflow_without_its_extra_stops_before_sampling(tmp_path):
+    code = _NO_MLXTEND + textwrap.dedent(f"""
+        from molfuse.cli import main
+        main(['run', 'workflows/images/superdiff_and_digits.yaml', '--out', {str(tmp_path)!r}])
+    """)
+    out = _python(code)
+    assert out.returncode == 1 and "pip install 'molfuse[images]'" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not any(tmp_path.iterdir())
