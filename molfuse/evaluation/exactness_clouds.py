@@ -63,14 +63,21 @@ def centre_of_mass(x: Tensor, mask: Tensor) -> Tensor:
     return ((x[..., :3] * m).sum(1) / m.sum(1)).abs().amax(-1)
 
 
+def _reduce(key: str, v: Tensor) -> float:
+    """``max_*``: the largest value; ``se_*``: the standard error of the mean; else the mean."""
+    if key.startswith("max_"):
+        return float(v.max())
+    if key.startswith("se_"):
+        return float(v.std() / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    return float(v.mean())
+
+
 def _per_size(mask: Tensor, **columns: Tensor) -> pd.DataFrame:
     sizes = mask.sum(1)
     rows = []
     for n in sorted(set(sizes.tolist())):
         sel = sizes == n
-        rows.append({"nodes": n, "dof": 3 * (n - 1), "n": int(sel.sum()),
-                     **{k: float(v[sel].mean()) if not k.startswith("max_") else float(v[sel].max())
-                        for k, v in columns.items()}})
+        rows.append({"nodes": n, "dof": 3 * (n - 1), "n": int(sel.sum()), **{k: _reduce(k, v[sel]) for k, v in columns.items()}})
     return pd.DataFrame(rows)
 
 
@@ -99,7 +106,7 @@ def likelihood_by_size(n: int = 24, steps: int = 60, seed: int = 0, divergence: 
     ll = log_likelihood(a, x0, a.schedule, steps=steps, divergence=divergence, generator=g, t_start=t0, mask=mask,
                         space=space)
     err = ll - a.log_prob(x0, t0, mask)
-    return _per_size(mask, mae_nats=err.abs(), bias_nats=err, max_abs_err_nats=err.abs()).assign(
+    return _per_size(mask, mae_nats=err.abs(), bias_nats=err, se_bias_nats=err, max_abs_err_nats=err.abs()).assign(
         check=f"likelihood_cloud_{divergence}", steps=steps, seed=seed)
 
 

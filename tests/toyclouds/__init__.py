@@ -19,7 +19,8 @@ MODALITY = plugins.Modality(
     name="toyclouds", description="rings and rods of 4-7 points in 3-D (a test modality)",
     architectures={"cloud_mlp": CloudMLP},
     data_kinds={"toy_clouds": plugins.DataKind(toy_clouds, {"shape": "ring", "n": 256, "seed": 0,
-                                                           "sizes": [4, 5, 6, 7], "max_nodes": 8})},
+                                                           "sizes": [4, 5, 6, 7], "max_nodes": 8,
+                                                           "radius_property": False})},
     evaluator=EVALUATOR, writers={"xyz": write_xyz})
 
 

@@ -34,7 +34,11 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     nodes = run.mask.sum(1)
     table = run.table.assign(nodes=nodes, linearity=lin, shape=np.where(lin > 0.75, "rod", "ring"))
     com = np.abs((run.x[..., :3] * run.mask[..., None]).sum(1) / nodes[:, None]).max(1)
+    radius = np.array([np.linalg.norm(xi[mi][:, :3], axis=1).mean() if np.isfinite(xi).all() else np.nan
+                       for xi, mi in zip(run.x, run.mask)])
+    table["radius"] = radius
     row = {"rod_share": float((lin > 0.75).mean()), "mean_nodes": float(nodes.mean()),
+           "mean_radius": float(np.nanmean(radius)),
            "max_abs_centre_of_mass": float(np.nanmax(com)),
            "max_abs_padding": float(np.abs(run.x[~run.mask]).max()) if (~run.mask).any() else 0.0}
     if "target_rod_share" in ctx.settings:
@@ -53,7 +57,8 @@ def write_xyz(folder: Path, run: MethodRun, normalisation: dict) -> list[str]:
 
 
 EVALUATOR = Evaluator(evaluate=_evaluate, parse=_parse,
-                      metric_columns=("rod_share", "rod_share_error", "mean_nodes", "max_abs_centre_of_mass"),
+                      metric_columns=("rod_share", "rod_share_error", "mean_nodes", "max_abs_centre_of_mass",
+                                      "mean_radius"),
                       sample_columns=("nodes", "linearity", "shape"), headline=("rod_share", "rod_share_error",
                                                                                 "mean_nodes"),
                       notes="`rod_share`: share of clouds whose largest principal variance is above 75 % of the total.")

@@ -87,3 +87,25 @@ def test_the_modality_is_found_by_name_and_an_unknown_one_is_named():
     assert plugins.data_kind_modality("toy_clouds") == "toyclouds"
     with pytest.raises(plugins.MissingModalityError, match="unknown modality 'bubbles'; registered: .*toyclouds"):
         plugins.modality("bubbles")
+
+
+def test_numeric_property_conditions_travel_from_data_to_card_to_workflow(clouds):
+    out, _ = clouds
+    wf = {"name": "toy_radius", "seed": 0, "output": str(out / "train"),
+          "architecture": {"name": "cloud_mlp", "config": {"hidden": 32, "properties": 1}},
+          "data": {"kind": "toy_clouds", "shape": "ring", "n": 128, "sizes": [5], "radius_property": True},
+          "train": {"steps": 60, "batch_size": 64, "lr": 0.005, "log_every": 30, "checkpoint_every": 60,
+                    "threads": 1}}
+    ckpt = train_from_workflow(wf, progress=False, verbose=False)
+    assert ckpt.card["conditioning"]["kind"] == "properties"
+    run = {"name": "toy_radius_run", "output": str(out / "runs"), "run_name": "r", "n_samples": 16,
+           "sampler": {"steps": 40, "chunk_size": 16, "threads": 1},
+           "models": {"small": {"kind": "checkpoint", "path": str(ckpt.checkpoint), "cond": [0.6]},
+                      "large": {"kind": "checkpoint", "path": str(ckpt.checkpoint), "cond": [1.9]}},
+           "methods": [{"name": "small", "operator": "single", "models": ["small"]},
+                       {"name": "large", "operator": "single", "models": ["large"]}]}
+    m = run_workflow(run, progress=False, verbose=False).metrics.set_index("method")
+    assert m.loc["large", "mean_radius"] > m.loc["small", "mean_radius"]  # the property is read
+    with pytest.raises(WorkflowError, match="models.small: cond: expected property values"):
+        run_workflow({**run, "run_name": "bad", "models": {**run["models"], "small": {
+            "kind": "checkpoint", "path": str(ckpt.checkpoint), "cond": "big"}}}, progress=False, verbose=False)
