@@ -1,6 +1,10 @@
-"""Modality adapters (images, molecules, proteins): data, networks, metrics and file formats.
+"""Modality adapters (images, vectors; molecules and proteins next): one folder each.
 
-Each subpackage imports its heavy dependencies itself and, when they are missing, says which
-extra to install. Subpackages may expose ``register()`` to add their dataset kinds and
-architectures to the training and campaign registries.
+Each subpackage has a ``register()`` that calls :func:`molfuse.plugins.register_modality`
+with everything it brings (architectures, data kinds, model kinds, an evaluator with its
+YAML schema and metric columns, reports, sample writers); :func:`molfuse.plugins.discover`
+imports every subpackage here and calls it. A subpackage imports its heavy dependencies
+itself and, when they are missing, raises ImportError naming the extra to install, which
+every lookup of that modality repeats. Modalities never import each other
+(docs/architecture.md).
 """
