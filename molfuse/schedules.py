@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .base.checks import as_float, fail, fields
+from .base.configured import Configured
 from .errors import ConventionError
 
 __all__ = ["Schedule", "VPSchedule", "SCHEDULES", "schedule_from_config", "check_schedule_spec"]
@@ -25,7 +26,7 @@ def _as_tensor(t: Tensor | float) -> Tensor:
     return t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64)
 
 
-class Schedule(ABC):
+class Schedule(Configured, ABC):
     """A noising path ``x_t = alpha_t x_0 + sigma_t eps`` and its forward SDE (MATH §1).
 
     Subclasses give ``log_alpha`` and its time derivative ``dlog_alpha``; ``sigma`` and
@@ -84,15 +85,6 @@ class Schedule(ABC):
         """Std of the reference noise at ``t = 1`` (``alpha_1^2 + sigma_1^2 = 1`` for VP)."""
         return 1.0
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and self.config() == other.config()
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self.config().items())))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
-        return f"{type(self).__name__}({args})"
 
 
 class VPSchedule(Schedule):
@@ -166,3 +158,4 @@ def check_schedule_spec(d: Any, path: str = "schedule") -> dict:
         fail(f"{path}.kind", f"unknown schedule kind {kind!r}; known: {', '.join(SCHEDULES)}")
     f = fields(d, path, {"kind": "vp", **SCHEDULES[kind][1]})
     return {"kind": kind, **{k: as_float(v, f"{path}.{k}", 0.0, open_lo=True) for k, v in f.items() if k != "kind"}}
+

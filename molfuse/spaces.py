@@ -26,13 +26,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from .base.configured import Configured
 from .errors import ConventionError
 
 __all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
            "node_count_distribution", "draw_node_counts", "node_masks"]
 
 
-class Space(ABC):
+class Space(Configured, ABC):
     """The subspace a state lives on; all methods take the batch's mask (None: no mask)."""
 
     kind: str = ""
@@ -79,15 +80,6 @@ class Space(ABC):
     def sqnorm(self, a: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
         return self.inner(a, a, mask, lead)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Space) and self.config() == other.config()
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self.config().items())))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
-        return f"{type(self).__name__}({args})"
 
 
 class Euclidean(Space):
@@ -268,3 +260,4 @@ def node_masks(counts: Tensor, max_nodes: int) -> Tensor:
     if int(counts.max()) > max_nodes:
         raise ConventionError(f"a node count {int(counts.max())} exceeds the {max_nodes} nodes of the padded state")
     return torch.arange(max_nodes)[None, :] < counts.reshape(-1, 1)
+
