@@ -121,6 +121,8 @@ class MethodRun:
     weights: list[float] | None = None
     options: dict = field(default_factory=dict)
     table: Any = None
+    cache: dict = field(default_factory=dict, repr=False)  # writers' and evaluator's scratch; "settings": the
+    # parsed evaluation settings
 
 
 @dataclass

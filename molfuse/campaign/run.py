@@ -132,6 +132,8 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
     """Write samples, evaluate every method, write the tables, pictures, provenance and summary."""
     ev = modality.evaluator
     method_runs = {m.name: _method_run(m, runs[m.name], prepared[m.name]) for m in wf.methods}
+    for run in method_runs.values():
+        run.cache["settings"] = ctx.settings  # writers see the evaluation settings too
     tables, rows, pictures = [], [], []
     for m in tqdm(wf.methods, desc="evaluating", unit="method", disable=not progress):
         run = method_runs[m.name]

@@ -1,0 +1,70 @@
+"""Small molecules (QM9 chemistry: H, C, N, O, F): 3-D equivariant score models, fused and judged.
+
+``register()`` adds modality ``molecules``: architecture ``molecule_e3nn`` (:mod:`.net`, an
+E(3)-equivariant e3nn network over positions and types), data kind ``qm9`` (:mod:`.data`:
+padded, centred atoms with implicit or explicit hydrogens, optional RDKit property
+conditions), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
+diversity, property hit rates, FCD; its ``evaluation:`` schema in :mod:`.schema`) and the
+``.sdf`` / ``.smi`` / ``.png`` sample writers. Data: QM9 from the ``qm9pack`` wheel, or the
+shipped subset ``data/molecules/qm9_small.npz`` (:mod:`.qm9`). Bond inference and its check on
+real molecules: :mod:`.bonds`, :mod:`.validation`.
+Needs ``pip install 'molfuse[molecules]'`` (rdkit, e3nn, safetensors).
+"""
+
+from __future__ import annotations
+
+import importlib.util as _ilu
+from typing import Any, Mapping
+
+REQUIRES = ("rdkit", "e3nn", "safetensors")
+EXTRA = "molecules"
+_missing = [m for m in REQUIRES if _ilu.find_spec(m) is None]
+if _missing:
+    raise ImportError(f"molfuse.modalities.molecules needs {', '.join(_missing)}: pip install 'molfuse[{EXTRA}]'")
+
+from ... import plugins  # noqa: E402
+from ...errors import CheckpointError  # noqa: E402
+from .bonds import bond_orders, stability, to_molecule  # noqa: E402
+from .data import DATA_KIND, decode, encode, normalisation_for  # noqa: E402
+from .elements import HEAVY, WITH_H  # noqa: E402
+from .evaluate import EVALUATOR, write_grid, write_sdf_samples, write_smiles_samples  # noqa: E402
+from .io import parse_smiles, read_sdf, read_smiles, write_sdf, write_smiles  # noqa: E402
+from .metrics import fcd, internal_diversity, molecule_table, summary  # noqa: E402
+from .properties import PROPERTIES, compute_properties  # noqa: E402
+from .qm9 import QM9, load_qm9, load_small, split  # noqa: E402
+
+__all__ = ["MODALITY", "register", "bond_orders", "stability", "to_molecule", "decode", "encode",
+           "normalisation_for", "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf",
+           "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
+           "compute_properties", "QM9", "load_qm9", "load_small", "split"]
+
+
+def _net(**config: Any):
+    """Architecture ``molecule_e3nn`` (imported on first use)."""
+    from .net import MoleculeScoreNet
+
+    return MoleculeScoreNet(**config)
+
+
+def _check_card(card: Mapping[str, Any]) -> None:
+    """Molecule cards: point-cloud space, normalisation {alphabet, hydrogens, type_scale}, shape (N, 3 + T)."""
+    norm = card["normalisation"]
+    if card.get("space", {}).get("kind") != "point_cloud":
+        raise CheckpointError(f"a molecules card lives on a point_cloud space; got {card.get('space')}")
+    if not isinstance(norm.get("alphabet"), list) or norm.get("hydrogens") not in ("implicit", "explicit") \
+            or not isinstance(norm.get("type_scale"), (int, float)):
+        raise CheckpointError(f"a molecules card needs normalisation {{alphabet, hydrogens, type_scale}}; got {dict(norm)}")
+    if list(card["shape"])[1:] != [3 + len(norm["alphabet"])]:
+        raise CheckpointError(f"shape {card['shape']} does not fit 3 positions + {len(norm['alphabet'])} types")
+
+
+MODALITY = plugins.Modality(
+    name="molecules", requires=REQUIRES, extra=EXTRA,
+    description="small molecules in 3-D (QM9 chemistry), judged by RDKit",
+    architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND}, evaluator=EVALUATOR,
+    writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card)
+
+
+def register() -> None:
+    """Register modality ``molecules`` (idempotent); discovery calls it."""
+    plugins.register_modality(MODALITY)

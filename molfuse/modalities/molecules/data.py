@@ -1,0 +1,123 @@
+"""QM9 molecules as training data: padded, centred point clouds of positions and scaled one-hot types.
+
+A molecule of n atoms is the state ``x`` (N, 3 + T): channels 0:3 are positions in Å
+(zero centre of mass over the real atoms), channels 3: the one-hot atom type times
+``type_scale`` (0.25, as in EDM); padding rows are zero and the node mask marks real atoms
+(MATH §6: ``D = n (3 + T) − 3``). ``hydrogens: implicit`` (default; heavy atoms C, N, O, F,
+N = 9) or ``explicit`` (H, C, N, O, F, N = 29: the EDM protocol, for GPUs). The normalisation
+entry records this map, :func:`decode` inverts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ... import plugins
+from ...spaces import PointCloud
+from .elements import HEAVY, WITH_H
+from .properties import PROPERTIES, compute_properties
+from .qm9 import QM9, load_qm9, load_small, split
+
+__all__ = ["encode", "decode", "qm9_data", "qm9_source", "DATA_KIND", "TYPE_SCALE", "normalisation_for", "population"]
+
+TYPE_SCALE = 0.25
+FIELDS = {"source": "auto", "split": "train", "hydrogens": "implicit", "n": None, "seed": 0, "properties": [],
+          "where": None}
+
+
+def normalisation_for(hydrogens: str) -> dict:
+    """The card's normalisation of a representation: alphabet, type scale, units."""
+    alphabet = HEAVY if hydrogens == "implicit" else WITH_H
+    return {"alphabet": list(alphabet), "hydrogens": hydrogens, "type_scale": TYPE_SCALE, "position_unit": "angstrom",
+            "max_atoms": 9 if hydrogens == "implicit" else 29}
+
+
+def encode(types: np.ndarray, positions: np.ndarray, n_types: int,
+           type_scale: float = TYPE_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded atoms -> model-space states (n, N, 3 + T) float32 (centred) and masks (n, N)."""
+    mask = torch.as_tensor(np.asarray(types) >= 0)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.clip(types, 0, None), dtype=torch.long), n_types)
+    x = torch.cat([torch.as_tensor(positions, dtype=torch.float32), type_scale * onehot.float()], -1)
+    return PointCloud(3).project(x, mask), mask
+
+
+def decode(x: np.ndarray, mask: np.ndarray, normalisation: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Model-space states -> (types (n, N) indices into the alphabet, -1 padding; positions (n, N, 3) Å)."""
+    x, mask = np.asarray(x), np.asarray(mask, dtype=bool)
+    types = np.where(mask, np.argmax(x[..., 3:], axis=-1), -1)
+    return types, x[..., :3]
+
+
+def qm9_source(name: str) -> dict[str, QM9]:
+    if name == "small" or (name == "auto" and not _qm9pack_installed()):
+        return load_small()
+    if name not in ("auto", "qm9"):
+        raise ValueError(f"source must be auto, qm9 or small; got {name!r}")
+    full = load_qm9()
+    return {k: full.take(v) for k, v in split(len(full)).items()}
+
+
+def _qm9pack_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("qm9pack") is not None
+
+
+def population(data: QM9, where: Mapping[str, Sequence[float]] | None, names: Sequence[str]) -> tuple[QM9, Any]:
+    """The molecules whose RDKit properties lie in ``where`` (``{prop: [lo, hi]}``, inclusive),
+    and their property table (the ``names`` and the filtered properties)."""
+    from .io import parse_smiles
+
+    wanted = list(dict.fromkeys([*names, *(where or {})]))
+    if not wanted:
+        return data, None
+    mols, _ = parse_smiles(list(data.smiles))
+    props = compute_properties(mols, wanted)
+    keep = np.ones(len(data), dtype=bool)
+    for prop, (lo, hi) in (where or {}).items():
+        keep &= props[prop].between(float(lo), float(hi)).to_numpy()
+    keep &= props.notna().all(axis=1).to_numpy()
+    return data.take(np.flatnonzero(keep)), props[keep].reset_index(drop=True)
+
+
+def qm9_data(spec: dict) -> plugins.TrainingData:
+    """Data kind ``qm9``: a split of QM9 (``source: auto`` = the full set when qm9pack is installed,
+    else the shipped subset), optionally a population (``where: {rings: [1, 9]}``), ``n``
+    molecules drawn with ``seed``, and ``properties`` (RDKit, :mod:`.properties`) as conditions."""
+    hydro = spec["hydrogens"]
+    if hydro not in ("implicit", "explicit"):
+        raise ValueError(f"hydrogens must be implicit or explicit; got {hydro!r}")
+    unknown = [p for p in [*spec["properties"], *(spec["where"] or {})] if p not in PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown properties {unknown}; known: {', '.join(PROPERTIES)}")
+    data = qm9_source(spec["source"])[spec["split"]]
+    data, props = population(data, spec["where"], spec["properties"])
+    rng = np.random.default_rng(int(spec["seed"]))
+    n = len(data) if spec["n"] is None else int(spec["n"])
+    if n > len(data) or n < 1:
+        raise ValueError(f"n = {n} but the population has {len(data)} molecules")
+    idx = np.sort(rng.choice(len(data), n, replace=False))
+    chosen = data.take(idx)
+    norm = normalisation_for(hydro)
+    types, pos = (chosen.heavy()[:2]) if hydro == "implicit" else (chosen.types, chosen.positions)
+    x, mask = encode(types, pos, len(norm["alphabet"]))
+    counts = {int(k): int(v) for k, v in zip(*np.unique(mask.sum(1).numpy(), return_counts=True))}
+    cond = None if not spec["properties"] else torch.as_tensor(
+        props.iloc[idx][list(spec["properties"])].to_numpy(np.float32).copy())
+    desc = {"kind": "qm9", "source": spec["source"] if spec["source"] != "auto" else
+            ("qm9" if _qm9pack_installed() else "small"), "split": spec["split"], "hydrogens": hydro, "n": n,
+            "population": dict(spec["where"] or {}), "population_size": len(data), "seed": int(spec["seed"]),
+            "properties": list(spec["properties"]), "node_counts": counts,
+            "qm9_index_sha256": hashlib.sha256(np.ascontiguousarray(chosen.index).tobytes()).hexdigest(),
+            "property_mean": None if cond is None else cond.mean(0).tolist(),
+            "property_std": None if cond is None else cond.std(0).tolist()}
+    return plugins.TrainingData(x, desc, norm, mask=mask, cond=cond,
+                                condition="properties" if cond is not None else "none",
+                                space={"kind": "point_cloud", "centred": 3}, node_counts=counts)
+
+
+DATA_KIND = plugins.DataKind(qm9_data, FIELDS)
