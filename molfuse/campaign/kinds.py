@@ -106,7 +106,17 @@ def _guided(net: Any, cond: Any, scale: Any, schedule: Schedule) -> Any:
     if c.get("null_cond") is None or not c.get("cond_drop_prob"):
         raise ValueError("guidance needs a net trained with condition dropout (card conditioning.cond_drop_prob > 0 "
                          "and a null_cond); this one has no trained unconditional score")
-    return guidance(bind(net, cond), bind(net, c["null_cond"]), float(scale), schedule)
+    return guidance(bind(net, cond), bind(net, _null(c, cond)), float(scale), schedule)
+
+
+def _null(conditioning: dict, cond: Any) -> Any:
+    """The card's null condition in the form the net takes: for properties a (1, k) tensor
+    (the card stores NaN, "no property", as the string "nan")."""
+    null = conditioning["null_cond"]
+    if conditioning.get("kind") != "properties":
+        return null
+    values = null if isinstance(null, list) else [null] * int(torch.as_tensor(cond).numel())
+    return torch.tensor([[float(v) for v in values]], dtype=torch.get_default_dtype())
 
 
 _SAME = ("modality", "architecture", "prediction", "schedule", "space", "shape", "normalisation", "conditioning")

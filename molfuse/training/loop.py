@@ -88,7 +88,7 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     if data.cond is not None:
         default = "properties" if data.cond.is_floating_point() else "class_label"
         kind = (card.get("conditioning") or {}).get("kind") or default
-    card["conditioning"] = {"kind": kind, "null_cond": null, "cond_drop_prob": config.cond_drop_prob}
+    card["conditioning"] = {"kind": kind, "null_cond": _card_value(null), "cond_drop_prob": config.cond_drop_prob}
     train_set, val_set = split(data, config.val_fraction, config.seed)
     fingerprint = json.loads(json.dumps(jsonable({
         "architecture": arch, "schedule": schedule.config(), "prediction": prediction_of(net), "space": card["space"],
@@ -162,6 +162,15 @@ def resume_step(last: Path, fingerprint: dict, steps: int) -> int:
     if step > steps:
         raise WorkflowError(f"{last} is already at step {step} > steps = {steps}; raise steps or use another folder")
     return step
+
+
+def _card_value(v: Any) -> Any:
+    """A null condition as JSON can hold it: NaN (the "no property" value) becomes the string "nan"."""
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if isinstance(v, (list, tuple)):
+        return [_card_value(x) for x in v]
+    return v
 
 
 def _check_dtype(net: nn.Module, data: StateDataset) -> None:
