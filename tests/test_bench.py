@@ -34,3 +34,16 @@ def test_quick_run_prints_required_metrics():
     assert not missing, f"missing {missing} in:\n{proc.stdout}"
     for name in REQUIRED:
         assert math.isfinite(values[name]) and values[name] > 0, (name, values[name])
+
+
+def test_molecule_bench_quick_run_prints_its_metrics():
+    import pytest
+
+    pytest.importorskip("e3nn")
+    script = Path(__file__).resolve().parents[1] / "bench" / "molecules.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    values = dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+    for name in ("sample_molecules_per_s", "superposition_overhead_k2", "superposition_and_overhead_k2",
+                 "ito_vs_hutchinson_cost"):
+        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name

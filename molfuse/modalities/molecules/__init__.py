@@ -4,7 +4,8 @@
 E(3)-equivariant e3nn network over positions and types), data kind ``qm9`` (:mod:`.data`:
 padded, centred atoms with implicit or explicit hydrogens, optional RDKit property
 conditions), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
-diversity, property hit rates, FCD; its ``evaluation:`` schema in :mod:`.schema`) and the
+diversity, property hit rates, FCD; its ``evaluation:`` schema in :mod:`.schema`), the report
+``reference`` (real test molecules scored alike, beside the EDM paper's rows) and the
 ``.sdf`` / ``.smi`` / ``.png`` sample writers. Data: QM9 from the ``qm9pack`` wheel, or the
 shipped subset ``data/molecules/qm9_small.npz`` (:mod:`.qm9`). Bond inference and its check on
 real molecules: :mod:`.bonds`, :mod:`.validation`.
@@ -32,11 +33,12 @@ from .io import parse_smiles, read_sdf, read_smiles, write_sdf, write_smiles  # 
 from .metrics import fcd, internal_diversity, molecule_table, summary  # noqa: E402
 from .properties import PROPERTIES, compute_properties  # noqa: E402
 from .qm9 import QM9, load_qm9, load_small, split  # noqa: E402
+from .reports import REFERENCE, reference_metrics  # noqa: E402
 
 __all__ = ["MODALITY", "register", "bond_orders", "stability", "to_molecule", "decode", "encode",
            "normalisation_for", "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf",
            "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
-           "compute_properties", "QM9", "load_qm9", "load_small", "split"]
+           "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics"]
 
 
 def _net(**config: Any):
@@ -62,6 +64,7 @@ MODALITY = plugins.Modality(
     name="molecules", requires=REQUIRES, extra=EXTRA,
     description="small molecules in 3-D (QM9 chemistry), judged by RDKit",
     architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND}, evaluator=EVALUATOR,
+    reports={"reference": REFERENCE},
     writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card)
 
 

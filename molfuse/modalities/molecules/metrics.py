@@ -39,8 +39,11 @@ def molecule_table(types: np.ndarray, positions: np.ndarray, alphabet: Sequence[
         alphabet: e.g. ``("C", "N", "O", "F")`` (implicit H) or ``("H", "C", "N", "O", "F")``.
         method: ``"edm"`` (distance rule) or ``"rdkit"`` (DetermineBonds, explicit H only).
     """
+    from rdkit import RDLogger
+
     explicit = "H" in alphabet
     rows, mols = [], []
+    RDLogger.DisableLog("rdApp.*")  # each failure is a row's reason, not a line on stderr
     for i in range(len(types)):
         real = np.flatnonzero(np.asarray(types[i]) >= 0)
         symbols = [alphabet[int(k)] for k in np.asarray(types[i])[real]]
@@ -54,6 +57,7 @@ def molecule_table(types: np.ndarray, positions: np.ndarray, alphabet: Sequence[
             row.update(atom_stability=math.nan, mol_stable=False)
         rows.append(row)
         mols.append(res.mol)
+    RDLogger.EnableLog("rdApp.*")
     return pd.DataFrame(rows), mols
 
 
