@@ -6,7 +6,8 @@
     molfuse doctor
 
 Exit status: 0 done; 1 refused (the message names the field or file); 2 the run finished but
-some samples are invalid (``per_sample.csv`` says why; ``--allow-invalid`` makes that 0).
+the sampler failed on some samples (NaN / inf; ``per_sample.csv`` says why; ``--allow-invalid``
+makes that 0). A modality's own verdict (an invalid molecule) is a metric, not a failure.
 """
 
 from __future__ import annotations
@@ -54,16 +55,16 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None, seed
         raise click.ClickException(str(e)) from None
     m = result.metrics
     shown = [c for key in result.headline for c in m if c == key or (key.endswith("_") and c.startswith(key))]
-    cols = ["method", *(["n", "n_valid"] if result.invalid else []), *(c for c in shown if m[c].notna().any()),
+    cols = ["method", *(["n", "n_valid", "n_failed"] if result.invalid else []), *(c for c in shown if m[c].notna().any()),
             *(c for c in m if c.startswith("weight_") and m[c].notna().any()), "wall_time_s"]
     click.echo(markdown_table(m[list(dict.fromkeys(cols))]))
     for section in result.sections:  # the workflow's reports (by_n, class_share)
         click.echo(section)
     click.echo(f"results: {result.folder}  (summary.md, metrics.csv, per_sample.csv)")
     if result.invalid:
-        bad = m.loc[m["n_valid"] < m["n"], "method"].tolist()
-        click.echo(f"molfuse: {result.invalid} of {int(m['n'].sum())} samples are invalid (methods: {', '.join(bad)}); "
-                   "the column reason of per_sample.csv says why", err=True)
+        bad = m.loc[m["n_failed"] > 0, "method"].tolist()
+        click.echo(f"molfuse: {result.invalid} of {int(m['n'].sum())} samples failed (NaN / inf; methods: "
+                   f"{', '.join(bad)}); the column reason of per_sample.csv says why", err=True)
         if not allow_invalid:
             raise SystemExit(2)
     return result

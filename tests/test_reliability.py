@@ -132,7 +132,8 @@ def test_a_nan_member_gives_invalid_rows_naming_it_in_every_operator(tmp_path, m
               methods=[{"name": "m", **method}])
     with pytest.warns(UserWarning, match=r"model 'bad' at t=0\.4\d*: returned NaN"):
         res = run(wf)
-    assert res.invalid == 12 and res.metrics.loc[0, "n_valid"] == 0
+    assert res.invalid == 12 and res.metrics.loc[0, "n_valid"] == 0 and res.metrics.loc[0, "n_failed"] == 12
+    assert not res.per_sample["finite"].any()
     assert res.per_sample["reason"].str.contains("model 'bad' at t=0.4").all()
 
 
@@ -144,7 +145,7 @@ def test_the_cli_shows_invalid_samples_and_exits_2(tmp_path):
     path.write_text(yaml.safe_dump(wf))
     res = CliRunner().invoke(cli.main, ["run", str(path)])
     assert res.exit_code == 2, res.output
-    assert "n_valid" in res.output and "12 of 24 samples are invalid (methods: m)" in res.output
+    assert "n_failed" in res.output and "12 of 24 samples failed (NaN / inf; methods: m)" in res.output
     ok = CliRunner().invoke(cli.main, ["run", str(path), "--allow-invalid"])
     assert ok.exit_code == 0, ok.output
 

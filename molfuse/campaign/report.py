@@ -97,8 +97,12 @@ def _caveats(wf: Workflow, metrics: pd.DataFrame, prov: dict) -> list[str]:
     if "fallbacks" in metrics and metrics["fallbacks"].fillna(0).sum() > 0:
         out.append(f"AND fell back to equal weights in {int(metrics['fallbacks'].fillna(0).sum())} sample-steps "
                    "(member scores nearly equal, usually near t = 1).")
-    bad = int((metrics["n"] - metrics["n_valid"]).sum())
-    if bad:
-        out.append(f"**{bad} of {int(metrics['n'].sum())} samples are invalid** (see `reason` in per_sample.csv); "
+    failed = int(metrics["n_failed"].sum()) if "n_failed" in metrics else 0
+    if failed:
+        out.append(f"**The sampler failed on {failed} of {int(metrics['n'].sum())} samples** (NaN / inf; see `finite` "
+                   "and `reason` in per_sample.csv); they count in every share's denominator.")
+    bad = int((metrics["n"] - metrics["n_valid"]).sum()) - failed
+    if bad > 0:
+        out.append(f"{bad} samples are invalid by the evaluator (the `reason` column of per_sample.csv says why); "
                    "they count in every share's denominator.")
     return out

@@ -37,8 +37,10 @@ __all__ = ["RunResult", "run_workflow"]
 class RunResult:
     """What a run leaves: its folder and the tables of ``metrics.csv`` / ``per_sample.csv``.
 
-    ``invalid`` counts the samples that are invalid (non-finite, or a member returned NaN / inf:
-    ``per_sample.csv`` gives the reason); ``headline`` names the metric columns worth printing.
+    ``invalid`` counts the samples the sampler failed on (non-finite, or a member returned NaN /
+    inf: ``per_sample.csv`` has ``finite`` False and the reason); a modality's own judgement (an
+    invalid molecule) is its ``valid`` column and metrics, not a failure. ``headline`` names the
+    metric columns worth printing.
     """
 
     folder: Path
@@ -51,10 +53,10 @@ class RunResult:
 
 
 # Columns every method has, before and after the evaluator's (a key ending in "_" is per member).
-_METRIC_HEAD = ("method", "operator", "models", "n", "n_valid")
+_METRIC_HEAD = ("method", "operator", "models", "n", "n_valid", "n_failed")
 _METRIC_TAIL = ("fallbacks", "weight_", "heldout_dsm_loss", "wall_time_s")
 _SAMPLE_HEAD = ("id", "method", "index", "chunk", "seed", "valid", "reason")
-_SAMPLE_TAIL = ("chosen_model", "fallbacks", "ito_log_q_nats_")
+_SAMPLE_TAIL = ("finite", "chosen_model", "fallbacks", "ito_log_q_nats_")
 
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
@@ -122,8 +124,8 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         result = _finish(wf, ctx, modality, models, prepared, runs, dev, started, t0, resumed, progress)
     say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
     if result.invalid:
-        say(f"molfuse: WARNING {result.invalid} of {len(result.per_sample)} samples are invalid "
-            "(per_sample.csv, column reason)")
+        say(f"molfuse: WARNING {result.invalid} of {len(result.per_sample)} samples failed (NaN / inf; "
+            "per_sample.csv, columns finite and reason)")
     return result
 
 
@@ -160,7 +162,7 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
         sections.append(text)
     caveats = ev.caveats(ctx, metrics) if ev.caveats else []
     write_text(wf.folder / "summary.md", summary(wf, metrics, prov, figures, ev.notes, pictures, sections, caveats))
-    invalid = int((~per_sample["valid"].astype(bool)).sum())
+    invalid = int((~per_sample["finite"].astype(bool)).sum())
     return RunResult(wf.folder, metrics, per_sample, prov, sections, invalid, ev.headline)
 
 
@@ -172,7 +174,8 @@ def _method_run(m: MethodSpec, run: dict, prep: Prepared) -> plugins.MethodRun:
     finite = np.isfinite(x.reshape(n, -1)).all(axis=1)
     reason = np.where((reason == "") & ~finite, "non-finite coordinates", reason)
     table = pd.DataFrame({"id": [f"{m.name}-{i:06d}" for i in range(n)], "method": m.name, "index": np.arange(n),
-                          "chunk": run["chunk"], "seed": run["seed"], "valid": reason == "", "reason": reason})
+                          "chunk": run["chunk"], "seed": run["seed"], "valid": reason == "", "reason": reason,
+                          "finite": reason == ""})
     if run.get("chosen") is not None:
         table["chosen_model"] = [m.models[int(c)] if c >= 0 else "" for c in run["chosen"]]
     if run.get("fallbacks") is not None:
@@ -190,7 +193,7 @@ def _method_run(m: MethodSpec, run: dict, prep: Prepared) -> plugins.MethodRun:
 def _metric_row(m: MethodSpec, run: plugins.MethodRun, result: plugins.Evaluated, prep: Prepared) -> dict:
     valid = result.table["valid"].astype(bool)
     row = {"method": m.name, "operator": m.operator, "models": "+".join(m.models), "n": len(valid),
-           "n_valid": int(valid.sum()), **result.row}
+           "n_valid": int(valid.sum()), "n_failed": int((~result.table["finite"].astype(bool)).sum()), **result.row}
     if run.fallbacks is not None:
         row["fallbacks"] = int(np.asarray(run.fallbacks).sum())
     if prep.weights is not None:

@@ -64,7 +64,7 @@ def test_a_superposition_workflow_runs_with_the_modality_s_own_evaluator(clouds)
                       {"name": "avg", "operator": "barycenter", "models": ["ring", "rod"]}]}
     res = run_workflow(wf, progress=False, verbose=False)
     m = res.metrics.set_index("method")
-    assert list(m.columns[:8]) == ["operator", "models", "n", "n_valid", "rod_share", "rod_share_error",
+    assert list(m.columns[:9]) == ["operator", "models", "n", "n_valid", "n_failed", "rod_share", "rod_share_error",
                                    "mean_nodes", "max_abs_centre_of_mass"]  # the evaluator's column order
     assert (m["n_valid"] == 12).all() and (m["max_abs_centre_of_mass"] < 1e-4).all()
     per = pd.read_csv(res.folder / "per_sample.csv")

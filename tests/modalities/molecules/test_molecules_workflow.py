@@ -99,3 +99,28 @@ def test_node_counts_follow_the_operators(ckpts):
     assert set(prod) <= set(cyc) & set(acyc) and set(mix) == set(cyc) | set(acyc)
     assert np.isclose(sum(mix.values()), 1) and np.isclose(sum(prod.values()), 1)
     assert torch.is_tensor(torch.as_tensor(list(prod)))
+
+
+def test_explicit_hydrogens_are_the_same_code_with_a_flag(tmp_path):
+    wf = {"name": "tiny_h", "seed": 0, "output": str(tmp_path),
+          "architecture": {"name": "molecule_e3nn", "config": {**NET["config"], "num_types": 5}},
+          "data": {"kind": "qm9", "source": "small", "n": 32, "hydrogens": "explicit"},
+          "train": {"steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1}}
+    card = train_from_workflow(wf, progress=False, verbose=False).card
+    assert card["shape"] == [29, 8] and card["normalisation"]["alphabet"] == list("HCNOF")
+    run = {"name": "tiny_h_run", "output": str(tmp_path / "runs"), "run_name": "r", "n_samples": 3,
+           "sampler": {"steps": 20, "chunk_size": 3, "threads": 1},
+           "models": {"h": {"kind": "checkpoint", "path": str(tmp_path / "tiny_h" / "checkpoint")}},
+           "evaluation": {"reference_source": "small", "novelty": False},
+           "methods": [{"name": "h", "operator": "single", "models": ["h"]}]}
+    m = run_workflow(run, progress=False, verbose=False).metrics
+    assert {"atom_stability", "mol_stability"} <= set(m.columns)  # defined with explicit hydrogens
+
+
+def test_fcd_on_real_molecules():
+    pytest.importorskip("fcd_torch")
+    from molfuse.modalities.molecules import fcd, load_small
+
+    s = load_small()
+    a, b = list(s["train"].smiles[:200]), list(s["test"].smiles[:200])
+    assert fcd(a, a) < 0.1 < fcd(a, b) < 10  # two real samples of QM9: small but not zero
