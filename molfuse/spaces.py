@@ -30,7 +30,7 @@ from .base.configured import Configured
 from .errors import ConventionError
 
 __all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
-           "node_count_distribution", "draw_node_counts", "node_masks"]
+           "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition"]
 
 
 class Space(Configured, ABC):
@@ -246,6 +246,41 @@ def node_count_distribution(counts: Sequence[Mapping[Any, float]], weights: Sequ
         raise ValueError("the members share no node count (their size histograms do not overlap), so a product "
                          f"of their densities has no support: {[sorted(h) for h in hists]}")
     return {n: v / total for n, v in out.items() if v > 0}
+
+
+def condition_key(values: Any) -> str | None:
+    """The key of a condition in a card's ``node_counts_by_condition``: its values joined by
+    commas (``[3.0, 4.0]`` -> ``"3,4"``), or None when a value is not a whole number (a continuous
+    condition has no histogram of its own)."""
+    flat = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()]
+    if not flat or any(not math.isfinite(v) or v != round(v) for v in flat):
+        return None
+    return ",".join(str(int(v)) for v in flat)
+
+
+def node_counts_by_condition(mask: Tensor, cond: Tensor, max_keys: int = 256) -> dict[str, dict[int, int]] | None:
+    """Size histograms per condition value, ``{condition_key: {n: count}}`` (MATH §6: the atom count
+    is part of the sample, so a sampler prompted with a condition draws n from ``p(n | c)``).
+
+    Only for whole-number conditions (counts such as rings or heteroatoms) with at most ``max_keys``
+    distinct values; otherwise None and samplers use the marginal histogram.
+
+    Args:
+        mask: (n, N) bool node masks of the training clouds.
+        cond: (n, k) or (n,) condition values of the same clouds.
+    """
+    cond = torch.as_tensor(cond, dtype=torch.float64).reshape(len(mask), -1)
+    if not bool(torch.isfinite(cond).all()) or not bool((cond == cond.round()).all()):
+        return None
+    keys, inverse = torch.unique(cond, dim=0, return_inverse=True)
+    if len(keys) > max_keys:
+        return None
+    sizes = mask.sum(1)
+    out = {}
+    for j, key in enumerate(keys):
+        n, c = torch.unique(sizes[inverse == j], return_counts=True)
+        out[condition_key(key)] = {int(a): int(b) for a, b in zip(n.tolist(), c.tolist())}
+    return out
 
 
 def draw_node_counts(dist: Mapping[int, float], n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -96,3 +96,16 @@ def test_masked_score_models_get_the_mask_and_padding_stays_zero():
     assert torch.equal(r.x[~mask], torch.zeros_like(r.x[~mask]))
     with pytest.raises(ConventionError, match="no node mask"):
         mf.sample(mf.GaussianMixture([[0.0, 0.0]], [1.0]), a.schedule, (6, 2), steps=20, mask=mask)
+
+
+def test_size_histograms_per_whole_number_condition():
+    from molfuse.spaces import condition_key, node_counts_by_condition
+
+    mask = torch.arange(5)[None, :] < torch.tensor([[3], [5], [5], [4], [3]])
+    cond = torch.tensor([[0.0, 1.0], [2.0, 1.0], [2.0, 1.0], [0.0, 1.0], [2.0, 0.0]])
+    by = node_counts_by_condition(mask, cond)
+    assert by == {"0,1": {3: 1, 4: 1}, "2,0": {3: 1}, "2,1": {5: 2}}
+    assert condition_key([2.0, 1.0]) == "2,1" and condition_key(torch.tensor([[3.0]])) == "3"
+    assert condition_key([0.5]) is None and condition_key([float("nan")]) is None
+    assert node_counts_by_condition(mask, cond + 0.5) is None  # continuous conditions: marginal only
+    assert node_counts_by_condition(mask, torch.arange(5.0)[:, None], max_keys=4) is None

@@ -17,7 +17,7 @@ from ..fusion import Soup, guidance, soup
 from ..models import bind
 from ..nets import build
 from ..schedules import Schedule
-from ..spaces import space_from_config
+from ..spaces import condition_key, space_from_config
 from ..training.checkpoints import load_model, read_card
 from .registry import sample_shape
 from .spec import Workflow
@@ -29,7 +29,9 @@ class CheckpointModel:
     """A checkpoint as a campaign model: the loaded net (bound to ``cond`` with
     :func:`molfuse.bind` when given) plus what a run needs from its card.
 
-    Attributes: ``sample_shape`` (the card's ``shape``), ``space`` and ``node_counts`` (MATH §6),
+    Attributes: ``sample_shape`` (the card's ``shape``), ``space`` and ``node_counts`` (MATH §6:
+    the card's size histogram given ``cond`` when it has one for that value, else the marginal;
+    ``node_counts_given`` names the condition or is None),
     ``modality``, ``normalisation`` (the modality's), ``card``, ``checkpoint`` (weights file,
     hashed into provenance).
     """
@@ -38,7 +40,7 @@ class CheckpointModel:
         self.model, self.card, self.checkpoint, self.cond, self.guidance = model, card, checkpoint, cond, guidance
         self.prediction, self.schedule = model.prediction, model.schedule
         self.space = space_from_config(card.get("space"))
-        self.node_counts = {int(k): v for k, v in (card.get("node_counts") or {}).items()} or None
+        self.node_counts, self.node_counts_given = _sizes(card, cond)
         self.normalisation, self.sample_shape = dict(card["normalisation"]), tuple(card["shape"])
         self.modality = card["modality"]
         self.name = None  # build_models names it after the workflow's key
@@ -49,7 +51,20 @@ class CheckpointModel:
     def __repr__(self) -> str:
         cond = "" if self.cond is None else f", cond={self.cond!r}"
         cond += "" if self.guidance is None else f", guidance={self.guidance!r}"
+        if self.node_counts:
+            cond += f", sizes=p(n | {self.node_counts_given})" if self.node_counts_given else ", sizes=p(n)"
         return f"CheckpointModel({str(self.checkpoint.parent)!r}{cond}, shape={self.sample_shape})"
+
+
+def _sizes(card: dict, cond: Any) -> tuple[dict[int, float] | None, str | None]:
+    """The size histogram a prompted checkpoint samples from: ``p(n | cond)`` from the card's
+    ``node_counts_by_condition`` when the condition is one of its keys, else ``p(n)``."""
+    by_cond = card.get("node_counts_by_condition") or {}
+    key = condition_key(cond) if cond is not None and by_cond else None
+    chosen = by_cond.get(key) if key is not None else None
+    if chosen:
+        return {int(k): v for k, v in chosen.items()}, key
+    return {int(k): v for k, v in (card.get("node_counts") or {}).items()} or None, None
 
 
 def checkpoint_path(path: str | Path) -> Path:

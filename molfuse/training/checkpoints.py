@@ -15,6 +15,8 @@ A checkpoint folder holds::
                                  {kind: point_cloud, centred: 3}
         shape                    one sample's shape, e.g. [1, 28, 28] (point clouds: [max nodes, channels])
         node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling)
+        node_counts_by_condition?  {"3" or "3,4": {n: count}}: the same per whole-number
+                                 condition value (a prompted sampler draws n from p(n | c))
         normalisation            the modality's map between data and model space (e.g. images:
                                  x_model = scale * pixels + shift, with levels)
         conditioning             {kind: none | class_label | properties, null_cond, cond_drop_prob}

@@ -27,7 +27,9 @@ from ..base.provenance import VERSION, git_state, machine, now
 from ..errors import CheckpointError, WorkflowError
 from ..base.tables import markdown_table
 from ..nets import build
+from ..plugins import TrainingData
 from ..schedules import schedule_from_config
+from ..spaces import node_counts_by_condition
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, load_model, read_card
 from .data import build_data
 from .loop import train
@@ -83,6 +85,7 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
                      card_extra={"name": wf.name, "description": wf.description, "modality": modality,
                                  "architecture": wf.architecture, "space": data.space, "shape": list(data.x.shape[1:]),
                                  **({"node_counts": data.node_counts} if data.node_counts else {}),
+                                 **_conditional_sizes(data),
                                  "data": data.description, "normalisation": data.normalisation,
                                  "conditioning": {"kind": data.condition}, "init_from": init,
                                  "licence": LICENCE, "rebuild": rebuild})
@@ -98,6 +101,15 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         write_text(wf.folder / "summary.md", _summary(wf, card, metrics, picture))
     say(f"molfuse: checkpoint {ckpt} ({WEIGHTS_FILE} + {CARD_FILE}); results {wf.folder} (summary.md, metrics.csv)")
     return TrainResult(wf.folder, Path(ckpt), card, metrics)
+
+
+def _conditional_sizes(data: TrainingData) -> dict:
+    """``node_counts_by_condition`` for the card: size histograms per whole-number property value
+    (a prompted sampler draws n from p(n | c), MATH §6); empty for other data."""
+    if data.mask is None or data.cond is None or data.condition != "properties":
+        return {}
+    by_cond = node_counts_by_condition(data.mask, data.cond)
+    return {"node_counts_by_condition": by_cond} if by_cond else {}
 
 
 def train_sweep(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,

@@ -4,6 +4,7 @@ single / OR / AND / barycenter / ensemble workflows with the molecule evaluator 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,27 @@ def test_node_counts_follow_the_operators(ckpts):
     assert set(prod) <= set(cyc) & set(acyc) and set(mix) == set(cyc) | set(acyc)
     assert np.isclose(sum(mix.values()), 1) and np.isclose(sum(prod.values()), 1)
     assert torch.is_tensor(torch.as_tensor(list(prod)))
+
+
+def test_a_prompted_model_draws_sizes_given_its_condition(ckpts):
+    from molfuse.campaign.kinds import build_models
+    from molfuse.campaign.parse import parse_models
+    from molfuse.schedules import VPSchedule
+
+    _, made = ckpts
+    card = made["rings"].card
+    by = card["node_counts_by_condition"]
+    assert sum(sum(h.values()) for h in by.values()) == sum(card["node_counts"].values()) == 64
+    key = max(by, key=lambda k: sum(by[k].values()))
+    path = str(made["rings"].checkpoint)
+    specs = {"prompted": {"kind": "checkpoint", "path": path, "cond": [float(key)]},
+             "unseen": {"kind": "checkpoint", "path": path, "cond": [0.5]},
+             "plain": {"kind": "checkpoint", "path": str(made["cyclic"].checkpoint)}}
+    models = build_models(SimpleNamespace(models=parse_models(specs)), VPSchedule())
+    assert models["prompted"].node_counts == {int(n): c for n, c in by[key].items()}
+    assert models["prompted"].node_counts_given == key and "sizes=p(n | " in repr(models["prompted"])
+    assert models["unseen"].node_counts == {int(n): c for n, c in card["node_counts"].items()}
+    assert models["unseen"].node_counts_given is None and "node_counts_by_condition" not in made["cyclic"].card
 
 
 def test_explicit_hydrogens_are_the_same_code_with_a_flag(tmp_path):
