@@ -1,0 +1,119 @@
+"""Protein structure files in and out (biotite): round trips, compression, bad files as reason rows."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("biotite")
+
+from molfuse.modalities.proteins import structures as st  # noqa: E402
+from molfuse.modalities.proteins.data import load_backbones  # noqa: E402
+
+MDA = importlib.util.find_spec("MDAnalysisTests")
+MDA_DATA = Path(list(MDA.submodule_search_locations)[0]) / "data" if MDA else None
+needs_mda = pytest.mark.skipif(MDA is None, reason="MDAnalysisTests is not installed")
+
+
+@pytest.fixture(scope="module")
+def trace() -> np.ndarray:
+    """A real 64-residue Cα trace (Å) from the shipped fragments."""
+    data = load_backbones().select("test", 64)
+    return data.ca[0][data.mask[0]].astype(np.float64)
+
+
+@pytest.mark.parametrize("fmt", ["pdb", "cif"])
+def test_write_read_round_trip(tmp_path, trace, fmt):
+    path = tmp_path / f"model.{fmt}"
+    writer = st.write_pdb if fmt == "pdb" else st.write_mmcif
+    names = ["GLY"] * len(trace)
+    writer(path, trace, res_names=names, chain_id="B", remark="sample 7")
+    assert st.TITLE in path.read_text()
+    chains, table = st.read_structure(path)
+    assert table["valid"].tolist() == [True] and table.loc[0, "chain"] == "B"
+    assert len(chains) == 1 and len(chains[0]) == len(trace)
+    np.testing.assert_allclose(chains[0].ca, trace, atol=1e-3)  # PDB keeps 3 decimals
+    assert chains[0].sequence == "G" * len(trace)
+    assert np.isnan(chains[0].atoms[:, [0, 2, 3]]).all()  # Cα only: N, C, O missing
+
+
+def test_gzip_bzip2_and_binary_cif(tmp_path, trace):
+    from biotite.structure.io import pdbx
+
+    text = st.write_pdb(tmp_path / "m.pdb", trace).read_bytes()
+    (tmp_path / "m.pdb.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "m.pdb.bz2").write_bytes(bz2.compress(text))
+    (tmp_path / "no_suffix").write_bytes(gzip.compress(text))  # format sniffed, compression by magic
+    bcif = pdbx.BinaryCIFFile()
+    pdbx.set_structure(bcif, st.backbone_atoms(trace))
+    bcif.write(tmp_path / "m.bcif")
+    for name in ("m.pdb.gz", "m.pdb.bz2", "no_suffix", "m.bcif"):
+        chains, table = st.read_structure(tmp_path / name)
+        assert table["valid"].all(), (name, table["reason"].tolist())
+        np.testing.assert_allclose(chains[0].ca, trace, atol=1e-3)
+
+
+def test_bad_files_are_rows_with_reasons(tmp_path, trace):
+    (tmp_path / "empty.pdb").write_text("")
+    (tmp_path / "blank.pdb.gz").write_bytes(gzip.compress(b"   \n\n"))
+    (tmp_path / "garbage.cif").write_bytes(np.random.default_rng(0).bytes(500))
+    (tmp_path / "broken.cif").write_text("data_x\nloop_\n_atom_site.id\n_atom_site.Cartn_x\n1\n")
+    (tmp_path / "water.pdb").write_text(
+        "HETATM    1  O   HOH A   1       1.000   2.000   3.000  1.00  0.00           O\nEND\n")
+    (tmp_path / "no_ca.pdb").write_text("".join(
+        f"ATOM  {i + 1:5d}  N   ALA A{i + 1:4d}    {3.8 * i:8.3f}   0.000   0.000  1.00  0.00           N\n"
+        for i in range(5)) + "END\n")
+    (tmp_path / "folder.pdb").mkdir()
+    paths = [tmp_path / n for n in ("empty.pdb", "blank.pdb.gz", "garbage.cif", "broken.cif", "water.pdb",
+                                    "no_ca.pdb", "folder.pdb", "missing.pdb")]
+    good = st.write_pdb(tmp_path / "good.pdb", trace)
+    chains, table = st.read_structures([*paths, good])  # one batch: nothing raises
+    bad = table[table["file"] != "good.pdb"]
+    assert not bad["valid"].any() and bad["reason"].str.len().gt(0).all()
+    reasons = dict(zip(bad["file"], bad["reason"]))
+    assert reasons["empty.pdb"] == "empty file" and reasons["blank.pdb.gz"] == "empty file"
+    assert reasons["missing.pdb"] == "no such file" and reasons["folder.pdb"] == "is a folder"
+    assert "no CA atom" in reasons["no_ca.pdb"] and reasons["water.pdb"] == "no amino-acid residue"
+    assert reasons["garbage.cif"].startswith("unreadable") or reasons["garbage.cif"] == "no amino-acid residue"
+    assert len(chains) == 1 and len(chains[0]) == len(trace)
+
+
+def test_blank_occupancy_is_repaired_and_noted(tmp_path):
+    lines = [f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {3.8 * i:8.3f}   0.000   0.000" for i in range(6)]
+    (tmp_path / "bare.pdb").write_text("\n".join(lines) + "\nEND\n")
+    chains, table = st.read_structure(tmp_path / "bare.pdb")
+    assert table["valid"].all() and table.loc[0, "note"] == st.REPAIRED and len(chains[0]) == 6
+
+
+def test_write_backbones_one_file_per_masked_trace(tmp_path, trace):
+    ca = np.zeros((2, 64, 3))
+    ca[0], ca[1, :40] = trace, trace[:40]
+    mask = np.zeros((2, 64), bool)
+    mask[0], mask[1, :40] = True, True
+    paths = st.write_backbones(tmp_path / "samples", ca, mask, fmt="cif")
+    assert [p.name for p in paths] == ["sample_00000.cif", "sample_00001.cif"]
+    assert [len(st.read_structure(p)[0][0]) for p in paths] == [64, 40]
+    with pytest.raises(ValueError, match="finite"):
+        st.write_pdb(tmp_path / "nan.pdb", np.full((3, 3), np.nan))
+
+
+@needs_mda
+@pytest.mark.parametrize("name, chain, n", [("dssp/1ahsA.pdb.gz", "A", 126), ("mmcif/5PTI.cif.gz", "A", 58),
+                                            ("adk_oplsaa.gro", "", 214)])
+def test_real_files(name, chain, n):
+    chains, table = st.read_structure(MDA_DATA / name)
+    assert table.loc[0, "valid"] and table.loc[0, "chain"] == chain and len(chains[0]) == n
+    assert table.loc[0, "full_backbone"] > 0.99  # N, CA, C, O read where present
+    d = np.linalg.norm(np.diff(chains[0].ca, axis=0), axis=1)
+    assert abs(np.median(d) - 3.8) < 0.05
+
+
+@needs_mda
+def test_real_unreadable_file_is_a_row():
+    chains, table = st.read_structure(MDA_DATA / "huge_box.gro")
+    assert chains == [] and not table.loc[0, "valid"] and table.loc[0, "reason"].startswith("unreadable")
