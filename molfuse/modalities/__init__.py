@@ -1,4 +1,4 @@
-"""Modality adapters (images, vectors; molecules and proteins next): one folder each.
+"""Modality adapters (images, vectors; molecules, proteins): one folder each.
 
 Each subpackage has a ``register()`` that calls :func:`molfuse.plugins.register_modality`
 with everything it brings (architectures, data kinds, model kinds, an evaluator with its

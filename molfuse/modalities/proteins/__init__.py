@@ -10,14 +10,20 @@
   ``data/proteins/backbones.npz`` and its data card.
 - :mod:`.data`: the shipped fragments as padded, centred point clouds in model space
   (Å / 10), SSE populations (helix-rich, strand-rich) and the data kind builder
-  :func:`backbone_data`.
+  :func:`backbone_data` (one or several lengths; the residue count is part of each sample).
 - :mod:`.geometry`: per-backbone Cα geometry (bonds, breaks, clashes, Rg against
   2.2 N^0.38 Å, bond angles, virtual dihedrals, P-SEA fractions, helix handedness) with
   ``valid`` / ``reason``, histogram distances to data, and a summary.
+- :mod:`.net`: ``protein_se3``, the SE(3)- (not E(3)-) equivariant Cα score network.
+- :mod:`.evaluate` (schema :mod:`.schema`, pictures :mod:`.pictures`, optional metric families
+  :mod:`.hooks`): the backbone evaluator, its ``evaluation:`` schema and metric columns, and the
+  ``samples/<method>/<id>.pdb`` / ``.cif`` writers; :mod:`.reports`: the ``backbone_reference``
+  report (real held-out fragments and random walks scored alike).
 
-This package registers nothing yet: the score network, the evaluator and the data kind are
-registered together by the modality's ``register()`` once the network is in place.
-Needs ``pip install 'molfuse[proteins]'`` (biotite).
+``register()`` adds modality ``proteins``: architecture ``protein_se3``, data kind
+``protein_backbones``, the evaluator, report ``backbone_reference``, writers ``pdb`` and
+``cif``, and the card check. Needs ``pip install 'molfuse[proteins]'`` (biotite; the network
+and checkpoints also need e3nn and safetensors).
 """
 
 from __future__ import annotations
@@ -30,8 +36,16 @@ _missing = [m for m in REQUIRES if _ilu.find_spec(m) is None]
 if _missing:
     raise ImportError(f"molfuse.modalities.proteins needs {', '.join(_missing)}: pip install 'molfuse[{EXTRA}]'")
 
+from typing import Any, Mapping  # noqa: E402
+
+from ... import plugins  # noqa: E402
+from ...errors import CheckpointError  # noqa: E402
 from .data import (ANGSTROM_PER_UNIT, DATA_KIND, NORMALISATION, POPULATIONS, SHIPPED, Backbones,  # noqa: E402
                    backbone_data, decode, encode, load_backbones, point_clouds, population)
+from .evaluate import build_evaluator, score_backbones, write_cif_samples, write_pdb_samples  # noqa: E402
+from .hooks import HookContext, MetricHook, metric_hooks, register_metric_hook, unregister_metric_hook  # noqa: E402
+from .reports import REFERENCE, random_walks, reference_rows  # noqa: E402
+from .schema import parse_evaluation  # noqa: E402
 from .dataset import assign_splits, break_chain, build, collect, deduplicate, families, window_starts  # noqa: E402
 from .geometry import (RG_LAW, THRESHOLDS, bond_angles, bond_lengths, count_clashes, distribution_distances,  # noqa: E402
                        expected_rg, geometry_table, helical_dihedral, histograms, radius_of_gyration,
@@ -40,10 +54,63 @@ from .sources import SOURCES, available_sources, source_files  # noqa: E402
 from .structures import (Backbone, backbone_atoms, read_structure, read_structures, write_backbones,  # noqa: E402
                          write_mmcif, write_pdb)
 
-__all__ = ["REQUIRES", "EXTRA", "ANGSTROM_PER_UNIT", "DATA_KIND", "NORMALISATION", "POPULATIONS", "SHIPPED",
+__all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator", "score_backbones", "write_cif_samples",
+           "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
+           "unregister_metric_hook", "random_walks", "reference_rows", "parse_evaluation", "REQUIRES", "EXTRA",
+           "ANGSTROM_PER_UNIT", "DATA_KIND", "NORMALISATION", "POPULATIONS", "SHIPPED",
            "Backbones", "backbone_data", "decode", "encode", "load_backbones", "point_clouds", "population",
            "assign_splits", "break_chain", "build", "collect", "deduplicate", "families", "window_starts", "RG_LAW",
            "THRESHOLDS", "bond_angles", "bond_lengths", "count_clashes", "distribution_distances", "expected_rg",
            "geometry_table", "helical_dihedral", "histograms", "radius_of_gyration", "sse_codes", "sse_fractions",
            "summary", "virtual_dihedrals", "SOURCES", "available_sources", "source_files", "Backbone",
            "backbone_atoms", "read_structure", "read_structures", "write_backbones", "write_mmcif", "write_pdb"]
+
+
+def _net(**config: Any):
+    """Architecture ``protein_se3`` (imported on first use: it needs e3nn)."""
+    from .net import ProteinScoreNet
+
+    return ProteinScoreNet(**config)
+
+
+def check_card(card: Mapping[str, Any]) -> None:
+    """Protein cards: centred point-cloud space, shape (N, 3), normalisation {representation: ca_trace,
+    angstrom_per_unit}, the net's ``angstrom_per_unit`` equal to the data's, no class labels.
+
+    Raises:
+        CheckpointError: naming the entry that is wrong.
+    """
+    norm, space, shape = card["normalisation"], card.get("space") or {}, list(card["shape"])
+    if space.get("kind") != "point_cloud" or space.get("centred") != 3:
+        raise CheckpointError(f"a proteins card lives on a point_cloud space centred over 3 channels; got {space}")
+    if len(shape) != 2 or shape[1] != 3:
+        raise CheckpointError(f"a proteins card's shape is [residues, 3] (Cα positions); got {shape}")
+    apu = norm.get("angstrom_per_unit")
+    if norm.get("representation") != "ca_trace" or isinstance(apu, bool) or not isinstance(apu, (int, float)) \
+            or not apu > 0:
+        raise CheckpointError(f"a proteins card needs normalisation {{representation: ca_trace, angstrom_per_unit > 0}}; "
+                              f"got {dict(norm)}")
+    config = card["architecture"].get("config") or {}
+    if card["architecture"]["name"] == "protein_se3" and float(config.get("angstrom_per_unit", 10.0)) != float(apu):
+        raise CheckpointError(f"the net reads positions at {config.get('angstrom_per_unit', 10.0)} Å per unit but the "
+                              f"data were encoded at {apu} Å per unit")
+    if (card.get("conditioning") or {}).get("kind") == "class_label":
+        raise CheckpointError("proteins are conditioned on numeric properties (SSE fractions), not class labels")
+
+
+# Optional metric families (designability proxy, TM-score diversity) register here, before the
+# evaluator is built: register_metric_hook(<module>.HOOK) (see .hooks).
+
+EVALUATOR = build_evaluator()
+
+MODALITY = plugins.Modality(
+    name="proteins", requires=(*REQUIRES, "e3nn"), extra=EXTRA,
+    description="protein backbones as Cα traces (real PDB fragments), judged by their geometry and P-SEA",
+    architectures={"protein_se3": _net}, data_kinds={"protein_backbones": DATA_KIND}, evaluator=EVALUATOR,
+    reports={"backbone_reference": REFERENCE}, writers={"pdb": write_pdb_samples, "cif": write_cif_samples},
+    check_card=check_card)
+
+
+def register() -> None:
+    """Register modality ``proteins`` (idempotent); discovery calls it."""
+    plugins.register_modality(MODALITY)

@@ -29,7 +29,7 @@ from ...base.provenance import REPO_ROOT
 from ...spaces import PointCloud
 
 __all__ = ["Backbones", "load_backbones", "encode", "decode", "point_clouds", "population", "backbone_data",
-           "DATA_KIND", "NORMALISATION", "ANGSTROM_PER_UNIT", "POPULATIONS", "SHIPPED", "SSE_COLUMNS"]
+           "DATA_KIND", "NORMALISATION", "ANGSTROM_PER_UNIT", "POPULATIONS", "SHIPPED", "SSE_COLUMNS", "lengths_of"]
 
 SHIPPED = REPO_ROOT / "data" / "proteins" / "backbones.npz"
 ANGSTROM_PER_UNIT = 10.0
@@ -39,7 +39,7 @@ SSE_COLUMNS = ("helix", "strand", "coil")
 POPULATIONS: dict[str, dict[str, tuple[float, float]]] = {
     "all": {}, "helix_rich": {"helix": (0.5, 1.0)}, "strand_rich": {"strand": (0.25, 1.0)}}
 FIELDS = {"source": None, "split": "train", "length": 64, "population": "all", "where": None, "n": None, "seed": 0,
-          "properties": []}
+          "properties": [], "pad_to": None}
 
 
 @dataclass
@@ -150,33 +150,57 @@ def population(data: Backbones, name: str = "all",
     return data.take(np.flatnonzero(keep))
 
 
+def lengths_of(value: Any) -> list[int] | None:
+    """``length`` of the data kind as a sorted list of residue counts (None: every length).
+
+    Raises:
+        ValueError: not an integer >= 4, a non-empty list of them, or null.
+    """
+    if value is None:
+        return None
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 4 for v in values):
+        raise ValueError(f"length must be a residue count >= 4, a list of them or null; got {value!r}")
+    return sorted({int(v) for v in values})
+
+
 def _check_spec(spec: Mapping[str, Any]) -> None:
     unknown = [p for p in spec["properties"] if p not in SSE_COLUMNS]
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {', '.join(SSE_COLUMNS)}")
-    if spec["length"] is not None and int(spec["length"]) < 4:
-        raise ValueError(f"length must be >= 4 residues; got {spec['length']}")
+    lengths_of(spec["length"])
+    pad = spec["pad_to"]
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 4):
+        raise ValueError(f"pad_to must be a residue count >= 4 or null; got {pad!r}")
 
 
 def backbone_data(spec: dict) -> plugins.TrainingData:
-    """Data kind ``protein_backbones`` (not registered here): one split and length of the fragments
-    (``length: null`` = all lengths, padded to the longest), a population and / or ``where``
-    ranges, ``n`` fragments drawn with ``seed``, and optional SSE-fraction conditions."""
+    """Data kind ``protein_backbones``: one split of the fragments of one length or several
+    (``length: 64``, ``[64, 128]`` or ``null`` = all; padded to the longest, or to ``pad_to``
+    residues), a population and / or ``where`` ranges, ``n`` fragments drawn with ``seed``, and
+    optional SSE-fraction conditions (``properties: [helix, strand]``). The residue count is part
+    of each sample: ``node_counts`` is the histogram of the chosen fragments' lengths."""
     spec = {**FIELDS, **spec}
     _check_spec(spec)
-    data = population(load_backbones(spec["source"]).select(spec["split"], spec["length"]), spec["population"],
-                      spec["where"])
+    lengths = lengths_of(spec["length"])
+    data = load_backbones(spec["source"]).select(spec["split"])
+    if lengths is not None:
+        data = data.take(np.flatnonzero(np.isin(data.length, lengths)))
+    data = population(data, spec["population"], spec["where"])
     n = len(data) if spec["n"] is None else int(spec["n"])
     if not 1 <= n <= len(data):
         raise ValueError(f"n = {n} but the population has {len(data)} fragments")
     idx = np.sort(np.random.default_rng(int(spec["seed"])).choice(len(data), n, replace=False))
     chosen = data.take(idx)
     x, mask = point_clouds(chosen)
+    if spec["pad_to"] is not None:
+        x, mask = _padded(x, mask, int(spec["pad_to"]))
     counts = {int(k): int(v) for k, v in zip(*np.unique(chosen.length, return_counts=True))}
     cols = [SSE_COLUMNS.index(p) for p in spec["properties"]]
     cond = torch.as_tensor(chosen.sse_fraction[:, cols].copy()) if cols else None
     desc = {"kind": "protein_backbones", "source": str(spec["source"] or "shipped"), "split": spec["split"],
-            "length": spec["length"], "population": spec["population"], "where": dict(spec["where"] or {}),
+            "length": spec["length"], "pad_to": spec["pad_to"], "population": spec["population"],
+            "where": dict(spec["where"] or {}),
             "population_size": len(data), "n": n, "seed": int(spec["seed"]), "properties": list(spec["properties"]),
             "node_counts": counts, "proteins": int(len(np.unique(chosen.protein))),
             "fragment_sha256": hashlib.sha256(np.ascontiguousarray(chosen.ca).tobytes()).hexdigest(),
@@ -185,6 +209,15 @@ def backbone_data(spec: dict) -> plugins.TrainingData:
     return plugins.TrainingData(x, desc, dict(NORMALISATION), mask=mask, cond=cond,
                                 condition="properties" if cond is not None else "none",
                                 space={"kind": "point_cloud", "centred": 3}, node_counts=counts)
+
+
+def _padded(x: torch.Tensor, mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """States (n, N, 3) and masks (n, N) zero-padded to ``width`` residues (``width >= N``)."""
+    if width < x.shape[1]:
+        raise ValueError(f"pad_to = {width} is shorter than the longest chosen fragment ({x.shape[1]} residues)")
+    extra = width - x.shape[1]
+    return (torch.nn.functional.pad(x, (0, 0, 0, extra)),
+            torch.nn.functional.pad(mask, (0, extra), value=False))
 
 
 DATA_KIND = plugins.DataKind(backbone_data, FIELDS)

@@ -11,8 +11,9 @@ Measured on each trace (Å, degrees):
   may exceed it, so it is reported, not part of ``valid``);
 - Cα bond angles (i − 1, i, i + 1): share inside the range real proteins use;
 - virtual dihedrals (i − 1 … i + 2) and P-SEA secondary structure on the Cα trace
-  (``biotite.structure.annotate_sse``); the mean virtual dihedral over helical stretches is
-  ≈ +50° for right-handed α-helices and ≈ −50° for their mirror image.
+  (``biotite.structure.annotate_sse``; a trace torn apart by a step above :data:`SSE_MAX_STEP` Å
+  gets NaN SSE columns); the mean virtual dihedral over helical stretches is ≈ +50° for
+  right-handed α-helices and ≈ −50° for their mirror image.
 
 A trace is ``valid`` when it has no chain break, no clash, at least :data:`MIN_BOND_SHARE` of
 its bonds within tolerance and at least :data:`MIN_ANGLE_SHARE` of its angles in range.
@@ -33,7 +34,7 @@ from .structures import backbone_atoms
 __all__ = ["bond_lengths", "bond_angles", "virtual_dihedrals", "radius_of_gyration", "expected_rg", "count_clashes",
            "sse_codes", "sse_fractions", "helix_dihedrals", "helical_dihedral", "traces", "backbone_row", "geometry_table",
            "histograms", "histogram_w1", "js_divergence", "distribution_distances", "summary", "THRESHOLDS",
-           "RG_LAW", "ANGLE_BINS", "DIHEDRAL_BINS", "MIN_BOND_SHARE", "MIN_ANGLE_SHARE"]
+           "RG_LAW", "ANGLE_BINS", "DIHEDRAL_BINS", "MIN_BOND_SHARE", "MIN_ANGLE_SHARE", "SSE_MAX_STEP"]
 
 THRESHOLDS = {"bond": 3.8, "bond_tol": 0.2, "break": 4.2, "clash": 3.0, "clash_separation": 3,
               "angle_lo": 70.0, "angle_hi": 160.0}
@@ -43,6 +44,7 @@ RG_LAW = (2.2, 0.38)  # Rg = a N^nu Å, the fit for compact globular proteins us
 ANGLE_BINS = np.linspace(0.0, 180.0, 37)  # 5° bins
 DIHEDRAL_BINS = np.linspace(-180.0, 180.0, 37)  # 10° bins
 SSE_CODES = ("a", "b", "c")  # P-SEA: helix, strand, coil
+SSE_MAX_STEP = 20.0  # Å: traces with a longer Cα–Cα step get no P-SEA annotation (NaN fractions)
 
 
 def bond_lengths(ca: np.ndarray) -> np.ndarray:
@@ -94,9 +96,9 @@ def sse_codes(ca: np.ndarray) -> np.ndarray:
 
 
 def sse_fractions(codes: Sequence[str]) -> dict[str, float]:
-    """``{helix, strand, coil}`` shares of a P-SEA string (NaN for an empty one)."""
+    """``{helix, strand, coil}`` shares of a P-SEA string (NaN for an empty or unannotated one)."""
     codes = np.asarray(codes)
-    if not len(codes):
+    if not len(codes) or not np.isin(codes, SSE_CODES).any():
         return {"helix": np.nan, "strand": np.nan, "coil": np.nan}
     return {name: float((codes == c).mean()) for name, c in zip(("helix", "strand", "coil"), SSE_CODES)}
 
@@ -148,7 +150,9 @@ def _reasons(row: Mapping[str, Any], th: Mapping[str, float]) -> list[str]:
 
 def _measure(ca: np.ndarray, th: Mapping[str, float]) -> dict[str, Any]:
     d, ang, dih = bond_lengths(ca), bond_angles(ca), virtual_dihedrals(ca)
-    codes = sse_codes(ca)
+    # P-SEA of a trace torn apart (a step of tens of Å: a diverged sample) means nothing, and biotite's
+    # cell list over its huge box costs seconds; its SSE fractions and helical dihedral are NaN
+    codes = sse_codes(ca) if d.max() <= SSE_MAX_STEP else np.full(len(ca), "", dtype="U1")
     rg = radius_of_gyration(ca)
     return {"bond_mean": float(d.mean()), "bond_max_dev": float(np.abs(d - th["bond"]).max()),
             "bond_share": float((np.abs(d - th["bond"]) <= th["bond_tol"]).mean()),

@@ -261,12 +261,12 @@ def backbone_atoms(ca: np.ndarray, res_names: Sequence[str] | None = None, chain
     return atoms
 
 
-def _checked(ca: np.ndarray) -> np.ndarray:
+def _checked(ca: np.ndarray, pdb_columns: bool = False) -> np.ndarray:
     ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
     if not len(ca) or not np.isfinite(ca).all():
         raise ValueError(f"a backbone to write needs >= 1 residue and finite coordinates; got {len(ca)} residues")
-    if np.abs(ca).max() >= 1e4:
-        raise ValueError("PDB columns hold coordinates below 10,000 Å; this trace has larger ones")
+    if pdb_columns and (ca.min() <= -999.9995 or ca.max() >= 9999.9995):  # the 8.3f columns of ATOM records
+        raise ValueError("PDB columns hold coordinates in (-1000, 10000) Å; this trace has others (use mmCIF)")
     return ca
 
 
@@ -284,7 +284,7 @@ def write_pdb(path: str | Path, ca: np.ndarray, res_names: Sequence[str] | None 
     from biotite.structure.io import pdb
 
     f = pdb.PDBFile()
-    f.set_structure(backbone_atoms(_checked(ca), res_names, chain_id))
+    f.set_structure(backbone_atoms(_checked(ca, pdb_columns=True), res_names, chain_id))
     head = [f"REMARK   1 {TITLE} {VERSION}"] + ([f"REMARK   1 {remark}"] if remark else [])
     text = "\n".join(head + [ln for ln in f.lines if ln.strip()]) + "\n"
     return atomic_write(path, lambda fh: fh.write(text), text=True)

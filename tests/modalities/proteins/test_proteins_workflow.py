@@ -1,0 +1,249 @@
+"""The proteins modality end to end at tiny size: train a few steps on the shipped fragments, then a
+single / OR / AND / barycenter / random-choice workflow with the backbone evaluator, writers and
+the backbone_reference report; the evaluator's schema, metric hooks and card check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("biotite")
+pytest.importorskip("e3nn")
+pytest.importorskip("lightning")
+
+from molfuse import plugins  # noqa: E402
+from molfuse.campaign import run_workflow  # noqa: E402
+from molfuse.errors import CheckpointError, WorkflowError  # noqa: E402
+from molfuse.modalities import proteins as prot  # noqa: E402
+from molfuse.modalities.proteins.structures import read_structure  # noqa: E402
+from molfuse.spaces import PointCloud  # noqa: E402
+from molfuse.base.provenance import REPO_ROOT as REPO  # noqa: E402
+from molfuse.training import load_model, train_from_workflow  # noqa: E402
+from molfuse.training.workflow import expand_sweep, load_train_workflow  # noqa: E402
+
+NET = {"name": "protein_se3", "config": {"scalars": 8, "vectors": 2, "layers": 1, "chain_neighbors": 1,
+                                         "spatial_neighbors": 3, "radial_basis": 4, "time_dim": 8}}
+TARGET = {"helix": [0.2, 0.49], "strand": [0.1, 0.24]}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prot")
+    made = {}
+    sse_net = {**NET, "config": {**NET["config"], "num_properties": 2, "property_mean": [0.33, 0.14],
+                                 "property_std": [0.22, 0.12]}}
+    for name, data, net in (("helix", {"population": "helix_rich", "n": 32}, NET),
+                            ("strand", {"population": "strand_rich", "n": 32}, NET),
+                            ("all", {"length": [64, 128], "n": 48}, NET),
+                            ("sse", {"n": 32, "properties": ["helix", "strand"]}, sse_net)):
+        wf = {"name": f"tiny_{name}", "seed": 0, "output": str(out / "train"), "architecture": net,
+              "data": {"kind": "protein_backbones", **data},
+              "train": {"steps": 3, "batch_size": 8, "log_every": 1, "checkpoint_every": 3, "threads": 1,
+                        "cond_drop_prob": 0.2 if name == "sse" else 0.0}}
+        made[name] = train_from_workflow(wf, progress=False, verbose=False)
+    return out, made
+
+
+@pytest.fixture(scope="module")
+def run(ckpts):
+    out, made = ckpts
+    path = lambda k: str(made[k].checkpoint)  # noqa: E731
+    wf = {"name": "tiny_prot", "output": str(out / "runs"), "run_name": "r", "n_samples": 4,
+          "sampler": {"steps": 20, "chunk_size": 4, "threads": 1},
+          "models": {**{k: {"kind": "checkpoint", "path": path(k)} for k in ("helix", "strand", "all")},
+                     "sse": {"kind": "checkpoint", "path": path("sse"), "cond": [0.6, 0.05], "guidance": 1.0}},
+          "evaluation": {"target_sse": TARGET, "pictures": {"traces": 2}},
+          "methods": [{"name": "helix", "operator": "single", "models": ["helix"]},
+                      {"name": "all", "operator": "single", "models": ["all"]},
+                      {"name": "or", "operator": "superpose", "models": ["helix", "strand"], "weights": [0.5, 0.5]},
+                      {"name": "and", "operator": "superpose", "models": ["helix", "strand"], "mode": "and",
+                       "ito_correction": False},
+                      {"name": "bary", "operator": "barycenter", "models": ["helix", "strand"],
+                       "fit": {"data": {"kind": "protein_backbones", "length": 64, "where": TARGET, "n": 8},
+                               "n_mc": 64}},
+                      {"name": "rc", "operator": "random_choice", "models": ["helix", "strand"]},
+                      {"name": "prompted", "operator": "single", "models": ["sse"]}],
+          "reports": [{"kind": "backbone_reference", "n": 3, "lengths": [64, 128]}]}
+    return wf, run_workflow(wf, progress=False, verbose=False)
+
+
+def test_cards_describe_backbones(ckpts):
+    _, made = ckpts
+    card = made["helix"].card
+    assert card["modality"] == "proteins" and card["shape"] == [64, 3]
+    assert card["space"] == {"kind": "point_cloud", "centred": 3}
+    assert card["normalisation"]["angstrom_per_unit"] == 10.0 and card["normalisation"]["representation"] == "ca_trace"
+    assert card["node_counts"] == {"64": 32} and card["data"]["population"] == "helix_rich"
+    assert card["architecture"]["name"] == "protein_se3" and card["conditioning"]["kind"] == "none"
+    both = made["all"].card
+    assert both["shape"] == [128, 3] and set(both["node_counts"]) == {"64", "128"}
+    assert sum(both["node_counts"].values()) == 48
+    net = load_model(made["all"].checkpoint)
+    assert net.space == PointCloud(3) and net.modality == "proteins"
+    sse = made["sse"].card
+    assert sse["conditioning"]["kind"] == "properties" and sse["conditioning"]["cond_drop_prob"] == 0.2
+    assert sse["data"]["properties"] == ["helix", "strand"] and load_model(made["sse"].checkpoint).num_properties == 2
+
+
+def test_the_card_check_names_what_is_wrong(ckpts):
+    _, made = ckpts
+    card = json.loads(json.dumps(made["helix"].card))
+    prot.check_card(card)
+    bad = {**card, "architecture": {**card["architecture"], "config": {**card["architecture"]["config"],
+                                                                        "angstrom_per_unit": 1.0}}}
+    with pytest.raises(CheckpointError, match="Å per unit"):
+        prot.check_card(bad)
+    with pytest.raises(CheckpointError, match=r"\[residues, 3\]"):
+        prot.check_card({**card, "shape": [64, 4]})
+
+
+def test_a_backbone_workflow_runs_every_operator(run):
+    _, res = run
+    m = res.metrics.set_index("method")
+    assert list(m.index) == ["helix", "all", "or", "and", "bary", "rc", "prompted"] and (m["n"] == 4).all()
+    for col in ("validity", "helix", "strand", "coil", "sse_hit", "right_handed_share", "angle_w1", "dihedral_w1",
+                "angle_js", "dihedral_js", "rg_ratio", "rg_vs_data", "mean_length"):
+        assert col in m.columns, col
+    assert m["validity"].between(0, 1).all() and m["sse_hit"].between(0, 1).all()
+    assert np.isclose(m.loc["bary", ["weight_helix", "weight_strand"]].sum(), 1.0)
+    assert np.isfinite(m.loc["bary", "heldout_dsm_loss"])
+    per = pd.read_csv(res.folder / "per_sample.csv")
+    for col in ("id", "method", "valid", "reason", "n_res", "pdb_file", "bond_mean", "n_breaks", "n_clashes", "rg",
+                "rg_ratio", "rg_vs_data", "helix", "strand", "coil", "helix_dihedral", "right_handed", "sse_hit",
+                "ito_log_q_nats_helix", "ito_log_q_nats_strand", "chosen_model"):
+        assert col in per.columns, col
+    assert per.loc[per["method"] == "or", ["ito_log_q_nats_helix", "ito_log_q_nats_strand"]].notna().all().all()
+    assert per["n_res"].isin([64, 128]).all() and (per.loc[per["method"] != "all", "n_res"] == 64).all()
+    assert (~per["valid"] | per["reason"].isna()).all()  # a valid backbone has no reason
+    assert json.loads((res.folder / "provenance.json").read_text())["modality"] == "proteins"
+    for pic in ("traces.png", "sse_composition.png", "geometry_histograms.png"):
+        assert (res.folder / pic).stat().st_size > 0
+
+
+def test_samples_are_pdb_and_mmcif_files_with_ca_atoms(run):
+    _, res = run
+    per = pd.read_csv(res.folder / "per_sample.csv", keep_default_na=False)
+    for _, row in per.iterrows():
+        cif = res.folder / "samples" / row["method"] / f"{row['id']}.cif"
+        chains, table = read_structure(cif)
+        assert table["valid"].all() and len(chains) == 1 and len(chains[0]) == int(row["n_res"])
+        assert np.isfinite(chains[0].ca).all() and np.isnan(chains[0].atoms[:, [0, 2, 3]]).all()  # Cα only
+        if row["pdb_file"]:  # written unless a (diverged) coordinate leaves the PDB columns
+            chains, table = read_structure(res.folder / row["pdb_file"])
+            assert table["valid"].all() and len(chains[0]) == int(row["n_res"])
+            assert "CA-only model generated by molfuse" in (res.folder / row["pdb_file"]).read_text()
+        else:
+            assert np.abs(chains[0].ca).max() > 999
+
+
+def test_the_writers_put_real_backbones_in_pdb_files(tmp_path):
+    data = prot.load_backbones().select("test", 64).take(np.arange(3))
+    x, mask = prot.point_clouds(data)
+    table = pd.DataFrame({"id": [f"real-{i:06d}" for i in range(3)], "seed": 0})
+    run = plugins.MethodRun("real", "single", ["m"], x.numpy(), np.zeros(3), np.zeros(3), mask=mask.numpy(),
+                            table=table)
+    files = prot.write_pdb_samples(tmp_path, run, prot.NORMALISATION)
+    assert files == [f"samples/real/real-{i:06d}.pdb" for i in range(3)]
+    for i, f in enumerate(files):
+        chains, _ = read_structure(tmp_path / f)
+        np.testing.assert_allclose(chains[0].ca, data.traces()[i], atol=2e-3)  # PDB: 3 decimals
+
+
+def test_the_reference_report_scores_real_fragments_valid_and_random_walks_invalid(run):
+    _, res = run
+    ref = pd.read_csv(res.folder / "reference.csv")
+    real = ref[ref["method"].str.startswith("real test")].iloc[0]
+    walk = ref[ref["method"].str.startswith("random walks")].iloc[0]
+    assert real["validity"] == 1.0 and walk["validity"] == 0.0 and real["n"] == 6
+    assert real["right_handed_share"] == 1.0 and real["dihedral_w1"] < walk["dihedral_w1"]
+    assert "Against real fragments" in (res.folder / "summary.md").read_text()
+
+
+def test_bad_evaluation_settings_name_the_field(run):
+    wf, _ = run
+    for evaluation, field in (({"target_sse": {"turns": [0, 1]}}, "evaluation.target_sse.turns"),
+                              ({"refrence": {"split": "test"}}, "evaluation.refrence"),
+                              ({"reference": {"split": "holdout"}}, "evaluation.reference.split"),
+                              ({"formats": ["xyz"]}, "evaluation.formats")):
+        with pytest.raises(WorkflowError, match=field.replace(".", r"\.")):
+            run_workflow({**wf, "run_name": "bad", "evaluation": evaluation}, progress=False, verbose=False)
+
+
+def test_a_metric_hook_adds_a_schema_key_and_columns():
+    def parse(value, path):
+        if not isinstance(value, int) or value < 1:
+            from molfuse.base.checks import fail
+            fail(path, f"expected a positive integer; got {value!r}")
+        return value
+
+    def compute(traces, valid, value, ctx):  # a valid / reason table of its own, like the proxy's
+        table = pd.DataFrame({"index": range(len(traces)), "n_res": [len(t) for t in traces], "valid": True,
+                              "reason": "", "fake_score": [len(t) * value for t in traces]})
+        return table, {"fake_mean": float(valid.mean())}
+
+    hook = prot.MetricHook("fake", None, parse, compute, metric_columns=("fake_mean",), sample_columns=("fake_score",))
+    prot.register_metric_hook(hook)
+    try:
+        assert prot.parse_evaluation({})["fake"] is None
+        with pytest.raises(WorkflowError, match=r"evaluation\.fake"):
+            prot.parse_evaluation({"fake": 0})
+        settings = prot.parse_evaluation({"fake": 2})
+        traces = prot.load_backbones().select("test", 64).traces()[:2] + prot.random_walks(1, 64)
+        table, row = prot.score_backbones(traces, settings, "x")
+        assert table["fake_score"].tolist() == [128, 128, 128] and np.isclose(row["fake_mean"], 2 / 3)
+        assert list(table.columns).count("valid") == 1 and "fake_reason" in table and not table["valid"].iloc[2]
+        assert "fake_mean" in prot.build_evaluator().metric_columns
+    finally:
+        prot.unregister_metric_hook("fake")
+    assert "fake" not in prot.parse_evaluation({})
+
+
+def test_data_kind_lengths_and_padding():
+    both = prot.backbone_data({"split": "valid", "length": [128, 64], "n": 20, "seed": 1})
+    assert both.x.shape[1:] == (128, 3) and set(both.node_counts) <= {64, 128}
+    assert sorted(both.mask.sum(1).unique().tolist()) == sorted(both.node_counts)
+    padded = prot.backbone_data({"split": "valid", "length": 64, "n": 4, "pad_to": 128})
+    assert padded.x.shape == (4, 128, 3) and int(padded.mask.sum()) == 4 * 64 and (padded.x[~padded.mask] == 0).all()
+    with pytest.raises(ValueError, match="length"):
+        prot.backbone_data({"length": [64, 2]})
+    with pytest.raises(ValueError, match="pad_to"):
+        prot.backbone_data({"length": 128, "n": 2, "pad_to": 64})
+
+
+WORKFLOWS = REPO / "workflows" / "proteins"
+
+
+@pytest.mark.parametrize("name", ["train_backbones_all", "train_backbones_helix", "train_backbones_strand",
+                                  "train_bary_scratch", "train_bary_finetune"])
+def test_the_shipped_training_workflows_validate(name):
+    runs = expand_sweep(WORKFLOWS / f"{name}.yaml")
+    for raw in runs:
+        wf = load_train_workflow({**raw, "init_from": None})  # the parent checkpoint is trained first
+        assert wf.architecture["name"] == "protein_se3" and wf.checkpoint_dir.startswith("models/proteins/")
+        assert wf.data["kind"] == "protein_backbones" and wf.train.batch_size == 32 and wf.train.threads == 1
+        assert 4000 <= wf.train.steps <= 5000 if "backbones" in name else wf.train.steps >= 1000
+    assert len(runs) == (2 if "bary" in name else 1)
+
+
+@pytest.mark.parametrize("name", ["unconditional_backbones", "superdiff_helix_strand", "barycenter_sse"])
+def test_the_shipped_experiment_workflows_run_at_tiny_size(ckpts, name):
+    out, made = ckpts
+    wf = yaml.safe_load((WORKFLOWS / f"{name}.yaml").read_text())
+    for spec in wf["models"].values():  # 64-residue members -> tiny helix / strand, the all-data model -> tiny all
+        key = "all" if spec["path"].endswith("backbones_all") else "strand" if "strand" in spec["path"] else "helix"
+        spec["path"] = str(made[key].checkpoint)
+    wf.update(output=str(out / "shipped"), run_name="tiny", n_samples=3)
+    wf["sampler"].update(steps=20, chunk_size=3)
+    for m in wf["methods"]:
+        if "fit" in m:
+            m["fit"]["n_mc"] = 64
+    for r in wf.get("reports", []):
+        if r["kind"] == "backbone_reference":
+            r["n"] = 2
+    res = run_workflow(wf, progress=False, verbose=False)
+    assert len(res.metrics) == len(wf["methods"]) and (res.metrics["n"] == 3).all()
+    assert (res.folder / "sse_composition.png").is_file()
