@@ -50,7 +50,7 @@ takes ~1.4 s per step; use the default 32/8/1/3 (~0.45 s) there. Keep ``lmax = 1
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +63,7 @@ try:
 except ImportError as err:  # optional heavy dependency of the molecules modality
     raise ImportError("molfuse.modalities.molecules.net needs e3nn: pip install 'e3nn>=0.5'") from err
 
+from molfuse.nets.conditions import PropertyEmbedding, property_targets
 from molfuse.nets.embeddings import sinusoidal_embedding
 
 __all__ = ["MoleculeScoreNet", "real_graph", "hidden_irreps"]
@@ -149,29 +150,6 @@ class _Interaction(nn.Module):
         return h + self.gate(self.lin_msg(agg * inv_degree[:, None]) + self.lin_self(h))
 
 
-class _PropertyEmbedding(nn.Module):
-    """Property targets (batch, k) in physical units -> node scalars (batch, out).
-
-    Each finite target ``c_p`` is normalised, ``z_p = (c_p - mean_p) / std_p``, and embedded as
-    ``z_p w_p + b_p``; a NaN target uses the learned null vector ``n_p`` ("no condition").
-    """
-
-    def __init__(self, k: int, width: int, out: int, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
-        self.weight = nn.Parameter(torch.randn(k, width))
-        self.bias = nn.Parameter(torch.zeros(k, width))
-        self.null = nn.Parameter(torch.randn(k, width))
-        self.mlp = nn.Sequential(nn.Linear(k * width, out), nn.SiLU(), nn.Linear(out, out))
-
-    def forward(self, cond: Tensor) -> Tensor:
-        z = (cond - self.mean.to(cond.dtype)) / self.std.to(cond.dtype)
-        missing = torch.isnan(z)[..., None]
-        feat = torch.where(missing, self.null, torch.nan_to_num(z)[..., None] * self.weight + self.bias)
-        return self.mlp(feat.flatten(1))
-
-
 def _check_config(num_types: int, scalars: int, vectors: int, lmax: int, layers: int, time_dim: int,
                   num_properties: int, mean: list[float], std: list[float], radial_basis: int,
                   max_radius: float) -> None:
@@ -225,7 +203,7 @@ class MoleculeScoreNet(nn.Module):
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
         self.type_emb = nn.Linear(num_types, scalars)
         self.time_emb = nn.Sequential(nn.Linear(time_dim, scalars), nn.SiLU(), nn.Linear(scalars, scalars))
-        self.prop_emb = _PropertyEmbedding(num_properties, time_dim, scalars, mean, std) if num_properties else None
+        self.prop_emb = PropertyEmbedding(num_properties, time_dim, scalars, mean, std) if num_properties else None
         self.layers = nn.ModuleList(_Interaction(self.irreps_hidden, self.irreps_sh, lmax, radial_basis)
                                     for _ in range(layers))
         self.readout = o3.Linear(self.irreps_hidden, o3.Irreps(f"1x1o + {num_types}x0e"))
@@ -267,31 +245,11 @@ class MoleculeScoreNet(nn.Module):
         if tb.shape[0] not in (1, batch):
             raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
         e = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(types.dtype))
-        c = self._conditions(cond, batch, types)
+        c = property_targets(cond, self.num_properties, batch, types, type(self).__name__)
         if c is not None:
             e = e + self.prop_emb(c)
         s = self.type_emb(types) + e[mol]
         return torch.cat([s, s.new_zeros(s.shape[0], self.irreps_hidden.dim - s.shape[1])], 1)
-
-    def _conditions(self, cond: Any, batch: int, like: Tensor) -> Tensor | None:
-        """Property targets (batch, k) with NaN for "no condition", or None for an unconditional net."""
-        if self.prop_emb is None:
-            if cond is not None:
-                raise ValueError("this MoleculeScoreNet is unconditional (num_properties=0) but got a condition; "
-                                 "pass cond=None or build it with num_properties > 0")
-            return None
-        k = self.num_properties
-        if cond is None:
-            return like.new_full((batch, k), float("nan"))
-        c = torch.as_tensor(cond, dtype=like.dtype, device=like.device)
-        if c.dim() == 0:  # one value for every property, e.g. the null condition nan
-            c = c.expand(1, k)
-        elif c.dim() == 1 and c.shape[0] == k:
-            c = c[None]
-        if c.dim() != 2 or c.shape[1] != k or c.shape[0] not in (1, batch):
-            raise ValueError(f"cond must be property targets (batch, k) = ({batch}, {k}) or (1, {k}); "
-                             f"got shape {tuple(c.shape)}")
-        return c.expand(batch, k)
 
     def _edges(self, pos: Tensor, src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:
         """Spherical harmonics (E, dim(Y)) of ``x_i - x_j`` and Gaussian radial basis (E, R) of its length."""

@@ -77,7 +77,7 @@ L = 64 (0.13-0.24 s wall over three runs; inside the 0.1-0.3 s budget), ~0.4 s a
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +90,7 @@ try:
 except ImportError as err:  # optional heavy dependency of the proteins modality
     raise ImportError("molfuse.modalities.proteins.net needs e3nn: pip install 'e3nn>=0.5'") from err
 
+from molfuse.nets.conditions import PropertyEmbedding, property_targets
 from molfuse.nets.embeddings import sinusoidal_embedding
 from molfuse.spaces import PointCloud
 
@@ -228,29 +229,6 @@ class _Layer(nn.Module):
         return h + self.gate(self.lin_msg(torch.cat([scalars, vectors], 1)) + self.lin_self(h))
 
 
-class _Conditions(nn.Module):
-    """Numeric targets (batch, k) -> (batch, out); NaN entries take a learned null vector.
-
-    Target p is normalised, ``z = (c - mean_p) / std_p``, and embedded as ``z a_p + b_p``
-    (or ``null_p`` when missing); the k embeddings are concatenated and passed through an MLP.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], width: int, out: int):
-        super().__init__()
-        k = len(mean)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
-        self.scale, self.shift = nn.Parameter(torch.randn(k, width)), nn.Parameter(torch.zeros(k, width))
-        self.null = nn.Parameter(torch.randn(k, width))
-        self.mlp = nn.Sequential(nn.Linear(k * width, out), nn.SiLU(), nn.Linear(out, out))
-
-    def forward(self, cond: Tensor) -> Tensor:
-        z = (cond - self.mean.to(cond.dtype)) / self.std.to(cond.dtype)
-        missing = torch.isnan(z)[..., None]
-        emb = torch.where(missing, self.null, torch.nan_to_num(z)[..., None] * self.scale + self.shift)
-        return self.mlp(emb.flatten(1))
-
-
 def _check_config(cfg: dict[str, Any]) -> None:
     """Raise ValueError naming every bad entry of a ProteinScoreNet config."""
     positive = ("scalars", "vectors", "layers", "radial_basis")
@@ -311,7 +289,7 @@ class ProteinScoreNet(nn.Module):
         self.geometry = nn.Linear(GEOMETRY_FEATURES, scalars)
         self.bond_vectors = o3.Linear("3x1o", f"{vectors}x1o")
         self.time_emb = nn.Sequential(nn.Linear(time_dim, scalars), nn.SiLU(), nn.Linear(scalars, scalars))
-        self.cond_emb = _Conditions(mean, std, time_dim, scalars) if num_properties else None
+        self.cond_emb = PropertyEmbedding(num_properties, time_dim, scalars, mean, std) if num_properties else None
         self.layers = nn.ModuleList(_Layer(scalars, vectors, radial_basis, 2 * max_separation + 3)
                                     for _ in range(layers))
         self.readout = o3.Linear(f"{scalars}x0e + {vectors}x1o", "1x1o")
@@ -352,7 +330,7 @@ class ProteinScoreNet(nn.Module):
         if tb.shape[0] not in (1, batch):
             raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
         e = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(pos.dtype))
-        c = self._conditions(cond, batch, pos)
+        c = property_targets(cond, self.num_properties, batch, pos, type(self).__name__)
         if c is not None:
             e = e + self.cond_emb(c)
         geo, vec = chain_features(pos, mask)
@@ -360,26 +338,6 @@ class ProteinScoreNet(nn.Module):
         s = self.geometry(torch.cat([geo, size], -1)) + e[:, None, :]
         v = self.bond_vectors(vec.reshape(batch * n, 9)).reshape(batch, n, -1)
         return torch.cat([s, v], -1)
-
-    def _conditions(self, cond: Any, batch: int, like: Tensor) -> Tensor | None:
-        """Targets (batch, k) with NaN for "no condition", or None for an unconditional net."""
-        if self.cond_emb is None:
-            if cond is not None:
-                raise ValueError("this ProteinScoreNet is unconditional (num_properties=0) but got a condition; "
-                                 "pass cond=None or build it with num_properties > 0")
-            return None
-        k = self.num_properties
-        if cond is None:
-            return like.new_full((batch, k), math.nan)
-        c = torch.as_tensor(cond, dtype=like.dtype, device=like.device)
-        if c.dim() == 0:  # one value for every property, e.g. the null condition nan
-            c = c.expand(1, k)
-        elif c.dim() == 1 and c.shape[0] == k:
-            c = c[None]
-        if c.dim() != 2 or c.shape[1] != k or c.shape[0] not in (1, batch):
-            raise ValueError(f"cond must be targets (batch, k) = ({batch}, {k}) or (1, {k}); "
-                             f"got shape {tuple(c.shape)}")
-        return c.expand(batch, k)
 
     def _edges(self, pos: Tensor, graph: dict[str, Tensor]) -> dict[str, Tensor]:
         """Edge inputs of every layer (M, K, ...) for the real positions ``pos`` (M, 3), model units."""
