@@ -164,7 +164,9 @@ class Evaluator:
       ``per_sample.csv`` (a name ending in ``_`` is a group per member, in workflow order);
     - ``headline``: the columns ``molfuse run`` prints; ``notes``: the paragraph under the
       metrics table in ``summary.md``; ``caveats(ctx, metrics) -> [str]``;
-    - ``figure(ctx, runs) -> [str]``: pictures drawn across methods (``runs``: name -> MethodRun).
+    - ``figure(ctx, runs) -> [str]``: pictures drawn across methods (``runs``: name -> MethodRun);
+    - ``provenance(ctx) -> dict``: what ``provenance.json`` records under ``evaluation`` (versions
+      and hashes of what the evaluator used).
     """
 
     evaluate: Callable[..., Evaluated]
@@ -176,6 +178,7 @@ class Evaluator:
     notes: str = ""
     caveats: Callable[..., list[str]] | None = None
     figure: Callable[..., list[str]] | None = None
+    provenance: Callable[..., dict] | None = None
 
 
 @dataclass(frozen=True)

