@@ -35,9 +35,17 @@ import numpy as np
 import pandas as pd
 
 from ...base.checks import as_bool, as_choice, as_float, as_int, fail, fields
-from .diversity import LINKAGES, METHODS, TMTOOLS_HINT, clusters, diversity_settings, novelty, tm_matrix
-from .evaluate import reference_fragments
+from .diversity import (
+    LINKAGES,
+    METHODS,
+    TMTOOLS_HINT,
+    clusters,
+    diversity_settings,
+    novelty,
+    tm_matrix,
+)
 from .hooks import HookContext, MetricHook
+from .references import reference_fragments
 
 __all__ = ["HOOK", "OPTIONS", "NOVELTY_REFERENCE", "parse", "compute", "novelty_reference"]
 

@@ -103,12 +103,9 @@ def register_metric_hook(hook: MetricHook, replace: bool = False) -> MetricHook:
     """Make ``hook`` part of the evaluator (idempotent for the same object).
 
     Raises:
-        ValueError: another hook, or a built-in setting, already uses ``hook.key``.
+        ValueError: another hook already uses ``hook.key`` (a key that shadows a built-in
+            setting is refused when a workflow is read, :func:`.schema.parse_evaluation`).
     """
-    from .schema import DEFAULTS
-
-    if hook.key in DEFAULTS:
-        raise ValueError(f"evaluation key {hook.key!r} is a built-in setting of the backbone evaluator")
     if hook.key in _HOOKS and _HOOKS[hook.key] is not hook and not replace:
         raise ValueError(f"a metric hook with key {hook.key!r} is already registered")
     _HOOKS[hook.key] = hook

@@ -17,8 +17,15 @@ import numpy as np
 import pandas as pd
 
 from ...base.io import atomic_write
-from .evaluate import reference_fragments, reference_histogram, reference_traces
-from .geometry import ANGLE_BINS, DIHEDRAL_BINS, SSE_MAX_STEP, bond_lengths, histograms, sse_codes
+from .geometry import (
+    ANGLE_BINS,
+    DIHEDRAL_BINS,
+    SSE_MAX_STEP,
+    bond_lengths,
+    histograms,
+    sse_codes,
+)
+from .references import reference_fragments, reference_histogram, reference_traces
 
 __all__ = ["draw_all", "draw_traces", "draw_composition", "draw_histograms", "SSE_COLOURS"]
 

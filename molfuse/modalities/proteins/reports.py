@@ -27,8 +27,9 @@ from ...base.io import atomic_write
 from ...base.tables import markdown_table
 from ...plugins import Report
 from .data import lengths_of
-from .evaluate import METRIC_COLUMNS, reference_fragments, score_backbones
+from .evaluate import METRIC_COLUMNS, score_backbones
 from .hooks import metric_hooks
+from .references import reference_fragments
 from .schema import SPLITS, parse_evaluation, parse_ranges
 
 __all__ = ["REFERENCE", "random_walks", "reference_rows"]

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from ...base.checks import as_bool, as_choice, as_float, as_int, fail, fields
 from .data import POPULATIONS, SSE_COLUMNS
 from .geometry import THRESHOLDS
+from .hooks import metric_hooks
 
 __all__ = ["parse_evaluation", "DEFAULTS", "FORMATS", "SPLITS"]
 
@@ -86,9 +87,10 @@ def _pictures(d: Any, path: str) -> dict:
 
 def parse_evaluation(d: Any, path: str = "evaluation") -> dict:
     """The checked settings, every default filled in; registered metric hooks' keys included."""
-    from .hooks import metric_hooks
-
     hooks = metric_hooks()
+    shadowing = [h.key for h in hooks if h.key in DEFAULTS]
+    if shadowing:
+        raise ValueError(f"metric hook key(s) {shadowing} are built-in settings of the backbone evaluator")
     f = fields(d or {}, path, {**DEFAULTS, **{h.key: h.default for h in hooks}})
     out = {"reference": _reference(f["reference"], f"{path}.reference"),
            "target_sse": None if f["target_sse"] is None else parse_ranges(f["target_sse"], f"{path}.target_sse"),
