@@ -80,6 +80,7 @@ def denoising_loss(
     prediction: str | None = None,
     mask: Tensor | None = None,
     space: Space | None = None,
+    t_power: float = 1.0,
 ) -> Tensor:
     """Per-sample training loss: :func:`dsm_loss` averaged over degrees of freedom (MATH §1, §2, §6).
 
@@ -104,6 +105,9 @@ def denoising_loss(
         eps: noise shaped like ``x0``; drawn when None.
         generator: source of the draws (on the device of ``x0``).
         t_min: lower end of the time window (avoids ``sigma_t -> 0``).
+        t_power: ``p`` of the drawn times ``t = t_min + (1 - t_min) u^p``, ``u ~ U[0, 1]``: 1 is
+            uniform, ``p > 1`` puts more draws at small t (density ∝ ``t^(1/p - 1)``). It re-weights
+            the loss over t, not its minimiser (the score at every t).
         prediction: the prediction type the caller expects; must equal the net's.
         mask, space: node mask and state space (MATH §6): the noise is drawn on the subspace
             and the loss divided by each sample's degrees of freedom, not its coordinates.
@@ -121,8 +125,10 @@ def denoising_loss(
     if t is None:
         if not 0.0 <= t_min < 1.0:
             raise ValueError(f"t_min must lie in [0, 1); got {t_min}")
+        if not t_power > 0.0:
+            raise ValueError(f"t_power must be > 0; got {t_power}")
         u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
-        t = t_min + (1.0 - t_min) * u
+        t = t_min + (1.0 - t_min) * (u if t_power == 1.0 else u**t_power)
     space = resolve_space([net], space)
     if eps is None:
         eps = space.noise(x0.shape, mask, generator, x0.device, x0.dtype)

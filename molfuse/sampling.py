@@ -46,9 +46,20 @@ class SampleResult:
     mask: Tensor | None = None
 
 
-def time_grid(steps: int, t_end: float) -> list[float]:
-    """Uniform grid ``1 = t_0 > ... > t_steps = t_end`` (float64 values)."""
-    return torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64).tolist()
+def time_grid(steps: int, t_end: float, power: float = 1.0) -> list[float]:
+    """Grid ``1 = t_0 > ... > t_steps = t_end`` (float64 values), ``t_k = t_end + (1 - t_end)(1 - k/steps)^power``.
+
+    ``power = 1`` is the uniform grid; ``power > 1`` takes shorter steps near ``t_end``, where a
+    point cloud's local geometry (a bond length) is set: with VP ``beta_max = 20`` and 200 steps
+    the last uniform step injects noise of std ``sqrt(beta dt) ≈ 0.03`` model units, 0.3 Å for Cα
+    traces in nm, against ≈ 0.002 for ``power = 2``.
+    """
+    if not power >= 1.0:
+        raise SamplerError(f"grid_power must be >= 1 (1: uniform steps); got {power}")
+    if power == 1.0:
+        return torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64).tolist()
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (t_end + (1.0 - t_end) * (1.0 - u) ** power).tolist()
 
 
 def check_sampler_args(steps: int, t_end: float, method: str, methods: Sequence[str] = ("sde", "ode")) -> None:
@@ -84,7 +95,7 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
            cond: Any = None, generator: torch.Generator | None = None, track_log_density: bool = False,
            t_end: float = 1e-3, divergence: str = "hutchinson", device: str | torch.device | None = None,
            dtype: torch.dtype | None = None, progress: bool = False, mask: Tensor | None = None,
-           space: Space | None = None) -> SampleResult:
+           space: Space | None = None, grid_power: float = 1.0) -> SampleResult:
     """Draw ``shape[0]`` samples by Euler(-Maruyama) steps in reverse time ``τ = 1 - t``.
 
     SDE: ``Δx = (−f + g² s) Δτ + g sqrt(Δτ) z``; ODE: ``Δx = (−f + ½ g² s) Δτ`` (MATH §1).
@@ -94,7 +105,8 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
     Args:
         model: score model (any prediction type; converted with ``schedule``).
         shape: (n, ...) output shape.
-        steps: number of steps on a uniform time grid from 1 to ``t_end``.
+        steps: number of steps on the time grid from 1 to ``t_end``.
+        grid_power: the grid's spacing (:func:`time_grid`; 1 = uniform).
         generator: source of all randomness (initial noise, SDE noise, probes).
         device, dtype: where and in what precision ``x`` lives (log densities are float64).
         mask: (n, N) bool node mask of point-cloud states (MATH §6); None for dense states.
@@ -110,7 +122,7 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
     x = space.noise(shape, mask, generator, device, dtype) * schedule.prior_std()
     dof = space.dof(shape, mask).to(device)
     logq = prior_log_prob(x, schedule, dof) if track_log_density else None
-    ts = time_grid(steps, t_end)
+    ts = time_grid(steps, t_end, grid_power)
     for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"sample[{method}]"):
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         if method == "sde":

@@ -69,3 +69,24 @@ def test_refuses_mismatched_schedule_and_shapes():
         dsm_loss(gm, x0, gm.schedule, t, eps[:, :1])
     with pytest.raises(ValueError, match="t must be"):
         dsm_loss(gm, x0, gm.schedule, t[:3], eps)
+
+
+def test_t_power_draws_more_small_times_and_checks_its_value():
+    """t_power p: t = t_min + (1 - t_min) u^p, so P(t < 0.1) ≈ 0.1^(1/p); p = 1 is the old uniform draw."""
+    from molfuse.losses import denoising_loss
+    seen = []
+
+    class Net(torch.nn.Module):
+        prediction = "eps"
+
+        def forward(self, x, t, cond=None):
+            seen.append(t.clone())
+            return torch.zeros_like(x)
+    sched, x0 = VPSchedule(), torch.randn(20000, 2)
+    denoising_loss(Net(), x0, sched, generator=torch.Generator().manual_seed(0), t_power=2.0)
+    assert abs(float((seen[-1] < 0.1).double().mean()) - (0.1 - 1e-3) ** 0.5 / (1 - 1e-3) ** 0.5) < 0.02
+    a = denoising_loss(Net(), x0[:8], sched, generator=torch.Generator().manual_seed(1))
+    b = denoising_loss(Net(), x0[:8], sched, generator=torch.Generator().manual_seed(1), t_power=1.0)
+    assert torch.equal(a, b) and torch.equal(seen[-1], seen[-2])
+    with pytest.raises(ValueError, match="t_power"):
+        denoising_loss(Net(), x0[:8], sched, t_power=0.0)

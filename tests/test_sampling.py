@@ -44,3 +44,24 @@ def test_bad_sampler_args(sched, kwargs, match):
     gm = mf.GaussianMixture([[0.0]], [1.0], schedule=sched)
     with pytest.raises(mf.SamplerError, match=match):
         mf.sample(gm, sched, (2, 1), **kwargs)
+
+
+def test_power_grid_ends_and_refines_near_t_end():
+    """grid_power: same end points, monotone, the last step ~ power x shorter than uniform's squared."""
+    from molfuse.sampling import time_grid
+    uni, quad = time_grid(200, 1e-3), time_grid(200, 1e-3, 2.0)
+    assert uni == torch.linspace(1.0, 1e-3, 201, dtype=torch.float64).tolist()  # power 1 unchanged
+    assert quad[0] == 1.0 and abs(quad[-1] - 1e-3) < 1e-15
+    steps = torch.tensor(quad[:-1]) - torch.tensor(quad[1:])
+    assert (steps > 0).all() and steps[-1] < 0.02 * (uni[-2] - uni[-1])
+    with pytest.raises(mf.SamplerError, match="grid_power"):
+        time_grid(10, 1e-3, 0.5)
+
+
+def test_power_grid_samples_the_same_target():
+    """A finer grid near t_end is still the reverse SDE: the 30/70 mixture (variances 0.2) comes out right."""
+    sched = mf.VPSchedule()
+    gm = mf.GaussianMixture([[-2.0], [2.0]], [0.2, 0.2], [0.3, 0.7], schedule=sched)
+    x = mf.sample(gm, sched, (4000, 1), steps=200, generator=torch.Generator().manual_seed(0), grid_power=2.0).x
+    assert abs(float((x > 0).float().mean()) - 0.7) < 0.03
+    assert abs(float(x[x > 0].std()) - 0.2 ** 0.5) < 0.03

@@ -134,6 +134,15 @@ def test_train_config_errors_name_the_field():
     with pytest.raises(WorkflowError, match=r"train.lrr: unknown key \(did you mean 'lr'\?\)"):
         TrainConfig.from_dict({"lrr": 0.1})
     assert TrainConfig.from_dict({"lr": "1e-3", "steps": 5}).lr == 1e-3  # YAML 1.1 reads 1e-3 as text
+    with pytest.raises(WorkflowError, match="train.t_power"):
+        TrainConfig.from_dict({"t_power": 0.0})
+
+
+def test_t_power_is_recorded_only_when_not_uniform():
+    """Cards and resume fingerprints of uniform-t runs are what they were before t_power existed."""
+    from molfuse.training.config import recorded
+    assert "t_power" not in recorded(TrainConfig())
+    assert recorded(TrainConfig(t_power=2.0))["t_power"] == 2.0
 
 
 # ---------------------------------------------------------------- the lightning loop

@@ -54,7 +54,7 @@ def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Pr
     def draw(n: int, g: torch.Generator) -> Draw:
         shape, mask = ctx.layout(members, n, g, *sizes)
         r = fusion.superpose(members, ctx.schedule, shape, mode=o["mode"], temperature=o["temperature"],
-                             bias=ell, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device,
+                             bias=ell, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device, grid_power=ctx.grid_power,
                              ito_correction=o["ito_correction"], mask=mask)
         return Draw(r.x, mask=r.mask, ito=r.log_q, fallbacks=r.fallbacks)
 
@@ -129,7 +129,7 @@ def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> P
 
 def _sample(ctx: RunContext, model, shape, mask, g: torch.Generator):
     """Untracked reverse-SDE samples of a fused score model with a given layout."""
-    return sample(model, ctx.schedule, shape, steps=ctx.steps, t_end=ctx.t_end, generator=g, device=ctx.device,
+    return sample(model, ctx.schedule, shape, steps=ctx.steps, t_end=ctx.t_end, grid_power=ctx.grid_power, generator=g, device=ctx.device,
                   mask=mask)
 
 

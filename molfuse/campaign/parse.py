@@ -138,7 +138,8 @@ def parse_sampler(d: Any, device: str | None) -> SamplerSpec:
                        t_end=as_float(f["t_end"], "sampler.t_end", 0.0, 0.5, open_lo=True),
                        chunk_size=as_int(f["chunk_size"], "sampler.chunk_size", 1),
                        device=as_choice(f["device"], "sampler.device", ("cpu", "cuda", "auto")),
-                       threads=None if threads is None else as_int(threads, "sampler.threads", 1))
+                       threads=None if threads is None else as_int(threads, "sampler.threads", 1),
+                       grid_power=as_float(f["grid_power"], "sampler.grid_power", 1.0, 10.0))
 
 
 def parse_method(d: Any, path: str, model_names: list[str]) -> MethodSpec:

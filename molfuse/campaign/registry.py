@@ -70,6 +70,7 @@ class RunContext:
     t_end: float
     device: torch.device
     seed: int
+    grid_power: float = 1.0
 
     def generator(self, *parts: Any) -> torch.Generator:
         """A CPU generator seeded from (workflow seed, *parts) (portable across devices)."""
@@ -93,7 +94,7 @@ class RunContext:
     def sde(self, model: Any, n: int, g: torch.Generator, track: bool):
         """Reverse-SDE samples of one score model (sizes from its own histogram)."""
         shape, mask = self.layout([model], n, g)
-        return sample(model, self.schedule, shape, steps=self.steps, t_end=self.t_end, generator=g,
+        return sample(model, self.schedule, shape, steps=self.steps, t_end=self.t_end, grid_power=self.grid_power, generator=g,
                       track_log_density=track, device=self.device, mask=mask)
 
 

@@ -52,7 +52,8 @@ def summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, figures: list[str],
               f"- molfuse {VERSION}" + (f" (commit {git[:10]}{', dirty' if prov['git'].get('dirty') else ''})"
                                             if git else "") + f", torch {torch.__version__}, device {prov['device']}.",
               f"- {wf.n_samples} samples per method: reverse SDE, {wf.sampler.steps} Euler–Maruyama steps from t = 1 "
-              f"to t_end = {wf.sampler.t_end}, seed {wf.seed}, chunks of {wf.sampler.chunk_size}.",
+              + ("" if wf.sampler.grid_power == 1.0 else f"(grid t_k = t_end + (1 - t_end)(1 - k/steps)^{wf.sampler.grid_power}) ")
+              + f"to t_end = {wf.sampler.t_end}, seed {wf.seed}, chunks of {wf.sampler.chunk_size}.",
               "- Models: " + ", ".join(f"`{k}` ({s.kind})" for k, s in wf.models.items())
               + (f"; target `{wf.target}`." if wf.target else "."), "", "## Methods", ""]
     rows = [{"method": m["name"], "operator": m["operator"], "models": "+".join(m["models"]),

@@ -110,7 +110,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
             f"{'; sampler.threads sets it: runs sharing cores are fastest with 1' if wf.sampler.threads else ''})")
         try:
-            rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed)
+            rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed, wf.sampler.grid_power)
             with warnings.catch_warnings():  # the floor is reported once, by load_workflow, naming the field
                 warnings.filterwarnings("ignore", message=r"steps=\d+ is below")
                 prepared = {m.name: _prepare(m, i, models, rctx) for i, m in enumerate(wf.methods)}  # fits run here

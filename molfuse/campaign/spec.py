@@ -21,6 +21,7 @@ class SamplerSpec:
     chunk_size: int = 250
     device: str = "cpu"
     threads: int | None = None
+    grid_power: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class Workflow:
             "name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
             "run_name": self.run_name, "schedule": dict(self.schedule),
             "models": {n: {"kind": m.kind, **m.params} for n, m in self.models.items()},
-            "target": self.target, "n_samples": self.n_samples, "sampler": vars(self.sampler).copy(),
+            "target": self.target, "n_samples": self.n_samples, "sampler": {k: v for k, v in vars(self.sampler).items()
+                                                                    if k != "grid_power" or v != 1.0},
             "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), **m.options}
                         for m in self.methods],
         } | ({"evaluation": dict(self.evaluation)} if self.evaluation else {}) \

@@ -150,7 +150,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
               method: str = "sde", noise_scale: float = 1.0, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None, progress: bool = False, tol: float = 1e-8,
               ito_correction: bool = False, weights: Any = None, mask: Tensor | None = None,
-              space: Space | None = None) -> SuperpositionResult:
+              space: Space | None = None, grid_power: float = 1.0) -> SuperpositionResult:
     """Sample the superposition of K >= 2 models (SuperDiff OR / AND, MATH §4).
 
     Each step: member scores ``s^i`` at ``x``; noise ``z`` drawn; κ from OR
@@ -201,7 +201,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
     fallbacks = torch.zeros(x.shape[0], dtype=torch.long, device=device)
     kappa = torch.full((x.shape[0], k), 1.0 / k, dtype=torch.float64, device=device)
     kshape = (x.shape[0], k, *([1] * (x.dim() - 1)))
-    ts = time_grid(steps, t_end)
+    ts = time_grid(steps, t_end, grid_power)
     for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"superpose[{mode}]"):
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         corr = None

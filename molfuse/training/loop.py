@@ -34,7 +34,7 @@ from ..nets import build
 from ..schedules import Schedule
 from ..spaces import space_from_config
 from .checkpoints import check_state, save_checkpoint
-from .config import RESUMABLE, TrainConfig
+from .config import RESUMABLE, TrainConfig, recorded
 from .data import StateDataset, as_state_dataset, split
 from .module import DiffusionModule, LastCheckpoint, StepBatches
 
@@ -94,12 +94,12 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         "architecture": arch, "schedule": schedule.config(), "prediction": prediction_of(net), "space": card["space"],
         "data": card.get("data"), "normalisation": card.get("normalisation"), "n_train": len(train_set),
         "conditioning": card["conditioning"], "init_from": card.get("init_from"),
-        "train": {k: v for k, v in asdict(config).items() if k not in RESUMABLE}})))
+        "train": {k: v for k, v in recorded(config).items() if k not in RESUMABLE}})))
     last = out_dir / "last.ckpt"
     start = resume_step(last, fingerprint, config.steps)
     L.seed_everything(derive_seed(config.seed, "global", start) % 2**32, verbose=False)  # e.g. dropout layers
     module = DiffusionModule(net, schedule, config.lr, config.ema_decay, config.cond_drop_prob, null, config.t_min,
-                             config.seed, config.log_every, space)
+                             config.seed, config.log_every, space, t_power=config.t_power)
     loader = DataLoader(train_set, sampler=StepBatches(len(train_set), config.batch_size, config.seed, start),
                         batch_size=None, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size) if val_set is not None else None
@@ -119,7 +119,7 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     wall = time.perf_counter() - t0
     done = trainer.global_step - start
     card.update(architecture=arch, prediction=prediction_of(net), schedule=schedule.config(), seed=config.seed,
-                steps=trainer.global_step, training=asdict(config),
+                steps=trainer.global_step, training=recorded(config),
                 final_losses=final_losses(module, train_set, val_set, config),
                 session={"resumed_from_step": start, "steps": done, "wall_time_s": wall,
                          "steps_per_s": done / wall if done else None})

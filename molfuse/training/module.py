@@ -42,6 +42,7 @@ class DiffusionModule(L.LightningModule):
         cond_drop_prob: probability of replacing a label by ``null_cond`` (classifier-free).
         null_cond: the "no condition" value (e.g. the net's null class index).
         t_min: lower end of the training time window.
+        t_power: times ``t_min + (1 - t_min) u^p`` (see :func:`molfuse.losses.denoising_loss`).
         seed: root of the per-step random draws.
         log_every: steps between rows of the logger (mean loss over those steps).
         space: the state space of the data (MATH §6; default the net's, else Euclidean).
@@ -49,7 +50,7 @@ class DiffusionModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, schedule: Schedule, lr: float = 1e-3, ema_decay: float = 0.999,
                  cond_drop_prob: float = 0.0, null_cond: Any = None, t_min: float = 1e-3, seed: int = 0,
-                 log_every: int = 50, space: Space | None = None):
+                 log_every: int = 50, space: Space | None = None, t_power: float = 1.0):
         super().__init__()
         if cond_drop_prob > 0 and null_cond is None:
             raise ValueError("cond_drop_prob > 0 needs null_cond (the net's 'no condition' value)")
@@ -57,7 +58,7 @@ class DiffusionModule(L.LightningModule):
         self.ema = copy.deepcopy(net).requires_grad_(False)  # used in eval mode only (validation, shipping)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # saved with the resumable state
         self.lr, self.ema_decay, self.cond_drop_prob, self.null_cond = lr, ema_decay, cond_drop_prob, null_cond
-        self.t_min, self.seed, self.log_every = t_min, seed, log_every
+        self.t_min, self.t_power, self.seed, self.log_every = t_min, t_power, seed, log_every
         self.space = resolve_space([net], space)
         self._window: list[Tensor] = []  # training losses since the last log row
         self._val: list[Tensor] = []
@@ -71,7 +72,7 @@ class DiffusionModule(L.LightningModule):
         cond = batch.get("cond")
         if cond is not None and dropout and self.cond_drop_prob > 0:
             cond = drop_condition(cond, self.cond_drop_prob, self.null_cond, g)
-        return denoising_loss(net, batch["x"], self.schedule, cond=cond, generator=g, t_min=self.t_min,
+        return denoising_loss(net, batch["x"], self.schedule, cond=cond, generator=g, t_min=self.t_min, t_power=self.t_power,
                               mask=batch.get("mask"), space=self.space)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

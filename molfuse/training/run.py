@@ -31,6 +31,7 @@ from ..plugins import TrainingData
 from ..schedules import schedule_from_config
 from ..spaces import node_counts_by_condition
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, load_model, read_card
+from .config import recorded
 from .data import build_data
 from .loop import train
 from .workflow import TrainWorkflow, expand_sweep, load_train_workflow
@@ -208,7 +209,7 @@ def _provenance(wf: TrainWorkflow, card: dict, ckpt: Path, started: str, wall: f
                 "label dropout) from derive_seed(seed, 'data', epoch) / derive_seed(seed, 'train', k)"},
             "session": card.get("session"), "checkpoint": str(ckpt), "checkpoints": files, "schedule": wf.schedule,
             "architecture": wf.architecture, "data": card.get("data"), "normalisation": card.get("normalisation"),
-            "train": asdict(wf.train), "final_losses": card.get("final_losses"),
+            "train": recorded(wf.train), "final_losses": card.get("final_losses"),
             "machine": machine(torch.device("cuda" if wf.train.device != "cpu" and torch.cuda.is_available() else "cpu"))}
 
 
@@ -220,7 +221,7 @@ def _summary(wf: TrainWorkflow, card: dict, metrics: pd.DataFrame, picture: str 
               f"- Data: `{wf.data['kind']}` (modality `{card['modality']}`, space {json.dumps(card['space'])}, "
               f"sample shape {card['shape']}); normalisation {json.dumps(card['normalisation'])}.",
               f"- {card['steps']} Adam steps (lr {t.lr}, batch {t.batch_size}), EMA decay {t.ema_decay}, "
-              f"label dropout {t.cond_drop_prob}, t ~ U[{t.t_min}, 1], seed {wf.seed}; this session "
+              f"label dropout {t.cond_drop_prob}, t = {t.t_min} + (1 - {t.t_min}) u^{t.t_power}, u ~ U[0, 1], seed {wf.seed}; this session "
               f"{s.get('steps')} steps from step {s.get('resumed_from_step')}"
               + (f" at {s['steps_per_s']:.1f} steps/s." if s.get("steps_per_s") else "."),
               f"- Checkpoint (EMA weights): `{wf.checkpoint_dir}` — load with `molfuse.checkpoints.load_model`.",

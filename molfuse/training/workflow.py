@@ -43,7 +43,7 @@ from .. import plugins
 from ..base.checks import REQUIRED, as_int, as_name, fail, fields
 from ..base.io import read_yaml
 from ..schedules import check_schedule_spec
-from .config import TrainConfig
+from .config import TrainConfig, recorded
 from .data import check_data_spec
 
 __all__ = ["TrainWorkflow", "load_train_workflow", "expand_sweep", "TOP_FIELDS"]
@@ -125,7 +125,7 @@ class TrainWorkflow:
         return Path(self.output) / self.name
 
     def to_config(self) -> dict:
-        train = {k: v for k, v in asdict(self.train).items() if k != "seed"}
+        train = {k: v for k, v in recorded(self.train).items() if k != "seed"}
         return {"name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
                 "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from, "schedule": dict(self.schedule),
                 "architecture": self.architecture, "data": self.data, "train": train}
