@@ -79,6 +79,10 @@ times less well (another run measured 0.7-1.8x these, mostly 1.3-1.5x)::
 The cost grows with the number of edges, L K per protein: the fully connected graph costs 3x
 the k-NN one at L = 64 and 12x (CPU) at L = 128 (16k edges per protein), so the graph is k-NN.
 
+These rows were measured before the fine bond basis and the time-scaled read-out were added
+(the default config has 43,080 parameters now, not 41,664); ``bench/proteins.py`` measures the
+shipped net: 200 / 453 ms CPU per training step at L = 64 / 128 (2026-12-01, shared machine).
+
 Recommendation (the defaults): ``scalars=32, vectors=8, layers=4, chain_neighbors=3,
 spatial_neighbors=10`` (K = 16, 42k parameters): 0.16 s CPU per training step at batch 32,
 L = 64 (0.13-0.24 s wall over three runs; inside the 0.1-0.3 s budget), ~0.4 s at L = 128
