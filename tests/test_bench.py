@@ -40,12 +40,17 @@ def test_quick_run_prints_required_metrics():
         assert math.isfinite(values[name]) and values[name] > 0, (name, values[name])
 
 
-def test_molecule_bench_quick_run_prints_its_metrics():
-    pytest.importorskip("e3nn")
-    script = Path(__file__).resolve().parents[1] / "bench" / "molecules.py"
+def _quick_run(name: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """``bench/<name> --quick``: the finished process and its ``name: value`` lines (``#`` lines skipped)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / name
     proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    values = dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+    return proc, dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+
+
+def test_molecule_bench_quick_run_prints_its_metrics():
+    pytest.importorskip("e3nn")
+    _, values = _quick_run("molecules.py")
     for name in ("sample_molecules_per_s", "superposition_overhead_k2", "superposition_and_overhead_k2",
                  "ito_vs_hutchinson_cost"):
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
@@ -53,10 +58,7 @@ def test_molecule_bench_quick_run_prints_its_metrics():
 
 def test_protein_bench_quick_run_prints_its_metrics():
     pytest.importorskip("e3nn")
-    script = Path(__file__).resolve().parents[1] / "bench" / "proteins.py"
-    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    values = dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
+    proc, values = _quick_run("proteins.py")
     names = [f"{name}_L{n}" for n in (64, 128) for name in (
         "train_step_wall_ms", "train_step_cpu_ms", "sample_wall_s_per_backbone", "superposition_overhead_k2",
         "superposition_and_overhead_k2", "ito_vs_hutchinson_cost")]

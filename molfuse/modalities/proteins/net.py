@@ -247,8 +247,9 @@ class _Layer(nn.Module):
 def _check_config(cfg: dict[str, Any]) -> None:
     """Raise ValueError naming every bad entry of a ProteinScoreNet config."""
     positive = ("scalars", "vectors", "layers", "radial_basis")
-    bad0 = [] if cfg["bond_basis"] >= 0 and cfg["bond_basis"] != 1 else [f"bond_basis={cfg['bond_basis']} (needs 0 or >= 2)"]
-    bad = bad0 + [f"{k}={cfg[k]} (needs >= 1)" for k in positive if cfg[k] < 1]
+    bad = [f"{k}={cfg[k]} (needs >= 1)" for k in positive if cfg[k] < 1]
+    if cfg["bond_basis"] < 0 or cfg["bond_basis"] == 1:
+        bad.append(f"bond_basis={cfg['bond_basis']} (needs 0 or >= 2)")
     bad += [f"{k}={cfg[k]} (needs >= 0)" for k in ("chain_neighbors", "spatial_neighbors", "max_separation",
                                                    "num_properties") if cfg[k] < 0]
     if cfg["time_dim"] < 2 or cfg["time_dim"] % 2:

@@ -194,6 +194,10 @@ def test_bad_inputs_raise(net):
         ProteinScoreNet(num_properties=2, property_mean=[0.0])
     with pytest.raises(ValueError, match="no edges"):
         ProteinScoreNet(chain_neighbors=0, spatial_neighbors=0)
+    with pytest.raises(ValueError, match=r"bond_basis=1 \(needs 0 or >= 2\)"):
+        ProteinScoreNet(bond_basis=1)
+    with pytest.raises(ValueError, match="bond_window"):
+        ProteinScoreNet(bond_window=0.0)
 
 
 def test_a_few_adam_steps_reduce_a_fixed_denoising_loss():
