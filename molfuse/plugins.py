@@ -185,11 +185,12 @@ class Evaluator:
 class Report:
     """A cross-method report (``reports: [{kind: ..., ...}]``): ``write(folder, name, metrics,
     options) -> (markdown, pictures)``; ``options`` key -> default or REQUIRED; ``check(options,
-    path) -> options``."""
+    path) -> options``. A report with ``samples`` also reads the methods' samples."""
 
     write: Callable[..., tuple[str, list[str]]]
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[dict, str], dict] = lambda o, path: o
+    samples: bool = False  # True: write(..., ctx=EvalContext, runs={method: MethodRun}, modality=Modality)
 
 
 Writer = Callable[[Path, MethodRun, dict], list[str]]  # (run folder, run, normalisation) -> files written
@@ -198,7 +199,9 @@ Writer = Callable[[Path, MethodRun, dict], list[str]]  # (run folder, run, norma
 @dataclass(frozen=True)
 class Modality:
     """Everything one modality adds (see the module doc). ``check_card(card)`` validates the
-    entries of a checkpoint card the modality owns (``normalisation``, ``conditioning``)."""
+    entries of a checkpoint card the modality owns (``normalisation``, ``conditioning``).
+    ``set_distance(ctx, a, b) -> {metric: value}`` compares two methods' sample sets (the
+    ``fidelity`` report: a student's style against its teacher, a teacher against itself)."""
 
     name: str
     requires: tuple[str, ...] = ()
@@ -211,6 +214,7 @@ class Modality:
     writers: Mapping[str, Writer] = field(default_factory=dict)
     check_card: Callable[[dict], None] | None = None
     description: str = ""
+    set_distance: Callable[..., dict] | None = None
 
     def install_hint(self) -> str:
         return f"pip install 'molfuse[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"
@@ -254,6 +258,35 @@ def _load(label: str, load: Callable[[], Any]) -> None:
 MODALITIES: Registry[Modality] = Registry("modality", discover=discover)
 _REPORTS: Registry[Report] = Registry("report", discover=discover)
 _MODEL_KINDS: Registry[ModelKind] = Registry("model kind", discover=discover)
+
+
+@dataclass(frozen=True)
+class ObjectiveKind:
+    """A training objective other than denoising, named by ``objective: {kind: ...}`` in a training
+    workflow (e.g. ``distill``, the DMM merge). ``fields`` are its spec's fields with defaults;
+    ``build(spec, net, schedule, data, seed)`` returns ``(objective module, training data, card
+    entries)`` for :func:`molfuse.training.train` (see :class:`molfuse.training.DiffusionModule`)."""
+
+    build: Callable[..., Any]
+    fields: Mapping[str, Any]
+
+
+def _discover_objectives() -> None:
+    """The built-in objectives are registered by the face (``molfuse.campaign``) on import."""
+    importlib.import_module("molfuse.campaign")
+
+
+_OBJECTIVES: Registry[ObjectiveKind] = Registry("training objective", discover=_discover_objectives)
+
+
+def register_objective(name: str, kind: ObjectiveKind, replace: bool = False) -> ObjectiveKind:
+    """A training objective kind (``distill``: the campaign's own; plugins may add theirs)."""
+    return _OBJECTIVES.register(name, kind, replace=replace)
+
+
+def objective(name: str) -> ObjectiveKind:
+    """The objective kind ``name`` (raises UnknownNameError listing the known ones)."""
+    return _OBJECTIVES.get(name)
 
 
 def register_modality(m: Modality, replace: bool = False) -> Modality:
@@ -358,4 +391,5 @@ def reports() -> list[str]:
     return sorted({*_REPORTS.names(), *(k for n in MODALITIES.names() for k in MODALITIES.get(n).reports)})
 
 
-__all__ += ["model_kinds", "reports", "Writer", "MODALITIES", "UnknownNameError"]
+__all__ += ["model_kinds", "reports", "Writer", "MODALITIES", "UnknownNameError", "ObjectiveKind", "register_objective",
+            "objective"]

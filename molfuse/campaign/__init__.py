@@ -72,8 +72,10 @@ model kinds), ``operators`` (built-in operators), ``chunks`` (resumable chunks),
 from __future__ import annotations
 
 from . import operators  # noqa: F401  (registers the built-in operators)
+from . import distill  # noqa: F401  (registers the training objective distill, the DMM merge)
 from . import reports  # noqa: F401  (registers the campaign's report, by_n)
 from .kinds import CheckpointModel, build_models, checkpoint_path
+from . import merges  # noqa: F401  (registers the merge model kind: task arithmetic, TIES, DARE)
 from .parse import load_workflow
 from .registry import OPERATORS, Draw, Operator, Prepared, RunContext, register_operator, sample_shape
 from .run import RunResult, run_workflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -22,7 +22,7 @@ from ..training.checkpoints import load_model, read_card
 from .registry import sample_shape
 from .spec import Workflow
 
-__all__ = ["CheckpointModel", "checkpoint_path", "build_models", "condition_value"]
+__all__ = ["CheckpointModel", "checkpoint_path", "build_models", "condition_value", "style_value", "SAME_FIELDS"]
 
 
 class CheckpointModel:
@@ -93,7 +93,34 @@ def condition_value(card: dict, net: Any, cond: Any) -> Any:
         if not vals or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in vals):
             raise ValueError(f"cond: expected property values (numbers), got {cond!r}")
         return torch.tensor([vals], dtype=torch.get_default_dtype())
+    if kind == "style":
+        return style_value(card, cond)
     raise ValueError(f"cond: this net was trained without conditions (conditioning kind {kind!r}); drop cond")
+
+
+def style_value(card: dict, cond: Any) -> Any:
+    """A style student's ``cond`` (MATH §5, DMM): a style index or name (one teacher), or mixing
+    weights ``ẽ = Σ w_i e_i`` as a list (one per style) or a mapping name -> weight (others 0)."""
+    styles = list(card.get("styles") or [])
+    if isinstance(cond, str):
+        if cond not in styles:
+            raise ValueError(f"cond: unknown style {cond!r}; this student has {styles}")
+        return styles.index(cond)
+    if isinstance(cond, int) and not isinstance(cond, bool):
+        if not 0 <= cond < len(styles):
+            raise ValueError(f"cond: style index {cond} outside 0..{len(styles) - 1} ({styles})")
+        return cond
+    if isinstance(cond, Mapping):
+        unknown = [k for k in cond if k not in styles]
+        if unknown:
+            raise ValueError(f"cond: unknown styles {unknown}; this student has {styles}")
+        cond = [float(cond.get(name, 0.0)) for name in styles]
+    if isinstance(cond, list) and len(cond) == len(styles) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cond):
+        if abs(sum(cond) - 1.0) > 1e-6:
+            raise ValueError(f"cond: style weights must sum to 1; got {cond} (sum {sum(cond):.6g})")
+        return torch.tensor([cond], dtype=torch.get_default_dtype())
+    raise ValueError(f"cond: expected a style of {styles} (index, name, or {len(styles)} weights summing to 1); got {cond!r}")
 
 
 def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
@@ -134,7 +161,7 @@ def _null(conditioning: dict, cond: Any) -> Any:
     return torch.tensor([[float(v) for v in values]], dtype=torch.get_default_dtype())
 
 
-_SAME = ("modality", "architecture", "prediction", "schedule", "space", "shape", "normalisation", "conditioning")
+SAME_FIELDS = ("modality", "architecture", "prediction", "schedule", "space", "shape", "normalisation", "conditioning")
 
 
 def _soup(spec: dict, schedule: Schedule) -> CheckpointModel:
@@ -153,7 +180,7 @@ def _soup(spec: dict, schedule: Schedule) -> CheckpointModel:
     nets = [load_model(checkpoint_path(p)) for p in paths]
     first = nets[0].card
     for p, net in zip(paths[1:], nets[1:]):
-        differ = [k for k in _SAME if net.card.get(k) != first.get(k)]
+        differ = [k for k in SAME_FIELDS if net.card.get(k) != first.get(k)]
         if differ:
             raise ValueError(f"{p} cannot be souped with {paths[0]}: they differ in {', '.join(differ)}")
     if nets[0].schedule != schedule:

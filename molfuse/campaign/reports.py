@@ -1,4 +1,5 @@
-"""The campaign's own cross-method report ``by_n`` (metrics against a sample size, over seeds).
+"""The campaign's own cross-method reports: ``by_n`` (metrics against a sample size, over seeds) and
+``fidelity`` (sample-set distances of methods to reference models, with a self-distance control).
 Modalities add theirs (e.g. ``class_share`` of images) through :mod:`molfuse.plugins`."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pathlib import Path
+from typing import Any
 
 from .. import plugins
 from ..base.checks import REQUIRED, fail
@@ -103,3 +105,53 @@ def _plot_by_n(folder: Path, name: str, table: pd.DataFrame, ref: pd.DataFrame, 
 
 
 plugins.register_report("by_n", plugins.Report(_by_n, {"metrics": REQUIRED, "reference": []}, _check_by_n))
+
+
+# ------------------------------------------------------------------ fidelity (DMM's FID_t idea)
+def _check_fidelity(o: dict, path: str) -> dict:
+    pairs = o["pairs"]
+    if not isinstance(pairs, list) or not pairs:
+        fail(f"{path}.pairs", f"expected a non-empty list of {{name, method, reference, control?}}, got {pairs!r}")
+    for i, p in enumerate(pairs):
+        if not isinstance(p, dict) or not all(isinstance(p.get(k), str) for k in ("name", "method", "reference")) \
+                or not set(p) <= {"name", "method", "reference", "control"}:
+            fail(f"{path}.pairs[{i}]", f"expected {{name, method, reference, control?}} (method names), got {p!r}")
+    return o
+
+
+def fidelity_table(ctx: Any, runs: dict, modality: Any, pairs: list[dict]) -> pd.DataFrame:
+    """One row per pair: the modality's distances between ``method``'s and ``reference``'s samples
+    and, with ``control`` (a second, independent sample set of the reference model), the same
+    distances of the control — the floor that sampling noise alone gives."""
+    if modality.set_distance is None:
+        raise ValueError(f"modality {modality.name!r} has no set_distance; the fidelity report cannot compare samples")
+    rows = []
+    for p in pairs:
+        missing = [p[k] for k in ("method", "reference", "control") if k in p and p[k] not in runs]
+        if missing:
+            raise ValueError(f"fidelity pair {p['name']!r}: unknown methods {missing}; known {sorted(runs)}")
+        row: dict[str, Any] = {"name": p["name"], "method": p["method"], "reference": p["reference"]}
+        for key, value in modality.set_distance(ctx, runs[p["method"]], runs[p["reference"]]).items():
+            row[key] = value
+        if "control" in p:
+            row["control"] = p["control"]
+            for key, value in modality.set_distance(ctx, runs[p["control"]], runs[p["reference"]]).items():
+                row[f"{key}_control"] = value
+                row[f"{key}_ratio"] = row[key] / value if value else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fidelity(folder: Path, name: str, metrics: pd.DataFrame, o: dict, ctx: Any = None, runs: dict | None = None,
+              modality: Any = None) -> tuple[str, list[str]]:
+    table = fidelity_table(ctx, runs or {}, modality, o["pairs"])
+    atomic_write(Path(folder) / "fidelity.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"), text=True)
+    lines = ["## Fidelity: each method against a reference model's samples", "",
+             "Distances between two sample sets (the modality's `set_distance`); `_control` is the same distance "
+             "for a second, independent sample set of the reference model (sampling noise alone), `_ratio` the "
+             "first over the control (1 = as close as the reference is to itself).", "",
+             markdown_table(table), ""]
+    return "\n".join(lines), []
+
+
+plugins.register_report("fidelity", plugins.Report(_fidelity, {"pairs": REQUIRED}, _check_fidelity, samples=True))

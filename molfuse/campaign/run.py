@@ -159,8 +159,9 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
     write_json(wf.folder / "provenance.json", prov)
     sections = []
     for r in wf.reports:
-        text, _ = plugins.report(r["kind"]).write(wf.folder, wf.name, metrics, {k: v for k, v in r.items()
-                                                                              if k != "kind"})
+        rep, opts = plugins.report(r["kind"]), {k: v for k, v in r.items() if k != "kind"}
+        extra = {"ctx": ctx, "runs": method_runs, "modality": modality} if rep.samples else {}
+        text, _ = rep.write(wf.folder, wf.name, metrics, opts, **extra)
         sections.append(text)
     caveats = ev.caveats(ctx, metrics) if ev.caveats else []
     write_text(wf.folder / "summary.md", summary(wf, metrics, prov, figures, ev.notes, pictures, sections, caveats))

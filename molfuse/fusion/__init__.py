@@ -2,14 +2,19 @@
 
 from .barycenter import (Barycenter, BarycenterFit, LinearCombination, fit_barycenter_weights, guidance,
                          solve_simplex_qp)
+from .distill import Distillation, FeatureTap, x0_from_score
 from .ensemble import RULES, Ensemble, aggregate
+from .merge import (RULES as MERGE_RULES, choose_by_heldout, dare, heldout_dsm, heldout_losses, kendall_tau, merge,
+                    rank_correlation, rule_options, task_arithmetic, task_vectors, ties, weighted_sum)
 from .soup import Soup, check_mergeable, soup
 from .superposition import SuperpositionResult, and_weights, or_weights, superpose
 from ._common import stack_scores
 from .weights import LogWeights, as_weights
 
-__all__ = [
+__all__ = ["Distillation", "FeatureTap", "x0_from_score",
     "Barycenter", "BarycenterFit", "LinearCombination", "fit_barycenter_weights", "guidance", "solve_simplex_qp",
     "Ensemble", "RULES", "aggregate", "Soup", "check_mergeable", "soup",
     "SuperpositionResult", "and_weights", "or_weights", "superpose", "LogWeights", "as_weights", "stack_scores",
+    "MERGE_RULES", "choose_by_heldout", "dare", "heldout_dsm", "heldout_losses", "kendall_tau", "merge",
+    "rank_correlation", "rule_options", "task_arithmetic", "task_vectors", "ties", "weighted_sum",
 ]

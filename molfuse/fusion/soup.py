@@ -23,11 +23,13 @@ StateDict = Mapping[str, Tensor]
 _SHOW = 10  # key names listed per problem before "... (+N more)"
 
 
-def _averageable(t: Tensor) -> bool:
+def averageable(t: Tensor) -> bool:
+    """Floating and complex tensors are combined; integer / bool buffers are copied."""
     return t.is_floating_point() or t.is_complex()
 
 
-def _acc_dtype(t: Tensor) -> torch.dtype:
+def acc_dtype(t: Tensor) -> torch.dtype:
+    """The accumulation dtype of a combinable tensor: float64, or complex128 for complex ones."""
     return torch.complex128 if t.is_complex() else torch.float64
 
 
@@ -53,7 +55,7 @@ def _key_problems(ref: StateDict, other: StateDict, a: str, b: str) -> list[str]
             out.append(f"key {key!r}: shapes differ, {a} {tuple(x.shape)} vs {b} {tuple(y.shape)}")
         elif x.dtype != y.dtype:
             out.append(f"key {key!r}: dtypes differ, {a} {x.dtype} vs {b} {y.dtype}")
-        elif not _averageable(x) and not torch.equal(x.cpu(), y.cpu()):
+        elif not averageable(x) and not torch.equal(x.cpu(), y.cpu()):
             out.append(f"key {key!r}: integer buffers must agree; cannot average ({a} vs {b} differ)")
     return out
 
@@ -65,7 +67,8 @@ def _value_problems(sd: Any, label: str) -> list[str]:
     return [f"{label} has non-tensor values: {', '.join(bad)}"] if bad else []
 
 
-def _problems(sds: Sequence[Any], labels: Sequence[str]) -> list[str]:
+def merge_problems(sds: Sequence[Any], labels: Sequence[str]) -> list[str]:
+    """Every reason the state dicts cannot be merged, each member compared with the first."""
     out = [p for sd, lab in zip(sds, labels) for p in _value_problems(sd, lab)]
     if out:
         return out  # key-wise comparison needs mappings of tensors
@@ -92,12 +95,12 @@ def check_mergeable(state_dicts: Sequence[StateDict], labels: Sequence[str] | No
     if len(sds) < 1:
         raise MergeError("a soup needs at least 1 state dict; got 0")
     labels = list(labels) if labels is not None else [f"member {i}" for i in range(len(sds))]
-    problems = _problems(sds, labels)
+    problems = merge_problems(sds, labels)
     if problems:
         raise MergeError("state dicts cannot be merged:\n  - " + "\n  - ".join(problems))
 
 
-def _new_like(template: StateDict) -> "OrderedDict[str, Tensor]":
+def new_like(template: StateDict) -> "OrderedDict[str, Tensor]":
     """Empty ordered dict that carries the template's ``_metadata`` (module versions)."""
     out: OrderedDict[str, Tensor] = OrderedDict()
     meta = getattr(template, "_metadata", None)
@@ -129,12 +132,12 @@ def soup(state_dicts: Sequence[StateDict], weights: Any = None) -> dict[str, Ten
     check_mergeable(sds)
     n = len(sds)
     w = as_weights([1.0 / n] * n if weights is None else weights, n, "soup", simplex=True)
-    out = _new_like(sds[0])
+    out = new_like(sds[0])
     for key, ref in sds[0].items():
-        if not _averageable(ref):
+        if not averageable(ref):
             out[key] = ref.detach().clone()
             continue
-        acc = torch.zeros(ref.shape, dtype=_acc_dtype(ref), device=ref.device)
+        acc = torch.zeros(ref.shape, dtype=acc_dtype(ref), device=ref.device)
         for wi, sd in zip(w.tolist(), sds):
             acc += wi * sd[key].detach().to(device=ref.device, dtype=acc.dtype)
         out[key] = acc.to(ref.dtype)
@@ -153,14 +156,14 @@ class Soup:
 
     def __init__(self, first_state_dict: StateDict):
         check_mergeable([first_state_dict])
-        self._template = _new_like(first_state_dict)
+        self._template = new_like(first_state_dict)
         self._sum: dict[str, Tensor] = {}
         for key, v in first_state_dict.items():
             v = v.detach()
             # Floating keys: a meta tensor records shape/dtype for checks; ints are kept as is.
-            self._template[key] = v.to("meta") if _averageable(v) else v.clone()
-            if _averageable(v):
-                self._sum[key] = v.to(_acc_dtype(v)).clone()
+            self._template[key] = v.to("meta") if averageable(v) else v.clone()
+            if averageable(v):
+                self._sum[key] = v.to(acc_dtype(v)).clone()
         self._n = 1
 
     @classmethod
@@ -215,7 +218,7 @@ class Soup:
         Returns:
             A new ordered state dict (keys in the first member's order, its ``_metadata``).
         """
-        out = _new_like(self._template)
+        out = new_like(self._template)
         for key, ref in self._template.items():
             out[key] = (self._sum[key] / self._n).to(ref.dtype) if key in self._sum else ref.clone()
         return out

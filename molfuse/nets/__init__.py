@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from .. import plugins
+from .style import STYLE_ARCHITECTURE, StyledNet
 
 __all__ = ["build", "architectures"]
 
@@ -23,9 +24,11 @@ def build(name: str, config: dict[str, Any]) -> nn.Module:
         plugins.MissingModalityError: no modality registers ``name`` (or its dependencies
             are missing: the message says what to install).
     """
+    if name == STYLE_ARCHITECTURE:  # a style student wraps a base architecture (MATH §5, DMM)
+        return StyledNet.from_config(build, **config)
     return plugins.architecture(name)(**config)
 
 
 def architectures() -> list[str]:
     """Every architecture the registered modalities provide."""
-    return sorted({a for m in plugins.modalities() for a in m.architectures})
+    return sorted({a for m in plugins.modalities() for a in m.architectures} | {STYLE_ARCHITECTURE})

@@ -52,7 +52,7 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "che
            "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
-CONDITIONS = ("none", "class_label", "properties")
+CONDITIONS = ("none", "class_label", "properties", "style")
 
 
 def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any]) -> Path:

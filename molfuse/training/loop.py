@@ -43,7 +43,7 @@ __all__ = ["train", "final_losses", "resume_step"]
 
 def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig, out_dir: str | Path,
           card_extra: Mapping[str, Any] | None = None, checkpoint_dir: str | Path | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, objective: nn.Module | None = None) -> Path:
     """Train ``net`` on ``dataset`` and ship its EMA weights; resume from ``out_dir/last.ckpt``.
 
     ``out_dir`` receives ``last.ckpt`` (lightning's resumable state: weights, EMA, optimiser,
@@ -64,6 +64,9 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
             ``normalisation``, ``conditioning`` (its ``kind``), ``name``, ...
         checkpoint_dir: where the shipped checkpoint goes (default ``out_dir/checkpoint``).
         progress: show lightning's progress bar and model summary.
+        objective: another loss than denoising (e.g. :class:`molfuse.fusion.Distillation`); the
+            data's ``cond`` then goes to it as is (style indices of a distillation), and the
+            card's ``objective`` entry (from ``card_extra``) joins the resume fingerprint.
 
     Returns:
         The checkpoint folder (``model.safetensors`` + ``card.json``).
@@ -83,9 +86,11 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     space = space_from_config(card["space"])
     space.check(data.x.shape, data.mask)
     card.setdefault("shape", list(data.x.shape[1:]))
-    data, null = _conditioning(net, data, config)
+    data, null = _conditioning(net, data, config) if objective is None else (data, None)
     kind = "none"
-    if data.cond is not None:
+    if objective is not None:
+        kind = (card.get("conditioning") or {}).get("kind", "none")
+    elif data.cond is not None:
         default = "properties" if data.cond.is_floating_point() else "class_label"
         kind = (card.get("conditioning") or {}).get("kind") or default
     card["conditioning"] = {"kind": kind, "null_cond": _card_value(null), "cond_drop_prob": config.cond_drop_prob}
@@ -94,12 +99,13 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         "architecture": arch, "schedule": schedule.config(), "prediction": prediction_of(net), "space": card["space"],
         "data": card.get("data"), "normalisation": card.get("normalisation"), "n_train": len(train_set),
         "conditioning": card["conditioning"], "init_from": card.get("init_from"),
-        "train": {k: v for k, v in recorded(config).items() if k not in RESUMABLE}})))
+        "train": {k: v for k, v in recorded(config).items() if k not in RESUMABLE},
+        **({"objective": card.get("objective")} if objective is not None else {})})))
     last = out_dir / "last.ckpt"
     start = resume_step(last, fingerprint, config.steps)
     L.seed_everything(derive_seed(config.seed, "global", start) % 2**32, verbose=False)  # e.g. dropout layers
     module = DiffusionModule(net, schedule, config.lr, config.ema_decay, config.cond_drop_prob, null, config.t_min,
-                             config.seed, config.log_every, space, t_power=config.t_power)
+                             config.seed, config.log_every, space, t_power=config.t_power, objective=objective)
     loader = DataLoader(train_set, sampler=StepBatches(len(train_set), config.batch_size, config.seed, start),
                         batch_size=None, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size) if val_set is not None else None

@@ -46,11 +46,16 @@ class DiffusionModule(L.LightningModule):
         seed: root of the per-step random draws.
         log_every: steps between rows of the logger (mean loss over those steps).
         space: the state space of the data (MATH §6; default the net's, else Euclidean).
+        objective: another loss instead of denoising, e.g. :class:`molfuse.fusion.Distillation`:
+            a module ``objective(net, batch, generator, training) -> (per-sample loss, extra terms)``;
+            its own parameters (a discriminator) are trained by the same optimiser and saved with
+            the resumable state; the EMA follows ``net`` only.
     """
 
     def __init__(self, net: nn.Module, schedule: Schedule, lr: float = 1e-3, ema_decay: float = 0.999,
                  cond_drop_prob: float = 0.0, null_cond: Any = None, t_min: float = 1e-3, seed: int = 0,
-                 log_every: int = 50, space: Space | None = None, t_power: float = 1.0):
+                 log_every: int = 50, space: Space | None = None, t_power: float = 1.0,
+                 objective: nn.Module | None = None):
         super().__init__()
         if cond_drop_prob > 0 and null_cond is None:
             raise ValueError("cond_drop_prob > 0 needs null_cond (the net's 'no condition' value)")
@@ -60,6 +65,8 @@ class DiffusionModule(L.LightningModule):
         self.lr, self.ema_decay, self.cond_drop_prob, self.null_cond = lr, ema_decay, cond_drop_prob, null_cond
         self.t_min, self.t_power, self.seed, self.log_every = t_min, t_power, seed, log_every
         self.space = resolve_space([net], space)
+        self.objective = objective
+        self._extras: dict[str, Tensor] = {}
         self._window: list[Tensor] = []  # training losses since the last log row
         self._val: list[Tensor] = []
 
@@ -68,7 +75,11 @@ class DiffusionModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, *parts))
 
     def batch_loss(self, net: nn.Module, batch: Mapping[str, Tensor], g: torch.Generator, dropout: bool) -> Tensor:
-        """(batch,) :func:`denoising_loss` of ``net`` on a batch ``{x, mask?, cond?}``."""
+        """(batch,) :func:`denoising_loss` (or the objective's loss) of ``net`` on a batch ``{x, mask?, cond?}``.
+        The objective's extra terms of the last training call are kept in ``self._extras``."""
+        if self.objective is not None:
+            loss, self._extras = self.objective(net, batch, g, training=dropout)
+            return loss
         cond = batch.get("cond")
         if cond is not None and dropout and self.cond_drop_prob > 0:
             cond = drop_condition(cond, self.cond_drop_prob, self.null_cond, g)
@@ -79,7 +90,7 @@ class DiffusionModule(L.LightningModule):
         loss = self.batch_loss(self.net, batch, self.generator("train", self.global_step), dropout=True).mean()
         self.log("loss", loss, prog_bar=True, logger=False)
         self._window.append(loss.detach())
-        return loss
+        return loss + sum(self._extras.values()) if self._extras else loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss = self.batch_loss(self.ema, batch, self.generator("val", batch_idx), dropout=False)
@@ -120,7 +131,8 @@ class DiffusionModule(L.LightningModule):
             self._window.clear()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        extra = list(self.objective.parameters()) if self.objective is not None else []
+        return torch.optim.Adam(list(self.net.parameters()) + extra, lr=self.lr)
 
 
 class StepBatches(Sampler):

@@ -80,16 +80,18 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         fresh = not (wf.folder / "last.ckpt").exists()
         if fresh:
             _write_config(wf)
+        objective, dataset, extra = _objective(wf, net, schedule, data, modality, say)
         say(f"molfuse: training {wf.name} ({wf.architecture['name']}, {sum(p.numel() for p in net.parameters())} "
             f"parameters, {len(data.x)} samples, modality {modality}) -> {wf.folder}{'' if fresh else ' (resuming)'}")
-        ckpt = train(net, data, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
+        ckpt = train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
+                     objective=objective,
                      card_extra={"name": wf.name, "description": wf.description, "modality": modality,
                                  "architecture": wf.architecture, "space": data.space, "shape": list(data.x.shape[1:]),
                                  **({"node_counts": data.node_counts} if data.node_counts else {}),
                                  **_conditional_sizes(data),
                                  "data": data.description, "normalisation": data.normalisation,
                                  "conditioning": {"kind": data.condition}, "init_from": init,
-                                 "licence": LICENCE, "rebuild": rebuild})
+                                 "licence": LICENCE, "rebuild": rebuild, **extra})
         _write_config(wf)
         card, _ = read_card(ckpt)
         log = _training_log(wf.folder)
@@ -102,6 +104,18 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         write_text(wf.folder / "summary.md", _summary(wf, card, metrics, picture))
     say(f"molfuse: checkpoint {ckpt} ({WEIGHTS_FILE} + {CARD_FILE}); results {wf.folder} (summary.md, metrics.csv)")
     return TrainResult(wf.folder, Path(ckpt), card, metrics)
+
+
+def _objective(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: TrainingData, modality: str,
+               say: Any) -> tuple[Any, Any, dict]:
+    """``(objective, training data, card entries)``: denoising on ``data`` unless the workflow
+    names another ``objective`` (e.g. ``distill``), whose kind builds all three."""
+    if not wf.objective:
+        return None, data, {}
+    kind = plugins.objective(wf.objective["kind"])
+    spec = {k: v for k, v in wf.objective.items() if k != "kind"}
+    return kind.build(spec, net=net, schedule=schedule, data=data, modality=modality, seed=wf.seed,
+                      folder=wf.folder, say=say, config=wf.train)
 
 
 def _conditional_sizes(data: TrainingData) -> dict:

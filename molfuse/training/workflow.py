@@ -19,6 +19,8 @@ Schema (``?`` = optional, default after ``=``)::
     data:                         # required; a data kind of a modality (molfuse.plugins), e.g.
       kind: gaussian_mixture_samples   # (vectors) or mnist_population (images); its own fields:
       means: [[x, y], ...]; covs: [...]; weights?: [...]; n: int; seed?: 0; labels?: false
+    objective?:                   # another loss than denoising, e.g. the DMM distillation merge:
+      kind: distill               # its fields: molfuse.campaign.distill (teachers, source, ...)
     train?:                       # TrainConfig fields except seed (the top-level seed is used)
       {steps: 2000, batch_size: 128, lr: 0.001, ema_decay: 0.999, cond_drop_prob: 0.0,
        num_workers: 0, log_every: 50, checkpoint_every: 500, device: cpu|cuda|auto,
@@ -42,6 +44,7 @@ from typing import Any, Mapping
 from .. import plugins
 from ..base.checks import REQUIRED, as_int, as_name, fail, fields
 from ..base.io import read_yaml
+from ..nets.style import STYLE_ARCHITECTURE
 from ..schedules import check_schedule_spec
 from .config import TrainConfig, recorded
 from .data import check_data_spec
@@ -49,7 +52,8 @@ from .data import check_data_spec
 __all__ = ["TrainWorkflow", "load_train_workflow", "expand_sweep", "TOP_FIELDS"]
 
 TOP_FIELDS = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "checkpoint_dir": None,
-        "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None}
+        "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None,
+        "objective": None}
 
 
 def expand_sweep(source: str | Path | Mapping) -> list[dict]:
@@ -119,6 +123,7 @@ class TrainWorkflow:
     architecture: dict
     data: dict
     train: TrainConfig
+    objective: dict | None = None
 
     @property
     def folder(self) -> Path:
@@ -128,7 +133,8 @@ class TrainWorkflow:
         train = {k: v for k, v in recorded(self.train).items() if k != "seed"}
         return {"name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
                 "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from, "schedule": dict(self.schedule),
-                "architecture": self.architecture, "data": self.data, "train": train}
+                "architecture": self.architecture, "data": self.data, "train": train,
+                **({"objective": self.objective} if self.objective else {})}
 
 
 def load_train_workflow(source: str | Path | Mapping, output: str | Path | None = None,
@@ -145,10 +151,12 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
     arch = fields(top["architecture"], "architecture", {"name": REQUIRED, "config": {}})
     if not isinstance(arch["name"], str):
         fail("architecture.name", f"expected an architecture name, got {arch['name']!r}")
+    style = arch["name"] == STYLE_ARCHITECTURE  # a style student names its base architecture in config.base
+    base = (arch["config"] or {}).get("base") if style and isinstance(arch["config"], Mapping) else None
     try:
-        plugins.architecture(arch["name"])
+        plugins.architecture(base.get("name") if isinstance(base, Mapping) else arch["name"])
     except plugins.MissingModalityError as e:
-        fail("architecture.name", str(e))
+        fail("architecture.config.base.name" if style else "architecture.name", str(e))
     if not isinstance(arch["config"], Mapping):
         fail("architecture.config", f"expected a mapping, got {arch['config']!r}")
     data = check_data_spec(top["data"], "data")
@@ -163,7 +171,21 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
         output=out, checkpoint_dir=str(top["checkpoint_dir"] or Path(out) / name / "checkpoint"),
         init_from=None if top["init_from"] is None else str(top["init_from"]),
         schedule=check_schedule_spec(top["schedule"]), architecture={"name": arch["name"], "config": dict(arch["config"])},
-        data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]))
+        data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]),
+        objective=_objective(top["objective"]))
+
+
+def _objective(spec: Any) -> dict | None:
+    """The ``objective`` section with its kind's defaults filled in (WorkflowError naming the field)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("kind"), str):
+        fail("objective.kind", f"expected a mapping with a kind (e.g. distill); got {spec!r}")
+    try:
+        kind = plugins.objective(spec["kind"])
+    except plugins.UnknownNameError as e:
+        fail("objective.kind", str(e))
+    return fields(spec, "objective", {"kind": REQUIRED, **kind.fields})
 
 
 

@@ -38,6 +38,7 @@ from .metrics import (  # noqa: E402
 )
 from .reports import CLASS_SHARE  # noqa: E402
 from .unet import UNet  # noqa: E402
+from .fidelity import set_distance  # noqa: E402
 
 __all__ = [
     "UNet", "DigitClassifier",
@@ -79,7 +80,7 @@ MODALITY = plugins.Modality(
     architectures={"unet": UNet, "digit_classifier": DigitClassifier},
     data_kinds={"mnist_population": plugins.DataKind(_population_data)},
     evaluator=EVALUATOR, reports={"class_share": CLASS_SHARE}, writers={"npy": write_npy, "png": write_png},
-    check_card=_check_card)
+    check_card=_check_card, set_distance=set_distance)
 
 
 def register() -> None:

@@ -11,15 +11,16 @@ from ... import plugins
 from ...nets.mlp import MLPScoreNet
 from .data import DATA_KIND, MODEL_KIND, gaussian_mixture_model, gaussian_mixture_samples
 from .evaluate import EVALUATOR, write_npy
-from .metrics import coordinates, exact_log_q, method_metrics, per_sample_table
+from .metrics import coordinates, exact_log_q, method_metrics, per_sample_table, set_distance
 
 __all__ = ["MODALITY", "register", "gaussian_mixture_samples", "gaussian_mixture_model", "coordinates", "exact_log_q",
-           "method_metrics", "per_sample_table"]
+           "method_metrics", "per_sample_table", "set_distance"]
 
 MODALITY = plugins.Modality(
     name="vectors", description="plain vectors (toy / tabular data) with exact densities where members have them",
     architectures={"mlp": MLPScoreNet}, data_kinds={"gaussian_mixture_samples": DATA_KIND},
-    model_kinds={"gaussian_mixture": MODEL_KIND}, evaluator=EVALUATOR, writers={"npy": write_npy})
+    model_kinds={"gaussian_mixture": MODEL_KIND}, evaluator=EVALUATOR, writers={"npy": write_npy},
+    set_distance=set_distance)
 
 
 def register() -> None:

@@ -110,3 +110,18 @@ def method_metrics(table: pd.DataFrame, members: Sequence[str]) -> dict:
         if ito in table and exact in table:
             row[f"ito_abs_err_nats_{m}"] = _mean((table[ito] - table[exact]).abs())
     return row
+
+
+def set_distance(ctx: Any, a: Any, b: Any) -> dict:
+    """Distances between two methods' finite vectors (the campaign's ``fidelity`` report):
+    ``frechet`` (squared 2-Wasserstein distance of the two sets' Gaussian fits, the Fréchet
+    distance on raw coordinates) and ``mean_distance`` (Euclidean distance of the means)."""
+    xa, xb = (np.asarray(r.x, dtype=np.float64).reshape(len(r.x), -1) for r in (a, b))
+    xa, xb = xa[np.isfinite(xa).all(1)], xb[np.isfinite(xb).all(1)]
+    ma, mb = xa.mean(0), xb.mean(0)
+    ca, cb = np.atleast_2d(np.cov(xa, rowvar=False)), np.atleast_2d(np.cov(xb, rowvar=False))
+    w, v = np.linalg.eigh(ca)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    mid = np.linalg.eigvalsh(root @ cb @ root)
+    frechet = float(((ma - mb) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(mid, 0, None)).sum())
+    return {"frechet": max(frechet, 0.0), "mean_distance": float(np.linalg.norm(ma - mb)), "n_a": len(xa), "n_b": len(xb)}
