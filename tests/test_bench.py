@@ -100,3 +100,10 @@ def test_protein_proxy_bench_quick_run_prints_its_metrics():
     for name in required:
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
     assert not any(k.endswith("_L128_wall_s") for k in values)  # --quick: L = 64 only
+
+
+def test_merging_bench_quick_run_prints_its_ratios():
+    _, values = _quick_run("merging.py")
+    for name in ("params_ratio_quick", "sample_student_s_quick", "cost_ratio_ensemble_quick", "cost_ratio_or_quick"):
+        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
+    assert float(values["cost_ratio_ensemble_quick"]) > 1.0  # three calls per step cost more than one

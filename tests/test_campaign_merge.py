@@ -134,3 +134,40 @@ def test_merge_checkpoints_writes_a_loadable_checkpoint(family, tmp_path):
     # the merge is itself a child of the parent: it can be merged again
     again, _ = merge_checkpoints("ties", [str(out), family["kids"][0]], family["parent"], density=1.0)
     assert again.card["merge"]["members"][0]["name"] == "merged"
+
+
+def test_select_picks_the_scale_with_the_lowest_heldout_dsm_loss(family, tmp_path):
+    from molfuse.fusion.merge import heldout_dsm
+    from molfuse.training.data import build_data, check_data_spec
+
+    data_spec = {"kind": "gaussian_mixture_samples", "means": [[0.0, 0.0]], "covs": [1.0], "n": 64, "seed": 3}
+    spec = {"kind": "merge", "rule": "task_arithmetic", "paths": family["kids"], "parent": family["parent"],
+            "select": {"option": "scale", "values": [0.0, 0.5, 1.0], "data": data_spec, "n": 64, "n_t": 2, "seed": 1}}
+    m = _build({"t": spec}, tmp_path)["t"]
+    sel = m.card["merge"]["selection"]
+    assert sel["option"] == "scale" and sel["values"] == [0.0, 0.5, 1.0] and set(sel["heldout_dsm"]) == {
+        "scale=0.0", "scale=0.5", "scale=1.0"}
+    best = min(sel["heldout_dsm"], key=lambda k: sel["heldout_dsm"][k]["mean"])
+    assert sel["chosen"] == float(best.split("=")[1]) and m.card["merge"]["options"]["scale"] == sel["chosen"]
+    # the same numbers by hand: the candidates' losses on the same draws
+    x = build_data(check_data_spec(data_spec, "d")).x
+    g = torch.Generator().manual_seed(__import__("molfuse").base.seeds.derive_seed(1, "select"))
+    x = x[torch.randperm(len(x), generator=g)[:64]]
+    nets = {f"scale={s}": merge_checkpoints("task_arithmetic", family["kids"], family["parent"], scale=s)[0]
+            for s in (0.0, 0.5, 1.0)}
+    table = heldout_dsm(nets, x, VPSchedule(), n_t=2, seed=1)
+    assert all(abs(table[k][0] - sel["heldout_dsm"][k]["mean"]) < 1e-9 for k in table)
+    with pytest.raises(WorkflowError, match="select"):
+        _build({"t": {**spec, "select": {**spec["select"], "option": "nope"}}}, tmp_path)
+
+
+def test_rank_agreement_report_counts_orderings():
+    import pandas as pd
+
+    from molfuse.campaign.reports import rank_agreement_table
+
+    m = pd.DataFrame({"method": list("abcde"), "loss": [1, 2, 3, 4, 5], "same": [10, 20, 30, 40, 50],
+                      "reversed": [5, 4, 3, 2, 1]})
+    t = rank_agreement_table(m, "loss", ["same", "reversed"], [])
+    assert list(t["spearman"]) == [1.0, -1.0] and list(t["kendall"]) == [1.0, -1.0] and list(t["methods"]) == [5, 5]
+    assert rank_agreement_table(m, "loss", ["same"], ["a", "b"])["spearman"].isna().all()  # < 3 methods

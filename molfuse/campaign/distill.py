@@ -201,7 +201,13 @@ def build_distillation(spec: dict, net: Any, schedule: Schedule, data: Any, moda
              "init_base": base, "previous": prev_entry, "regularise": bool(spec["regularise"]),
              "feature_layers": list(spec["feature_layers"]), "feature_weight": float(spec["feature_weight"]),
              "adversarial_weight": float(spec["adversarial_weight"])}
-    return objective, dataset, {"objective": entry, "styles": old + list(names), "conditioning": {"kind": "style"}}
+    extra = {"objective": entry, "styles": old + list(names), "conditioning": {"kind": "style"}}
+    sizes = [(n, t.card.get("node_counts")) for n, t in zip(names, teachers)]
+    if prev is not None:
+        sizes = [(n, (prev.card.get("node_counts_by_style") or {}).get(n)) for n in old] + sizes
+    if any(h for _, h in sizes):  # point clouds: style i samples its teacher's sizes (MATH §6)
+        extra["node_counts_by_style"] = {n: h for n, h in sizes}
+    return objective, dataset, extra
 
 
 plugins.register_objective("distill", plugins.ObjectiveKind(build_distillation, FIELDS))

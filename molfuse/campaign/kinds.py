@@ -59,12 +59,33 @@ class CheckpointModel:
 def _sizes(card: dict, cond: Any) -> tuple[dict[int, float] | None, str | None]:
     """The size histogram a prompted checkpoint samples from: ``p(n | cond)`` from the card's
     ``node_counts_by_condition`` when the condition is one of its keys, else ``p(n)``."""
+    if (card.get("conditioning") or {}).get("kind") == "style" and card.get("node_counts_by_style") and cond is not None:
+        return _style_sizes(card, cond)
     by_cond = card.get("node_counts_by_condition") or {}
     key = condition_key(cond) if cond is not None and by_cond else None
     chosen = by_cond.get(key) if key is not None else None
     if chosen:
         return {int(k): v for k, v in chosen.items()}, key
     return {int(k): v for k, v in (card.get("node_counts") or {}).items()} or None, None
+
+
+def _style_sizes(card: dict, cond: Any) -> tuple[dict[int, float], str]:
+    """A style student's size histogram: its teacher's for one style, the ``w``-mixture of the
+    teachers' (normalised) histograms for mixed styles ``ẽ = Σ w_i e_i`` (negative weights: refused)."""
+    styles, by_style = list(card["styles"]), card["node_counts_by_style"]
+    v = style_value(card, cond)
+    w = [1.0 if i == v else 0.0 for i in range(len(styles))] if isinstance(v, int) else v.reshape(-1).tolist()
+    if any(x < 0 for x in w):
+        raise ValueError(f"cond: a point-cloud style student draws sizes from the w-mixture of its teachers' "
+                         f"histograms, which needs w >= 0; got {w}")
+    out: dict[int, float] = {}
+    for wi, name in zip(w, styles):
+        hist = {int(k): float(c) for k, c in (by_style.get(name) or {}).items()}
+        total = sum(hist.values()) or 1.0
+        for k, c in hist.items():
+            out[k] = out.get(k, 0.0) + wi * c / total
+    label = styles[v] if isinstance(v, int) else "mixed style " + ", ".join(f"{n} {x:g}" for n, x in zip(styles, w))
+    return {k: c for k, c in sorted(out.items()) if c > 0}, label
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -13,17 +13,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from .. import plugins
-from ..base.checks import REQUIRED
-from ..fusion.merge import RULES, merge, rule_options
+from ..base.checks import REQUIRED, fields
+from ..base.seeds import derive_seed
+from ..fusion.merge import RULES, choose_by_heldout, merge, rule_options
 from ..models import bind
 from ..nets import build
 from ..schedules import Schedule
 from ..training.checkpoints import load_model, read_card, save_checkpoint
+from ..training.data import build_data, check_data_spec
 from .kinds import SAME_FIELDS  # the card fields every soup / merge member must share
 from .kinds import CheckpointModel, checkpoint_path, condition_value
 
-__all__ = ["merge_checkpoints", "check_members", "OPTIONS"]
+__all__ = ["merge_checkpoints", "check_members", "select_by_heldout", "OPTIONS", "SELECT"]
 
 OPTIONS = ("weights", "scale", "density", "drop", "seed", "combine")
 # Card entries that describe the parent's own weights or training run, not the merge.
@@ -148,10 +152,44 @@ def merge_checkpoints(rule: str, paths: Sequence[str | Path], parent: str | Path
     return net, card
 
 
+SELECT = {"option": REQUIRED, "values": REQUIRED, "data": REQUIRED, "n": 256, "n_t": 4, "seed": 0}
+
+
+def select_by_heldout(spec: dict, options: dict, schedule: Schedule) -> tuple[dict, dict]:
+    """Choose one merge option by held-out DSM loss (MATH §2; common random numbers across the
+    candidates): ``select = {option, values, data (a data kind), n, n_t, seed}``. Returns the
+    options with the chosen value and the selection record for the card."""
+    sel = fields(spec["select"], "select", SELECT)
+    if sel["option"] not in OPTIONS or not isinstance(sel["values"], list) or len(sel["values"]) < 2:
+        raise ValueError(f"select: option must be one of {', '.join(OPTIONS)} with a list of >= 2 values; got {sel}")
+    data = build_data(check_data_spec(sel["data"], "select.data"), "select.data")
+    g = torch.Generator().manual_seed(derive_seed(int(sel["seed"]), "select"))
+    idx = torch.randperm(len(data.x), generator=g)[:int(sel["n"])]
+    mask = None if data.mask is None else data.mask[idx]
+    nets = {}
+    for v in sel["values"]:
+        nets[f"{sel['option']}={v}"] = merge_checkpoints(spec["rule"], spec["paths"], spec["parent"],
+                                                        **{**options, sel["option"]: v})[0]
+    space = next(iter(nets.values())).space
+    best, table = choose_by_heldout(nets, data.x[idx], schedule, n_t=int(sel["n_t"]), seed=int(sel["seed"]),
+                                    mask=mask, space=space)
+    chosen = sel["values"][list(nets).index(best)]
+    record = {"option": sel["option"], "values": sel["values"], "chosen": chosen, "data": data.description,
+              "n": int(len(idx)), "n_t": int(sel["n_t"]), "seed": int(sel["seed"]),
+              "heldout_dsm": {k: {"mean": m, "se": e} for k, (m, e) in table.items()}}
+    return {**options, sel["option"]: chosen}, record
+
+
 def _merge_kind(spec: dict, schedule: Schedule) -> CheckpointModel:
-    """``{kind: merge, rule, paths, parent?, weights?, scale?, density?, drop?, seed?, combine?, cond?}``."""
+    """``{kind: merge, rule, paths, parent?, weights?, scale?, density?, drop?, seed?, combine?, cond?,
+    select?}``; ``select`` picks one option's value by held-out DSM loss (:func:`select_by_heldout`)."""
     options = {k: spec[k] for k in OPTIONS if spec[k] is not None}
+    record = None
+    if spec["select"] is not None:
+        options, record = select_by_heldout(spec, options, schedule)
     net, card = merge_checkpoints(spec["rule"], spec["paths"], spec["parent"], **options)
+    if record is not None:
+        card = {**card, "merge": {**card["merge"], "selection": record}}
     if net.schedule != schedule:
         raise ValueError(f"the checkpoints were trained with {net.schedule!r} but the workflow uses {schedule!r}; "
                          f"set the workflow's schedule to {net.schedule.config()}")
@@ -170,5 +208,6 @@ def _merge_modality(spec: dict) -> str:
 
 
 plugins.register_model_kind("merge", plugins.ModelKind(
-    _merge_kind, {"rule": REQUIRED, "paths": REQUIRED, "parent": None, **{k: None for k in OPTIONS}, "cond": None},
+    _merge_kind, {"rule": REQUIRED, "paths": REQUIRED, "parent": None, **{k: None for k in OPTIONS}, "cond": None,
+                  "select": None},
     _merge_modality))

