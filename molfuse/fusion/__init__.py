@@ -2,7 +2,7 @@
 
 from .barycenter import (Barycenter, BarycenterFit, LinearCombination, fit_barycenter_weights, guidance,
                          solve_simplex_qp)
-from .distill import Distillation, FeatureTap, x0_from_score
+from .distill import Distillation, FeatureTap, style_errors, x0_from_score
 from .ensemble import RULES, Ensemble, aggregate
 from .merge import (RULES as MERGE_RULES, choose_by_heldout, dare, heldout_dsm, heldout_losses, kendall_tau, merge,
                     rank_correlation, rule_options, task_arithmetic, task_vectors, ties, weighted_sum)
@@ -11,7 +11,7 @@ from .superposition import SuperpositionResult, and_weights, or_weights, superpo
 from ._common import stack_scores
 from .weights import LogWeights, as_weights
 
-__all__ = ["Distillation", "FeatureTap", "x0_from_score",
+__all__ = ["Distillation", "FeatureTap", "style_errors", "x0_from_score",
     "Barycenter", "BarycenterFit", "LinearCombination", "fit_barycenter_weights", "guidance", "solve_simplex_qp",
     "Ensemble", "RULES", "aggregate", "Soup", "check_mergeable", "soup",
     "SuperpositionResult", "and_weights", "or_weights", "superpose", "LogWeights", "as_weights", "stack_scores",

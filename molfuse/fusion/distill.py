@@ -26,12 +26,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..base.seeds import derive_seed
 from ..convert import score_fn
 from ..schedules import Schedule
 from ..spaces import Space, resolve_space
 from ._common import check_members
 
-__all__ = ["FeatureTap", "Distillation", "x0_from_score"]
+__all__ = ["FeatureTap", "Distillation", "x0_from_score", "style_errors"]
 
 
 class FeatureTap:
@@ -230,3 +231,30 @@ def _check_styles(styles: list[int], old: list[int], num_styles: int, k: int, ha
     bad = [s for s in both if not 0 <= s < num_styles]
     if bad:
         raise ValueError(f"styles {bad} are outside the student's codebook 0..{num_styles - 1}")
+
+
+@torch.no_grad()
+def style_errors(student: nn.Module, teachers: Mapping[int, Any], x0: Tensor, schedule: Schedule, n_t: int = 4,
+                 seed: int = 0, mask: Tensor | None = None, space: Space | None = None, t_min: float = 1e-3,
+                 batch_size: int = 128) -> dict[int, float]:
+    """Score-level fidelity per style: ``E σ_t² ‖s_student(x_t, t, i) − s_teacher_i(x_t, t)‖²`` per
+    degree of freedom on states ``x0`` (batch, ...), ``n_t`` draws of (t, ε) per state, the same
+    draws for every style (common random numbers). ``teachers`` maps style index -> score model.
+    0 means the student reproduces teacher i exactly there; comparing before and after a change
+    (an added teacher) measures drift (forgetting) without sampling."""
+    out = {}
+    for s, teacher in teachers.items():
+        obj = Distillation([teacher], schedule, student.num_styles, styles=[s], t_min=t_min, space=space)
+        total, count = 0.0, 0
+        for j in range(n_t):
+            for start in range(0, x0.shape[0], batch_size):
+                g = torch.Generator().manual_seed(derive_seed(seed, "style_errors", j, start))
+                xb = x0[start:start + batch_size]
+                cond = torch.full((xb.shape[0],), s, dtype=torch.long)
+                batch = {"x": xb, "cond": cond} if mask is None else {"x": xb, "cond": cond,
+                                                                      "mask": mask[start:start + batch_size]}
+                loss, _ = obj(student, batch, g, training=False)
+                total, count = total + float(loss.sum()), count + loss.numel()
+        out[s] = total / count
+    return out
+

@@ -126,7 +126,8 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     done = trainer.global_step - start
     card.update(architecture=arch, prediction=prediction_of(net), schedule=schedule.config(), seed=config.seed,
                 steps=trainer.global_step, training=recorded(config),
-                final_losses=final_losses(module, train_set, val_set, config),
+                final_losses=final_losses(module, train_set, val_set, config,
+                                           max_samples=4096 if objective is None else 1024),
                 session={"resumed_from_step": start, "steps": done, "wall_time_s": wall,
                          "steps_per_s": done / wall if done else None})
     return save_checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint", module.ema, card)
@@ -212,8 +213,9 @@ def _accelerator(device: str) -> str:
 @torch.no_grad()
 def final_losses(module: DiffusionModule, train_set: StateDataset, val_set: StateDataset | None,
                  config: TrainConfig, max_samples: int = 4096) -> dict:
-    """Mean :func:`denoising_loss` (per degree of freedom; no condition dropout) of the EMA and raw
-    weights on up to ``max_samples`` training (and validation) samples, fixed draws."""
+    """Mean :func:`denoising_loss` (per degree of freedom; no condition dropout), or the objective's
+    loss, of the EMA and raw weights on up to ``max_samples`` training (and validation) samples,
+    fixed draws (a distillation evaluates every teacher too, so it uses fewer)."""
     dev = torch.device("cuda" if _accelerator(config.device) == "gpu" else "cpu")
     module.to(dev).eval()
     out = {}

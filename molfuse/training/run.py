@@ -82,7 +82,7 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
             _write_config(wf)
         objective, dataset, extra = _objective(wf, net, schedule, data, modality, say)
         say(f"molfuse: training {wf.name} ({wf.architecture['name']}, {sum(p.numel() for p in net.parameters())} "
-            f"parameters, {len(data.x)} samples, modality {modality}) -> {wf.folder}{'' if fresh else ' (resuming)'}")
+            f"parameters, {_count(dataset)} samples, modality {modality}) -> {wf.folder}{'' if fresh else ' (resuming)'}")
         ckpt = train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
                      objective=objective,
                      card_extra={"name": wf.name, "description": wf.description, "modality": modality,
@@ -95,7 +95,7 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         _write_config(wf)
         card, _ = read_card(ckpt)
         log = _training_log(wf.folder)
-        metrics = _metrics(wf, card, net, len(data.x))
+        metrics = _metrics(wf, card, net, _count(dataset))
         atomic_write(wf.folder / "metrics.csv", lambda fh: metrics.to_csv(fh, index=False, float_format="%.6g"), text=True)
         atomic_write(wf.folder / "training_log.csv", lambda fh: log.to_csv(fh, index=False, float_format="%.6g"),
                      text=True)
@@ -116,6 +116,11 @@ def _objective(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: Tra
     spec = {k: v for k, v in wf.objective.items() if k != "kind"}
     return kind.build(spec, net=net, schedule=schedule, data=data, modality=modality, seed=wf.seed,
                       folder=wf.folder, say=say, config=wf.train)
+
+
+def _count(data: Any) -> int:
+    """Training states of a TrainingData (``x``) or a dataset (a distillation's teacher samples)."""
+    return len(data.x) if isinstance(data, TrainingData) else len(data)
 
 
 def _conditional_sizes(data: TrainingData) -> dict:

@@ -227,3 +227,13 @@ def test_incremental_merging_forgets_without_the_regulariser_and_not_with_it(two
     assert errors[False][2] < 0.02 and errors[True][2] < 0.02  # the new style is learned either way
     assert min(errors[False][:2]) > 0.2  # forgetting: the old styles drift ~100x
     assert max(errors[True][:2]) < max(3 * max(before), 0.02)  # the regulariser keeps them
+
+
+def test_style_errors_measure_each_style_against_its_teacher(two_style_student):
+    from molfuse.fusion import style_errors
+
+    x0 = torch.randn(128, 2) * 2
+    errs = style_errors(two_style_student, {0: TEACHERS[0], 1: TEACHERS[1]}, x0, SCH, n_t=2)
+    crossed = style_errors(two_style_student, {0: TEACHERS[1]}, x0, SCH, n_t=2)
+    assert set(errs) == {0, 1} and max(errs.values()) < 0.02 and crossed[0] > 0.3
+    assert style_errors(two_style_student, {0: TEACHERS[0]}, x0, SCH, n_t=2) == {0: errs[0]}  # same draws
