@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import torch
@@ -32,7 +33,7 @@ def provenance(wf: Workflow, models: dict, prepared: dict, runs: dict, dev: torc
                   "sha256(JSON [seed, method, chunk]); fit seed = derive_seed(seed, method, 'fit')",
                   "chunks": {k: r["chunk_seeds"] for k, r in runs.items()}},
         "schedule": wf.schedule, "sampler": vars(wf.sampler), "device": str(dev), "checkpoints": ckpts,
-        "models": {k: {"kind": wf.models[k].kind, "repr": repr(m)} for k, m in models.items()},
+        "models": {k: {"kind": wf.models[k].kind, "repr": repr(m), **_lineage(m)} for k, m in models.items()},
         "target": wf.target,
         "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), "options": m.options,
                      "weights": prepared[m.name].weights, **prepared[m.name].info} for m in wf.methods],
@@ -107,3 +108,10 @@ def _caveats(wf: Workflow, metrics: pd.DataFrame, prov: dict) -> list[str]:
         out.append(f"{bad} samples are invalid by the evaluator (the `reason` column of per_sample.csv says why); "
                    "they count in every share's denominator.")
     return out
+
+
+def _lineage(model: Any) -> dict:
+    """What a merged or distilled model is made of (its card's ``merge`` / ``objective`` entries:
+    members' and teachers' hashes, rule, options, a held-out selection), for provenance.json."""
+    card = getattr(model, "card", None) or {}
+    return {k: card[k] for k in ("merge", "objective", "soup") if k in card}

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..base.seeds import derive_seed
-from ..convert import score_fn
+from ..convert import resolve_schedule, score_fn
 from ..schedules import Schedule
 from ..spaces import Space, resolve_space
 from ._common import check_members
@@ -112,7 +112,9 @@ class Distillation(nn.Module):
         if feature_weight > 0 and not feature_layers:
             raise ValueError("feature_weight > 0 needs feature_layers (submodule names of the base nets)")
         self.schedule, self.num_styles, self.t_min, self.t_power = schedule, num_styles, t_min, t_power
-        self.space = resolve_space(list(teachers) + ([previous] if previous is not None else []), space)
+        members = list(teachers) + ([previous] if previous is not None else [])
+        resolve_schedule(members, schedule)  # MATH §1: a teacher in another convention is refused here
+        self.space = resolve_space(members, space)
         # targets per style: (model, cond passed to it); kept out of the state dict (frozen, not trained)
         self._sources = {s: (m, None) for s, m in zip(styles, teachers)}
         self._sources.update({s: (previous, s) for s in old})

@@ -412,9 +412,16 @@ def choose_by_heldout(models: Mapping[str, Any] | Sequence[Any], x0: Tensor, sch
 
 
 # ------------------------------------------------------------------ rank agreement
+def _copy(a: Any) -> Any:
+    """A writable copy of array-likes (read-only NumPy views, pandas columns) before torch reads them."""
+    import numpy as np
+
+    return np.array(a, dtype=np.float64) if not isinstance(a, Tensor) else a
+
+
 def _pair(a: Sequence[float], b: Sequence[float], what: str) -> tuple[Tensor, Tensor]:
-    x = torch.as_tensor(a, dtype=torch.float64).flatten()
-    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    x = torch.as_tensor(_copy(a), dtype=torch.float64).flatten()
+    y = torch.as_tensor(_copy(b), dtype=torch.float64).flatten()
     if x.numel() != y.numel():
         raise ValueError(f"{what}: the two sequences have different lengths ({x.numel()} vs {y.numel()})")
     if x.numel() < 3:

@@ -237,3 +237,16 @@ def test_style_errors_measure_each_style_against_its_teacher(two_style_student):
     crossed = style_errors(two_style_student, {0: TEACHERS[1]}, x0, SCH, n_t=2)
     assert set(errs) == {0, 1} and max(errs.values()) < 0.02 and crossed[0] > 0.3
     assert style_errors(two_style_student, {0: TEACHERS[0]}, x0, SCH, n_t=2) == {0: errs[0]}  # same draws
+
+
+def test_teachers_in_another_convention_are_refused():
+    from molfuse.errors import ConventionError
+    from molfuse.spaces import Euclidean, PointCloud
+
+    other = GaussianMixture([[0.0, 0.0]], [1.0], schedule=VPSchedule(beta_max=10.0))
+    with pytest.raises(ConventionError):
+        Distillation([TEACHERS[0], other], SCH, 2)
+    flat, cloud = build(BASE["name"], BASE["config"]), build(BASE["name"], BASE["config"])
+    flat.space, cloud.space = Euclidean(), PointCloud(centred=3)
+    with pytest.raises(ConventionError, match="space mismatch"):
+        Distillation([flat, cloud], SCH, 2)
