@@ -271,9 +271,14 @@ class ObjectiveKind:
     fields: Mapping[str, Any]
 
 
+OBJECTIVE_GROUP = "molfuse.objectives"
+
+
 def _discover_objectives() -> None:
-    """The built-in objectives are registered by the face (``molfuse.campaign``) on import."""
-    importlib.import_module("molfuse.campaign")
+    """Objectives register themselves through entry points of group ``molfuse.objectives`` (the
+    built-in ``distill`` is the face's own, declared in molfuse's pyproject.toml)."""
+    for ep in importlib.metadata.entry_points(group=OBJECTIVE_GROUP):
+        _load(ep.value, ep.load)
 
 
 _OBJECTIVES: Registry[ObjectiveKind] = Registry("training objective", discover=_discover_objectives)

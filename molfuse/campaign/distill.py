@@ -48,7 +48,7 @@ from ..training.checkpoints import load_model
 from ..training.data import StateDataset
 from .kinds import checkpoint_path
 
-__all__ = ["FIELDS", "build_distillation"]
+__all__ = ["FIELDS", "OBJECTIVE", "build_distillation", "register"]
 
 FIELDS = {"teachers": REQUIRED, "styles": None, "source": "data", "teacher_samples": None, "init_base": None,
           "previous": None, "regularise": True, "feature_layers": [], "feature_weight": 0.0, "adversarial_weight": 0.0}
@@ -210,4 +210,12 @@ def build_distillation(spec: dict, net: Any, schedule: Schedule, data: Any, moda
     return objective, dataset, extra
 
 
-plugins.register_objective("distill", plugins.ObjectiveKind(build_distillation, FIELDS))
+OBJECTIVE = plugins.ObjectiveKind(build_distillation, FIELDS)
+
+
+def register() -> None:
+    """Make the ``distill`` objective known (idempotent; also run on import of molfuse.campaign)."""
+    plugins.register_objective("distill", OBJECTIVE)
+
+
+register()
