@@ -136,7 +136,7 @@ def fidelity_table(ctx: Any, runs: dict, modality: Any, pairs: list[dict]) -> pd
         if "control" in p:
             row["control"] = p["control"]
             for key, value in modality.set_distance(ctx, runs[p["control"]], runs[p["reference"]]).items():
-                if key.startswith("n_"):  # sample counts, not distances
+                if key in ("n_a", "n_b"):  # sample counts, not distances
                     continue
                 row[f"{key}_control"] = value
                 row[f"{key}_ratio"] = row[key] / value if value else math.nan
