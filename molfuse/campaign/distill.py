@@ -142,8 +142,9 @@ def _teacher_samples(sources: list, spec: Mapping[str, Any], schedule: Schedule,
             counts = card.get("node_counts")
             mask = None if not counts else node_masks(draw_node_counts({int(a): b for a, b in counts.items()}, n, g),
                                                       int(shape[0]))
-            out = sample(model, schedule, [n, *shape], steps=opts["steps"], generator=g, t_end=opts["t_end"],
-                         mask=mask, space=space, grid_power=opts["grid_power"])
+            with torch.no_grad():
+                out = sample(model, schedule, [n, *shape], steps=opts["steps"], generator=g, t_end=opts["t_end"],
+                             mask=mask, space=space, grid_power=opts["grid_power"])
             xs.append(out.x.detach())
             masks.append(mask)
             labels.append(torch.full((n,), style, dtype=torch.long))

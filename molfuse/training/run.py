@@ -114,8 +114,13 @@ def _objective(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: Tra
         return None, data, {}
     kind = plugins.objective(wf.objective["kind"])
     spec = {k: v for k, v in wf.objective.items() if k != "kind"}
-    return kind.build(spec, net=net, schedule=schedule, data=data, modality=modality, seed=wf.seed,
-                      folder=wf.folder, say=say, config=wf.train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(wf.train.threads or threads)  # its set-up may sample (teacher_samples): as training
+    try:
+        return kind.build(spec, net=net, schedule=schedule, data=data, modality=modality, seed=wf.seed,
+                          folder=wf.folder, say=say, config=wf.train)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _count(data: Any) -> int:
