@@ -178,8 +178,10 @@ class Distillation(nn.Module):
         real = torch.full((n,), s, dtype=torch.long, device=xt.device)
         d = self.discriminator
         ce = nn.functional.cross_entropy
-        extras["discriminator"].append(ce(d(x_t.detach(), t, mask), real)
-                                       + ce(d(x_s.detach(), t, mask), real + self.num_styles))
+        # D's own loss is scaled by λ_adv too: Adam's steps do not depend on the scale, but a gradient-norm
+        # clip over all parameters would otherwise be dominated by D's gradients and shrink the student's
+        extras["discriminator"].append(self.adversarial_weight * (ce(d(x_t.detach(), t, mask), real)
+                                                                  + ce(d(x_s.detach(), t, mask), real + self.num_styles)))
         frozen = {k: v.detach() for k, v in d.named_parameters()}
         extras["adversarial"].append(self.adversarial_weight * ce(functional_call(d, frozen, (x_s, t, mask)), real))
 

@@ -16,10 +16,12 @@ from molfuse.training.workflow import load_train_workflow
 ROOT = Path(__file__).resolve().parents[2]
 NEEDS = {"images": (), "molecules": ("rdkit", "e3nn"), "proteins": ("biotite", "e3nn")}
 EXPERIMENTS = [("images", "dmm_fidelity_digits"), ("images", "dmm_mixing_digits"), ("images", "merge_digits"),
+               ("images", "dmm_adversarial_digits"),
                ("molecules", "dmm_cyclic_acyclic"), ("molecules", "merge_cyclic_acyclic"),
                ("proteins", "dmm_helix_strand"), ("proteins", "dmm_helix_strand_ts")]
 STUDENTS = [("images", "dmm_shards", 3), ("images", "dmm_shards_2", 2), ("images", "dmm_add789_reg", 3),
-            ("images", "dmm_add789_noreg", 3), ("molecules", "dmm_cyclic_acyclic", 2),
+            ("images", "dmm_add789_noreg", 3), ("images", "dmm_shards_adv", 3), ("images", "dmm_shards_plain", 3),
+            ("molecules", "dmm_cyclic_acyclic", 2),
             ("proteins", "dmm_helix_strand", 2), ("proteins", "dmm_helix_strand_ts", 2)]
 
 
