@@ -8,10 +8,11 @@ Schema (``?`` = optional, default after ``=``)::
     output?: str = results       # base folder
     run_name?: str = <timestamp> # YYYYmmdd-HHMMSS; rerunning the same folder resumes it
     schedule?: {kind: vp, beta_min: 0.1, beta_max: 20.0}
-    models:                      # required, name -> spec; kinds: the campaign's (checkpoint, soup)
+    models:                      # required, name -> spec; kinds: the campaign's (checkpoint, soup, merge)
                                  # and the modalities' (molfuse.plugins), e.g. vectors':
       a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
-      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label | [property values]> | null,
+      b: {kind: checkpoint, path: models/images/<name>, cond?: <class label | [property values] |
+          style index or name | [style weights] | {style: weight}> | null,
           guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
@@ -19,6 +20,10 @@ Schema (``?`` = optional, default after ``=``)::
                                  # molfuse.bind; shape, space and modality from the card
       c: {kind: soup, paths: [<checkpoint>, ...], weights?: [w_i] = uniform, remove?: [<one of paths>],
           cond?: <label>}        # weight soup (MATH §5); remove: Soup.remove from the uniform soup
+      d: {kind: merge, rule: weighted_sum | task_arithmetic | ties | dare, paths: [...], parent?: <ckpt>,
+          weights?, scale?, density?, drop?, seed?, combine?, cond?,
+          select?: {option, values: [...], data: {kind: ...}, n: 256, n_t: 4, seed: 0}}
+                                 # weight merges of fine-tunes of `parent` (molfuse.campaign.merges)
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
     n_samples?: int = 1000       # per method
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null,
@@ -65,8 +70,10 @@ samples invalid rows naming the member and t; ``molfuse run`` then exits with st
 
 Modules, each importing only ones listed before it: ``registry`` (operators, what they get
 and return), ``spec`` (dataclasses), ``parse`` (load_workflow), ``kinds`` (checkpoint and soup
-model kinds), ``operators`` (built-in operators), ``chunks`` (resumable chunks), ``report``
-(provenance, summary), ``reports`` (by_n), ``run`` (run_workflow).
+model kinds, style conditions), ``merges`` (the merge model kind: weight merges with provenance and
+held-out selection), ``distill`` (the training objective ``distill``, the DMM merge),
+``operators`` (built-in operators), ``chunks`` (resumable chunks), ``report`` (provenance,
+summary), ``reports`` (by_n, fidelity, rank_agreement), ``run`` (run_workflow).
 """
 
 from __future__ import annotations
