@@ -46,7 +46,7 @@ def _shipped(path: str) -> tuple[object, list, tuple, torch.Tensor | None] | Non
     teachers = [load_model(ROOT / t["path"]) for t in student.card["objective"]["teachers"]]
     shape = tuple(student.card["shape"])
     counts = student.card.get("node_counts")
-    mask = None if not counts else torch.ones(1, shape[0], dtype=torch.bool)
+    mask = None
     if counts:  # every sample at the most frequent size
         n = max(counts, key=lambda k: counts[k])
         mask = torch.arange(shape[0])[None] < int(n)

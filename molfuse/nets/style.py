@@ -11,6 +11,7 @@ teachers' common parent).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -134,8 +135,6 @@ class StyledNet(nn.Module):
         """
         if isinstance(new_styles, bool) or not isinstance(new_styles, int) or new_styles < 1:
             raise ValueError(f"new_styles must be an integer >= 1; got {new_styles!r}")
-        import copy
-
         cfg = self.architecture["config"]
         out = StyledNet(copy.deepcopy(self.net), self.num_styles + new_styles, cfg["code_dim"], cfg["hidden"],
                         self.embed_at, cfg["base"])
@@ -171,6 +170,4 @@ class _AddShift:
         return out + shift.to(out.dtype)
 
     def __deepcopy__(self, memo: dict) -> "_AddShift":
-        import copy
-
         return _AddShift(copy.deepcopy(self.owner, memo))
