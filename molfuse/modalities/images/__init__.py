@@ -21,15 +21,18 @@ if _missing:
 from ... import plugins  # noqa: E402
 from ...errors import CheckpointError  # noqa: E402
 from ._classifier import (  # noqa: E402
-    DEFAULT_CLASSIFIER_DIR, accuracy, as_unit_images, classify, features, load_classifier, save_classifier,
-    train_classifier,
+    DEFAULT_CLASSIFIER_DIR, DEFAULT_JUDGE_DIR, accuracy, as_unit_images, classify, features, load_classifier,
+    load_judge, save_classifier, train_classifier,
 )
-from .classifier_net import DigitClassifier  # noqa: E402
+from .classifier_net import DigitClassifier, DigitMLP  # noqa: E402
 from .data import (  # noqa: E402
     DIGITS8_NORMALISATION, MNIST_NORMALISATION, Population, load_digits8, load_images, load_mnist,
     mnist_population_dataset, population_from_spec, split_indices, to_model, to_unit,
 )
-from .evaluate import EVALUATOR, evaluate_images, unit_images, write_npy, write_png  # noqa: E402
+from .evaluate import EVALUATOR, evaluate_images, memorisation_row, unit_images, write_npy, write_png  # noqa: E402
+from .memorisation import (  # noqa: E402
+    heldout_weights, memorisation_summary, nearest_distances, seen_training_set, training_images,
+)
 from .grid import make_grid, save_grid  # noqa: E402
 from .heldout import heldout_images, heldout_metrics  # noqa: E402
 from .likelihood import bits_per_dim, bpd_offset  # noqa: E402
@@ -41,9 +44,11 @@ from .unet import UNet  # noqa: E402
 from .fidelity import set_distance  # noqa: E402
 
 __all__ = [
-    "UNet", "DigitClassifier",
-    "DEFAULT_CLASSIFIER_DIR", "accuracy", "as_unit_images", "classify", "features", "load_classifier",
-    "save_classifier", "train_classifier",
+    "UNet", "DigitClassifier", "DigitMLP",
+    "DEFAULT_CLASSIFIER_DIR", "DEFAULT_JUDGE_DIR", "accuracy", "as_unit_images", "classify", "features",
+    "load_classifier", "load_judge", "save_classifier", "train_classifier",
+    "heldout_weights", "memorisation_summary", "memorisation_row", "nearest_distances", "seen_training_set",
+    "training_images",
     "DIGITS8_NORMALISATION", "MNIST_NORMALISATION", "Population", "load_digits8", "load_images", "load_mnist",
     "mnist_population_dataset", "population_from_spec", "split_indices", "to_model", "to_unit",
     "make_grid", "save_grid", "bits_per_dim", "bpd_offset", "heldout_images", "heldout_metrics",

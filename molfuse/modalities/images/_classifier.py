@@ -4,7 +4,9 @@ Implementation module; the public names are re-exported by :mod:`.classifier` an
 package (the command-line entry point lives in :mod:`.classifier`).
 
 Rebuild the shipped files (``models/images/classifier/``) with
-``python -m molfuse.modalities.images.classifier --out models/images/classifier``.
+``python -m molfuse.modalities.images.classifier --out models/images/classifier``, and the
+second judge, an MLP (``models/images/judge_mlp/``), with
+``python -m molfuse.modalities.images.classifier --architecture digit_mlp --seed 1 --epochs 80 --out models/images/judge_mlp``.
 Weights are a safetensors file; ``card.json`` holds the architecture config, the sha256 of
 the weights, the data, licence, seed, command and the held-out test accuracy. Loading
 rebuilds the network from the card and never unpickles anything.
@@ -26,15 +28,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...base.io import atomic_write, sha256_bytes, sha256_file, write_text
-from .classifier_net import DigitClassifier
+from .classifier_net import FAMILIES, DigitClassifier
 from .data import load_mnist
 
-__all__ = ["DEFAULT_CLASSIFIER_DIR", "COMMAND", "train_classifier", "save_classifier", "load_classifier", "classify",
-           "features", "accuracy", "as_unit_images"]
+__all__ = ["DEFAULT_CLASSIFIER_DIR", "DEFAULT_JUDGE_DIR", "COMMAND", "JUDGE_COMMAND", "train_classifier", "save_classifier", "load_classifier", "classify",
+           "features", "accuracy", "as_unit_images", "load_judge"]
 
 DEFAULT_CLASSIFIER_DIR = Path(__file__).resolve().parents[3] / "models" / "images" / "classifier"
 WEIGHTS, CARD = "weights.safetensors", "card.json"
+DEFAULT_JUDGE_DIR = DEFAULT_CLASSIFIER_DIR.parent / "judge_mlp"
 COMMAND = "python -m molfuse.modalities.images.classifier --out models/images/classifier"
+JUDGE_COMMAND = ("python -m molfuse.modalities.images.classifier --architecture digit_mlp --seed 1 --epochs 80 "
+                 "--out models/images/judge_mlp")
 
 
 def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -50,21 +55,26 @@ def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 20, batch_size: int = 128,
                      lr: float = 3e-3, seed: int = 0, augment: bool = True, progress: bool = False,
-                     config: dict[str, Any] | None = None) -> tuple[DigitClassifier, dict[str, Any]]:
-    """Train a :class:`~.classifier_net.DigitClassifier` with Adam and a cosine rate.
+                     config: dict[str, Any] | None = None,
+                     architecture: str = "digit_classifier") -> tuple[DigitClassifier, dict[str, Any]]:
+    """Train a digit classifier (:data:`~.classifier_net.FAMILIES`) with Adam and a cosine rate.
 
     Args:
         images: uint8 (n, H, W) in 0..255; labels: (n,) int.
         augment: random small rotations, scalings and shifts each step.
+        architecture: ``"digit_classifier"`` (the CNN) or ``"digit_mlp"`` (the second judge).
 
     Returns:
         The trained network (eval mode) and a log: config, seed, seconds, final loss.
     """
-    config = {"image_size": images.shape[-1], "num_classes": 10, "width": 32, "feature_dim": 128, "dropout": 0.3,
-              **(config or {})}
+    if architecture not in FAMILIES:
+        raise ValueError(f"unknown classifier architecture {architecture!r}; known: {sorted(FAMILIES)}")
+    defaults = ({"width": 32, "feature_dim": 128} if architecture == "digit_classifier"
+                else {"hidden": 512, "feature_dim": 256})
+    config = {"image_size": images.shape[-1], "num_classes": 10, **defaults, "dropout": 0.3, **(config or {})}
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = DigitClassifier(**config)
+    net = FAMILIES[architecture](**config)
     x, y = as_unit_images(images), torch.as_tensor(labels, dtype=torch.long)
     steps = epochs * math.ceil(len(x) / batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -119,24 +129,31 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     return _load(str(Path(path or DEFAULT_CLASSIFIER_DIR).resolve()))
 
 
+def load_judge(path: str | Path | None = None) -> DigitClassifier:
+    """The second judge (default the shipped MLP ``models/images/judge_mlp``), as :func:`load_classifier`."""
+    return _load(str(Path(path or DEFAULT_JUDGE_DIR).resolve()))
+
+
 @lru_cache(maxsize=4)
 def _load(path: str) -> DigitClassifier:
     from safetensors.torch import load_file
 
     folder = Path(path)
+    command = JUDGE_COMMAND if folder == DEFAULT_JUDGE_DIR else COMMAND
     if not (folder / CARD).is_file():
-        raise FileNotFoundError(f"no classifier card at {folder / CARD}; rebuild it with: {COMMAND}")
+        raise FileNotFoundError(f"no classifier card at {folder / CARD}; rebuild it with: {command}")
     card = json.loads((folder / CARD).read_text())
     weights = folder / card.get("weights", WEIGHTS)
     if Path(card.get("weights", WEIGHTS)).name != card.get("weights", WEIGHTS):
         raise ValueError(f"{folder / CARD}: weights must be a file name inside the folder; got {card.get('weights')!r}")
     digest = sha256_file(weights)
     if digest != card["sha256"]:
-        raise ValueError(f"{weights} has sha256 {digest} but the card says {card['sha256']}; rebuild: {COMMAND}")
-    if card.get("architecture") != "digit_classifier":
-        raise ValueError(f"{folder / CARD}: not a digit classifier card (architecture {card.get('architecture')!r})")
-    net = DigitClassifier(**card["config"])
-    net.load_state_dict(load_file(str(weights)), strict=True)
+        raise ValueError(f"{weights} has sha256 {digest} but the card says {card['sha256']}; rebuild: {command}")
+    if card.get("architecture") not in FAMILIES:
+        raise ValueError(f"{folder / CARD}: not a digit classifier card (architecture {card.get('architecture')!r}; "
+                         f"known: {sorted(FAMILIES)})")
+    net = FAMILIES[card["architecture"]](**card["config"])
+    net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()}, strict=True)
     return net.eval()
 
 
@@ -146,7 +163,7 @@ def as_unit_images(images: np.ndarray | Tensor) -> Tensor:
     Floats are taken as intensities in [0, 1] (``samples.npy``, :func:`~.data.to_unit`);
     floats clearly outside (model space [-1, 1]) are refused. NaNs pass through.
     """
-    arr = images.detach().cpu() if isinstance(images, Tensor) else torch.as_tensor(np.asarray(images))
+    arr = images.detach().cpu() if isinstance(images, Tensor) else torch.as_tensor(np.array(images, copy=True))
     if arr.dim() == 3:
         arr = arr[:, None]
     if arr.dim() != 4 or arr.shape[1] != 1:

@@ -1,6 +1,9 @@
-"""A small CNN digit classifier used as a metric (class histograms, feature Fréchet distance).
+"""The digit classifiers used as metrics: the CNN (class histograms, feature Fréchet distance)
+and an MLP of another family, the second judge (agreement, memorisation in its own features).
 
-The images modality registers it as architecture ``"digit_classifier"``. Not a score model.
+Architectures ``"digit_classifier"`` (:class:`DigitClassifier`) and ``"digit_mlp"``
+(:class:`DigitMLP`); :data:`FAMILIES` maps the card's architecture name to the class. Not
+score models.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-__all__ = ["DigitClassifier"]
+__all__ = ["DigitClassifier", "DigitMLP", "FAMILIES"]
 
 
 class DigitClassifier(nn.Module):
@@ -45,3 +48,32 @@ class DigitClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.drop(self.features(x)))
 
+
+
+class DigitMLP(nn.Module):
+    """A fully connected judge of another family than the CNN: no convolution, no pooling.
+
+    ``hidden`` ReLU layers with dropout on the flattened pixels; the last hidden layer
+    (``feature_dim``) is the *features*, then a linear head. Same interface as
+    :class:`DigitClassifier`: input (batch, 1, H, W) intensities in [0, 1], logits out,
+    :meth:`features` (batch, feature_dim).
+    """
+
+    def __init__(self, image_size: int = 28, num_classes: int = 10, hidden: int = 512, feature_dim: int = 256,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.image_size = image_size
+        self.body = nn.Sequential(nn.Linear(image_size * image_size, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, feature_dim))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Last hidden activations (batch, feature_dim) for images (batch, 1, H, W) in [0, 1]."""
+        return F.relu(self.body((x - 0.5).flatten(1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.drop(self.features(x)))
+
+
+FAMILIES = {"digit_classifier": DigitClassifier, "digit_mlp": DigitMLP}

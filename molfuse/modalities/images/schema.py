@@ -6,6 +6,8 @@
       target_classes?: {7: 0.6, 9: 0.4}   # class -> weight: class_mixture_tv, coverage
       reference_classes?: [7, 9]          # real test images for feature_frechet (default: target's, else all)
       classifier?: <folder>               # default the shipped models/images/classifier
+      judge?: <folder> | false            # the second judge (default the shipped models/images/judge_mlp)
+      memorisation?: true | false         # nearest-training-image ratios and near copies (default true)
       heldout?: {n: 64, seed: 0, classes?: [...] | weights?: {...}}   # real test images (default:
                                           # target_classes) for the two model metrics below
       bits_per_dim?: {steps: 20, rho: 7.0, t_start: 1.0e-5}   # per method with a score model
@@ -22,8 +24,8 @@ from ...base.checks import as_float, as_int, fail, fields
 
 __all__ = ["parse_evaluation", "EVALUATION", "HELDOUT", "BPD", "DSM"]
 
-EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None, "heldout": None,
-              "bits_per_dim": None, "dsm_loss": None}
+EVALUATION = {"target_classes": None, "reference_classes": None, "classifier": None, "judge": None,
+              "memorisation": None, "heldout": None, "bits_per_dim": None, "dsm_loss": None}
 HELDOUT = {"n": 64, "seed": 0, "classes": None, "weights": None}
 BPD = {"steps": 20, "rho": 7.0, "t_start": 1.0e-5}
 DSM = {"n_t": 8, "t_min": 1.0e-3}
@@ -54,6 +56,14 @@ def parse_evaluation(d: Any, path: str = "evaluation") -> dict:
         if not isinstance(f["classifier"], str):
             fail(f"{path}.classifier", f"expected a path to a classifier folder; got {f['classifier']!r}")
         out["classifier"] = f["classifier"]
+    if f["judge"] is not None:
+        if f["judge"] is not False and not isinstance(f["judge"], str):
+            fail(f"{path}.judge", f"expected a path to a classifier folder or false; got {f['judge']!r}")
+        out["judge"] = f["judge"]
+    if f["memorisation"] is not None:
+        if not isinstance(f["memorisation"], bool):
+            fail(f"{path}.memorisation", f"expected true or false; got {f['memorisation']!r}")
+        out["memorisation"] = f["memorisation"]
     if f["heldout"] is not None or f["bits_per_dim"] is not None or f["dsm_loss"] is not None:
         out["heldout"] = _parse_heldout(f["heldout"] or {}, out, f"{path}.heldout")
     if f["bits_per_dim"] is not None:
