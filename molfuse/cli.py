@@ -106,6 +106,43 @@ def train_command(workflow: Path, out: str | None, device: str | None) -> None:
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metrics", "metric_list", help="Comma-separated metrics for the table (default: the first eight "
+              "numeric metric columns).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the long table (method, metric, mean, sd, min, max, n_runs) as CSV.")
+def replicates(runs: tuple[Path, ...], metric_list: str | None, out: Path | None) -> None:
+    """Combine replicate runs of one workflow (molfuse run ... --seed k): mean ± sd per method."""
+    from .base.io import atomic_write
+    from .campaign.replicates import combine_replicates, replicate_table
+    from .errors import WorkflowError
+
+    try:
+        combined = combine_replicates(runs)
+        if metric_list:
+            metrics = [m.strip() for m in metric_list.split(",") if m.strip()]
+        else:
+            present = set(combined["metric"])
+            metrics = [m for m in _headline(runs[0]) if m in present]
+        click.echo(f"{len(runs)} runs, seeds {combined.attrs['seeds']}; mean ± sample sd over runs")
+        click.echo(replicate_table(combined, metrics))
+    except WorkflowError as e:
+        raise click.ClickException(str(e)) from None
+    if out is not None:
+        atomic_write(out, lambda fh: fh.write(combined.to_csv(index=False).encode()))
+        click.echo(f"wrote {out}")
+
+
+def _headline(run: Path) -> list[str]:
+    """The first eight numeric metric columns of a run's metrics.csv, bookkeeping left out."""
+    import pandas as pd
+
+    m = pd.read_csv(run / "metrics.csv")
+    skip = {"n", "n_valid", "n_failed", "wall_time_s", "score_calls_per_step"}
+    return [c for c in m.columns if c not in skip and pd.api.types.is_numeric_dtype(m[c])][:8]
+
+
+@main.command()
 @click.option("--out", help="Base output folder (default: results).")
 @click.option("--name", help="Run name (default: a timestamp).")
 def demo(out: str | None, name: str | None) -> None:
