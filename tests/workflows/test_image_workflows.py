@@ -32,6 +32,11 @@ def test_superdiff_or_digits_tiny(tmp_path):
     assert np.isnan(m.loc["or_t20", "test_bpd"])
     frac = m[[f"frac_class_{c}" for c in range(10)]].to_numpy()
     assert np.allclose(np.nansum(frac, axis=1), 1.0)
+    # both judges and the memorisation columns for every method; a half-model saw 2000 images, OR both halves
+    cols = ["judge_agreement", "class_mixture_tv_judge2", "nn_ratio_pixel", "nn_ratio_feature", "near_copy_fraction"]
+    assert np.isfinite(m[cols].to_numpy(dtype=float)).all()
+    assert m.loc["model_lo", "n_train_seen"] == 2000 and m.loc["or_t1", "n_train_seen"] == 4000
+    assert (m["train_seen_from"] == "cards").all()
     x = np.load(res.folder / "samples" / "or_t1.npy")
     assert x.shape == (4, 28, 28) and x.min() >= 0 and x.max() <= 1
 
