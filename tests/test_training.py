@@ -187,6 +187,29 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch):
         _train(a, 30)
 
 
+def test_cooldown_rate_and_resuming_a_constant_run_into_it(tmp_path):
+    """The rate is lr until start, a half cosine to final * lr, then flat; a constant run at step 20
+    resumed into a cooldown from 20 equals a straight run with that cooldown, bit for bit."""
+    m = DiffusionModule(build(**ARCH), VPSchedule(), lr=1.0, cooldown=(10, 20, 0.1))
+    assert [m.lr_at(k) for k in (0, 9, 10)] == [1.0, 1.0, 1.0]
+    assert m.lr_at(20) == pytest.approx(0.1 + 0.9 * 0.5) and m.lr_at(30) == pytest.approx(0.1) == m.lr_at(99)
+    cool = dict(cooldown_start=20, cooldown_steps=20, cooldown_final=0.0)
+    _train(tmp_path / "a", 20)  # constant rate to step 20
+    resumed = _train(tmp_path / "a", 40, **cool)
+    straight = _train(tmp_path / "b", 40, **cool)
+    x, t = torch.randn(32, 2), torch.rand(32)
+    torch.testing.assert_close(load_model(resumed)(x, t), load_model(straight)(x, t), rtol=0, atol=0)
+    card = read_card(resumed)[0]
+    assert card["training"]["cooldown_start"] == 20 and card["session"]["resumed_from_step"] == 20
+    constant = _train(tmp_path / "c", 40)
+    assert "cooldown_start" not in read_card(constant)[0]["training"]  # cards of constant runs are unchanged
+    assert not torch.equal(load_model(constant)(x, t), load_model(straight)(x, t))
+    with pytest.raises(WorkflowError, match="cooldown_start"):  # the past would differ: refused
+        _train(tmp_path / "c", 60, cooldown_start=30, cooldown_steps=10)
+    with pytest.raises(WorkflowError, match="train.cooldown_final"):
+        TrainConfig.from_dict({"cooldown_start": 5, "cooldown_final": 2})
+
+
 def test_labels_are_used_only_by_a_conditional_net(tmp_path):
     x = _data(128).tensors[0]
     labelled = TensorDataset(x, (x[:, 0] > 0).long())

@@ -36,6 +36,10 @@ class TrainConfig:
         val_fraction: fraction of the data held out for an EMA validation loss.
         threads: torch CPU threads while training (None: torch's default). Small nets on
             a few cores run fastest with 1.
+        cooldown_start: step at which the rate starts to fall (None: constant ``lr``); see
+            :class:`~.module.DiffusionModule` ``cooldown``.
+        cooldown_steps: length of the half-cosine fall.
+        cooldown_final: the rate at its end, as a fraction of ``lr``.
     """
 
     steps: int = 2000
@@ -53,6 +57,14 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     val_fraction: float = 0.0
     threads: int | None = None
+    cooldown_start: int | None = None
+    cooldown_steps: int = 1000
+    cooldown_final: float = 0.0
+
+    @property
+    def cooldown(self) -> tuple[int, int, float] | None:
+        """``(start, steps, final)`` for :class:`~.module.DiffusionModule`, or None."""
+        return None if self.cooldown_start is None else (self.cooldown_start, self.cooldown_steps, self.cooldown_final)
 
     def __post_init__(self) -> None:
         _checked(asdict(self), "TrainConfig")
@@ -66,10 +78,14 @@ class TrainConfig:
 
 def recorded(config: "TrainConfig") -> dict:
     """The config as cards and resume fingerprints record it: ``t_power`` only when not the default
-    1 (uniform t), so checkpoints trained before the option existed keep their cards and resume."""
+    1 (uniform t) and the cooldown only when there is one, so checkpoints trained before the
+    options existed keep their cards and resume."""
     d = asdict(config)
     if d.get("t_power") == 1.0:
         d.pop("t_power")
+    if d.get("cooldown_start") is None:  # constant rate: cards and fingerprints as before the option
+        for k in ("cooldown_start", "cooldown_steps", "cooldown_final"):
+            d.pop(k, None)
     return d
 
 
@@ -84,7 +100,10 @@ def _checked(v: dict, path: str) -> dict:
                t_power=as_float(v["t_power"], at("t_power"), 0.1, 10.0), val_fraction=as_float(v["val_fraction"], at("val_fraction"), 0.0, 0.5),
                device=as_choice(v["device"], at("device"), ("cpu", "cuda", "auto")),
                grad_clip=None if v["grad_clip"] is None else as_float(v["grad_clip"], at("grad_clip"), 0.0, open_lo=True),
-               threads=None if v["threads"] is None else as_int(v["threads"], at("threads"), 1))
+               threads=None if v["threads"] is None else as_int(v["threads"], at("threads"), 1),
+               cooldown_start=None if v["cooldown_start"] is None else as_int(v["cooldown_start"], at("cooldown_start"), 0),
+               cooldown_steps=as_int(v["cooldown_steps"], at("cooldown_steps"), 1),
+               cooldown_final=as_float(v["cooldown_final"], at("cooldown_final"), 0.0, 1.0))
     if out["ema_decay"] == 1.0:
         fail(at("ema_decay"), "must be < 1 (an EMA with decay 1 never moves)")
     return out

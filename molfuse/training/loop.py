@@ -105,7 +105,8 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     start = resume_step(last, fingerprint, config.steps)
     L.seed_everything(derive_seed(config.seed, "global", start) % 2**32, verbose=False)  # e.g. dropout layers
     module = DiffusionModule(net, schedule, config.lr, config.ema_decay, config.cond_drop_prob, null, config.t_min,
-                             config.seed, config.log_every, space, t_power=config.t_power, objective=objective)
+                             config.seed, config.log_every, space, t_power=config.t_power, objective=objective,
+                             cooldown=config.cooldown)
     loader = DataLoader(train_set, sampler=StepBatches(len(train_set), config.batch_size, config.seed, start),
                         batch_size=None, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size) if val_set is not None else None
@@ -161,14 +162,27 @@ def resume_step(last: Path, fingerprint: dict, steps: int) -> int:
                             "code: it was not written by `molfuse train`, or it is damaged. Delete it to start over "
                             "from step 0, or use another output folder.") from None
     old = saved.get("molfuse", {}).get("fingerprint") if isinstance(saved, dict) else None
+    step = int(saved["global_step"]) if isinstance(saved, dict) and "global_step" in saved else 0
+    if old != fingerprint and old == _without_cooldown(fingerprint, step):
+        old = fingerprint  # a constant-rate run resumed into a cooldown that starts at or after its step: same past
     if old != fingerprint:
         diffs = config_diff(old or {}, fingerprint)
         raise WorkflowError(f"{last} holds another training run ({'; '.join(diffs[:6])}); resume only changes "
                             f"{', '.join(RESUMABLE)}. Use another output folder or delete it to start over.")
-    step = int(saved["global_step"])
     if step > steps:
         raise WorkflowError(f"{last} is already at step {step} > steps = {steps}; raise steps or use another folder")
     return step
+
+
+def _without_cooldown(fingerprint: dict, step: int) -> dict | None:
+    """The fingerprint of the same run at a constant rate, if its cooldown starts at or after ``step``."""
+    train = dict(fingerprint.get("train") or {})
+    start = train.get("cooldown_start")
+    if start is None or start < step:
+        return None
+    for k in ("cooldown_start", "cooldown_steps", "cooldown_final"):
+        train.pop(k, None)
+    return {**fingerprint, "train": train}
 
 
 def _card_value(v: Any) -> Any:

@@ -9,6 +9,7 @@ where an uninterrupted one would be. The loop that drives them is :func:`molfuse
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -50,12 +51,16 @@ class DiffusionModule(L.LightningModule):
             a module ``objective(net, batch, generator, training) -> (per-sample loss, extra terms)``;
             its own parameters (a discriminator) are trained by the same optimiser and saved with
             the resumable state; the EMA follows ``net`` only.
+        cooldown: ``(start, steps, final)``: the rate stays ``lr`` until step ``start``, then
+            falls along a half cosine to ``final * lr`` over ``steps`` steps and stays there
+            (a warmup-free "stable-decay" schedule). It is a function of the step only, so a
+            constant-rate run can be resumed into a cooldown from any step ≤ ``start``.
     """
 
     def __init__(self, net: nn.Module, schedule: Schedule, lr: float = 1e-3, ema_decay: float = 0.999,
                  cond_drop_prob: float = 0.0, null_cond: Any = None, t_min: float = 1e-3, seed: int = 0,
                  log_every: int = 50, space: Space | None = None, t_power: float = 1.0,
-                 objective: nn.Module | None = None):
+                 objective: nn.Module | None = None, cooldown: tuple[int, int, float] | None = None):
         super().__init__()
         if cond_drop_prob > 0 and null_cond is None:
             raise ValueError("cond_drop_prob > 0 needs null_cond (the net's 'no condition' value)")
@@ -65,7 +70,7 @@ class DiffusionModule(L.LightningModule):
         self.lr, self.ema_decay, self.cond_drop_prob, self.null_cond = lr, ema_decay, cond_drop_prob, null_cond
         self.t_min, self.t_power, self.seed, self.log_every = t_min, t_power, seed, log_every
         self.space = resolve_space([net], space)
-        self.objective = objective
+        self.objective, self.cooldown = objective, cooldown
         self._extras: dict[str, Tensor] = {}
         self._window: list[Tensor] = []  # training losses since the last log row
         self._val: list[Tensor] = []
@@ -104,8 +109,18 @@ class DiffusionModule(L.LightningModule):
                 self.logger.log_metrics({"val_loss_ema": mean.item()}, step=self.global_step)
             self._val.clear()
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based): ``lr``, or the cooldown's."""
+        if self.cooldown is None or step < self.cooldown[0]:
+            return self.lr
+        start, steps, final = self.cooldown
+        frac = min(1.0, (step - start) / steps)
+        return self.lr * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_at(self.global_step)
+        super().optimizer_step(epoch, batch_idx, optimizer, *args, **kwargs)
         self.update_ema()
 
     @torch.no_grad()
