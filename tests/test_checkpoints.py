@@ -56,6 +56,24 @@ def test_round_trip_gives_the_ema_net(trained):
     assert load_model(folder / "card.json").card == card  # a card path works too
 
 
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(trained, tmp_path, storage):
+    module, folder = trained
+    card = json.loads((folder / "card.json").read_text())
+    half = save_checkpoint(tmp_path / storage, module.ema, {k: v for k, v in card.items() if k != "weights"},
+                           storage=storage)
+    hcard = json.loads((half / "card.json").read_text())
+    assert hcard["weights"]["dtype"] == storage and "dtype" not in card["weights"]
+    assert hcard["weights"]["bytes"] < 0.6 * card["weights"]["bytes"]
+    model = load_model(half)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    want = {k: v.to(getattr(torch, storage)).float() for k, v in module.ema.state_dict().items()}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, want[k]), k  # exactly the rounded weights
+    with pytest.raises(CheckpointError, match="storage dtype"):
+        save_checkpoint(tmp_path / "bad", module.ema, {k: v for k, v in card.items() if k != "weights"}, storage="int8")
+
+
 def test_loaded_model_samples(trained):
     _, folder = trained
     model = load_model(folder)

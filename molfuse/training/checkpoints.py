@@ -55,7 +55,10 @@ WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.jso
 CONDITIONS = ("none", "class_label", "properties", "style")
 
 
-def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any]) -> Path:
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any], storage: str | None = None) -> Path:
     """Write ``net``'s state dict and its card to ``folder`` (each file atomically, card last).
 
     Args:
@@ -64,6 +67,9 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any])
         card: at least ``modality``, ``architecture`` ({name, config}), ``schedule`` (a config
             or a :class:`Schedule`) and ``shape``; ``prediction`` defaults to ``net.prediction``,
             ``space`` to Euclidean, ``normalisation`` to ``{}``, ``conditioning`` to none.
+        storage: ``"float16"`` / ``"bfloat16"`` store floating tensors at half size (the card's
+            ``weights.dtype`` says so; :func:`load_model` casts back to the net's dtype); None
+            keeps the net's dtypes.
 
     Returns:
         The folder.
@@ -86,10 +92,15 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any])
     card["conditioning"] = {"kind": "none", "null_cond": None, "cond_drop_prob": 0.0, **(card.get("conditioning") or {})}
     card["shape"] = [int(s) for s in card["shape"]]
     check_card(card, "card")
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    if storage is not None and storage not in STORAGE_DTYPES:
+        raise CheckpointError(f"storage dtype {storage!r}: expected one of {sorted(STORAGE_DTYPES)}")
+    cast = STORAGE_DTYPES.get(storage)
+    state = {k: (v.detach().to("cpu", cast) if cast is not None and v.is_floating_point() else v.detach().to("cpu"))
+             .contiguous().clone() for k, v in net.state_dict().items()}
     check_state(build(card["architecture"]["name"], card["architecture"]["config"]), state, "the net being saved")
     blob = st_save(state, metadata={"format": FORMAT})
-    card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(blob), "bytes": len(blob)}
+    card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(blob), "bytes": len(blob),
+                       **({"dtype": storage} if storage not in (None, "float32") else {})}
     card.setdefault("molfuse_version", VERSION)
     card.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     card = {"format": FORMAT, "format_version": FORMAT_VERSION, **card}
@@ -157,6 +168,9 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f"{weights}: not a readable safetensors file: {e}") from None
     net = _build(card, card_path)
     check_state(net, state, str(weights))
+    own = net.state_dict()  # half-precision storage (card weights.dtype) back to the net's dtypes
+    state = {k: v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v
+             for k, v in state.items()}
     net.load_state_dict(state, strict=True)
     net.to(device).eval().requires_grad_(False)
     net.prediction = card["prediction"]

@@ -10,7 +10,7 @@ from ..base.checks import as_choice, as_float, as_int, fail, fields
 __all__ = ["TrainConfig", "RESUMABLE"]
 
 # Settings a resumed run may change; everything else must match the saved run.
-RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads")
+RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads", "save_dtype")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class TrainConfig:
             :class:`~.module.DiffusionModule` ``cooldown``.
         cooldown_steps: length of the half-cosine fall.
         cooldown_final: the rate at its end, as a fraction of ``lr``.
+        save_dtype: storage of the shipped weights, ``float32`` or ``float16`` / ``bfloat16``
+            (half the size; cast back on load). Training itself is unchanged.
     """
 
     steps: int = 2000
@@ -60,6 +62,7 @@ class TrainConfig:
     cooldown_start: int | None = None
     cooldown_steps: int = 1000
     cooldown_final: float = 0.0
+    save_dtype: str = "float32"
 
     @property
     def cooldown(self) -> tuple[int, int, float] | None:
@@ -83,6 +86,8 @@ def recorded(config: "TrainConfig") -> dict:
     d = asdict(config)
     if d.get("t_power") == 1.0:
         d.pop("t_power")
+    if d.get("save_dtype") == "float32":
+        d.pop("save_dtype")
     if d.get("cooldown_start") is None:  # constant rate: cards and fingerprints as before the option
         for k in ("cooldown_start", "cooldown_steps", "cooldown_final"):
             d.pop(k, None)
@@ -103,7 +108,8 @@ def _checked(v: dict, path: str) -> dict:
                threads=None if v["threads"] is None else as_int(v["threads"], at("threads"), 1),
                cooldown_start=None if v["cooldown_start"] is None else as_int(v["cooldown_start"], at("cooldown_start"), 0),
                cooldown_steps=as_int(v["cooldown_steps"], at("cooldown_steps"), 1),
-               cooldown_final=as_float(v["cooldown_final"], at("cooldown_final"), 0.0, 1.0))
+               cooldown_final=as_float(v["cooldown_final"], at("cooldown_final"), 0.0, 1.0),
+               save_dtype=as_choice(v["save_dtype"], at("save_dtype"), ("float32", "float16", "bfloat16")))
     if out["ema_decay"] == 1.0:
         fail(at("ema_decay"), "must be < 1 (an EMA with decay 1 never moves)")
     return out

@@ -25,8 +25,9 @@ Schema (``?`` = optional, default after ``=``)::
       {steps: 2000, batch_size: 128, lr: 0.001, ema_decay: 0.999, cond_drop_prob: 0.0,
        num_workers: 0, log_every: 50, checkpoint_every: 500, device: cpu|cuda|auto,
        t_min: 0.001, t_power: 1.0, grad_clip: 1.0, val_fraction: 0.0, threads: null,
-       cooldown_start: null, cooldown_steps: 1000, cooldown_final: 0.0}   # constant lr, or a
+       cooldown_start: null, cooldown_steps: 1000, cooldown_final: 0.0,   # constant lr, or a
                                   # half-cosine fall from cooldown_start (resumable into it)
+       save_dtype: float32}       # or float16 / bfloat16: shipped weights at half the size
 
 The results folder ``<output>/<name>/`` holds config.yaml, provenance.json, metrics.csv (one
 row: final losses, speed), training_log.csv (the merged CSV logs: one row per logged step),
