@@ -210,6 +210,19 @@ def test_cooldown_rate_and_resuming_a_constant_run_into_it(tmp_path):
         TrainConfig.from_dict({"cooldown_start": 5, "cooldown_final": 2})
 
 
+def test_ship_raw_weights_gives_the_trained_net_not_its_ema(tmp_path):
+    raw = _train(tmp_path / "r", 20, ship_weights="raw")
+    saved = torch.load(tmp_path / "r" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    net = load_model(raw)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, saved[f"net.{k}"]), k
+    assert read_card(raw)[0]["training"]["ship_weights"] == "raw"
+    ema = load_model(_train(tmp_path / "e", 20))
+    assert "ship_weights" not in ema.card["training"]
+    x, t = torch.randn(8, 2), torch.rand(8)
+    assert not torch.equal(net(x, t), ema(x, t))
+
+
 def test_labels_are_used_only_by_a_conditional_net(tmp_path):
     x = _data(128).tensors[0]
     labelled = TensorDataset(x, (x[:, 0] > 0).long())

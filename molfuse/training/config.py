@@ -10,7 +10,7 @@ from ..base.checks import as_choice, as_float, as_int, fail, fields
 __all__ = ["TrainConfig", "RESUMABLE"]
 
 # Settings a resumed run may change; everything else must match the saved run.
-RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads", "save_dtype")
+RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads", "save_dtype", "ship_weights")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class TrainConfig:
         cooldown_final: the rate at its end, as a fraction of ``lr``.
         save_dtype: storage of the shipped weights, ``float32`` or ``float16`` / ``bfloat16``
             (half the size; cast back on load). Training itself is unchanged.
+        ship_weights: ``ema`` (default) or ``raw``: which weights the checkpoint gets. After a
+            cooldown the raw weights are already averaged by the falling rate, while an EMA of
+            decay d still carries ~1/(1-d) steps from before it.
     """
 
     steps: int = 2000
@@ -63,6 +66,7 @@ class TrainConfig:
     cooldown_steps: int = 1000
     cooldown_final: float = 0.0
     save_dtype: str = "float32"
+    ship_weights: str = "ema"
 
     @property
     def cooldown(self) -> tuple[int, int, float] | None:
@@ -88,6 +92,8 @@ def recorded(config: "TrainConfig") -> dict:
         d.pop("t_power")
     if d.get("save_dtype") == "float32":
         d.pop("save_dtype")
+    if d.get("ship_weights") == "ema":
+        d.pop("ship_weights")
     if d.get("cooldown_start") is None:  # constant rate: cards and fingerprints as before the option
         for k in ("cooldown_start", "cooldown_steps", "cooldown_final"):
             d.pop(k, None)
@@ -109,7 +115,8 @@ def _checked(v: dict, path: str) -> dict:
                cooldown_start=None if v["cooldown_start"] is None else as_int(v["cooldown_start"], at("cooldown_start"), 0),
                cooldown_steps=as_int(v["cooldown_steps"], at("cooldown_steps"), 1),
                cooldown_final=as_float(v["cooldown_final"], at("cooldown_final"), 0.0, 1.0),
-               save_dtype=as_choice(v["save_dtype"], at("save_dtype"), ("float32", "float16", "bfloat16")))
+               save_dtype=as_choice(v["save_dtype"], at("save_dtype"), ("float32", "float16", "bfloat16")),
+               ship_weights=as_choice(v["ship_weights"], at("ship_weights"), ("ema", "raw")))
     if out["ema_decay"] == 1.0:
         fail(at("ema_decay"), "must be < 1 (an EMA with decay 1 never moves)")
     return out

@@ -131,7 +131,8 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
                                            max_samples=4096 if objective is None else 1024),
                 session={"resumed_from_step": start, "steps": done, "wall_time_s": wall,
                          "steps_per_s": done / wall if done else None})
-    return save_checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint", module.ema, card,
+    shipped = module.ema if config.ship_weights == "ema" else module.net.eval()
+    return save_checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint", shipped, card,
                            storage=config.save_dtype)
 
 

@@ -27,7 +27,8 @@ Schema (``?`` = optional, default after ``=``)::
        t_min: 0.001, t_power: 1.0, grad_clip: 1.0, val_fraction: 0.0, threads: null,
        cooldown_start: null, cooldown_steps: 1000, cooldown_final: 0.0,   # constant lr, or a
                                   # half-cosine fall from cooldown_start (resumable into it)
-       save_dtype: float32}       # or float16 / bfloat16: shipped weights at half the size
+       save_dtype: float32,       # or float16 / bfloat16: shipped weights at half the size
+       ship_weights: ema}         # or raw (after a cooldown)
 
 The results folder ``<output>/<name>/`` holds config.yaml, provenance.json, metrics.csv (one
 row: final losses, speed), training_log.csv (the merged CSV logs: one row per logged step),
