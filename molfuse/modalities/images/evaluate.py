@@ -31,7 +31,7 @@ another family than the CNN) reads every sample too:
 Memorisation (:mod:`.memorisation`; ``evaluation.memorisation: false`` turns it off) against
 the union of the training sets the method's members saw (from their cards; the whole train
 split when a card does not say), relative to the held-out real images of the training set's
-classes, weighted to its class mix: ``nn_ratio_pixel``, ``nn_ratio_feature`` (CNN features), ``near_copy_fraction``
+classes among the reference classes (the target's by default), weighted to its class mix: ``nn_ratio_pixel``, ``nn_ratio_feature`` (CNN features), ``near_copy_fraction``
 (and ``near_copy_fraction_heldout`` for real digits), ``n_train_seen``.
 """
 
@@ -124,7 +124,8 @@ def evaluate_images(unit: np.ndarray, target_classes: Mapping[int, float] | None
         table["judge_class"] = second
         row.update(_judged(per["pred"].to_numpy(), second, target_classes))
     if training is not None:
-        mem, dist = memorisation_row(unit, training, clf, classifier)
+        classes = reference_classes if reference_classes is not None else (list(target_classes) if target_classes else None)
+        mem, dist = memorisation_row(unit, training, clf, classifier, classes)
         table["nn_distance_pixel"] = dist
         row.update(mem)
     if target_classes is not None and 2 <= len(target_classes) <= 4:  # "is it all of them at once?" (AND)
@@ -186,12 +187,15 @@ def _heldout_all(size: int, classifier: str | None) -> tuple[np.ndarray, np.ndar
 
 
 def memorisation_row(unit: np.ndarray, training: tuple | tuple[np.ndarray, np.ndarray], clf: Any = None,
-                     classifier: str | Path | None = None) -> tuple[dict, np.ndarray]:
+                     classifier: str | Path | None = None,
+                     classes: Sequence[int] | None = None) -> tuple[dict, np.ndarray]:
     """The memorisation metrics (:mod:`.memorisation`) of images (n, H, W) in [0, 1].
 
     ``training`` is the spec tuple of :func:`~.memorisation.seen_training_set` (its images and
     features are cached), or ``(images (m, H, W) in [0, 1], labels (m,))``. The reference is
-    every held-out real test image of the training set's classes, weighted to its class mix.
+    every held-out real test image of the training set's classes, weighted to its class mix;
+    with ``classes`` (the classes the samples should be, e.g. two prompted digits) only those of
+    them the training set has (all of its classes if it has none of them).
     """
     clf = clf if clf is not None else load_classifier(classifier)
     key = None if classifier is None else str(classifier)
@@ -201,8 +205,11 @@ def memorisation_row(unit: np.ndarray, training: tuple | tuple[np.ndarray, np.nd
         train, labels = np.asarray(training[0]), np.asarray(training[1])
         train_feats = features(train, clf)
     held, held_feats, held_labels = _heldout_all(unit.shape[-1], key)
-    keep = np.isin(held_labels, np.unique(labels))
-    w = heldout_weights(held_labels[keep], labels)
+    mix = labels
+    if classes is not None and np.isin(labels, list(classes)).any():
+        mix = labels[np.isin(labels, list(classes))]
+    keep = np.isin(held_labels, np.unique(mix))
+    w = heldout_weights(held_labels[keep], mix)
     return memorisation_summary(unit, train, held[keep], features(unit, clf), train_feats, held_feats[keep], w)
 
 
@@ -230,7 +237,7 @@ NOTES = ("Classes are read by the shipped digit classifier. `frac_class_<k>`: sh
          "the method's members saw (`train_seen_from`: their cards, else the whole train split; `n_train_seen` "
          "images): `nn_ratio_pixel` / `nn_ratio_feature` = mean distance of a sample to its nearest training "
          "image (pixels in [0, 1]; CNN features) over the same for held-out real images of the training set's "
-         "class mix (1 = as novel as fresh real digits, < 1 copies, > 1 off the data); `near_copy_fraction`: "
+         "class mix among the reference classes (1 = as novel as fresh real digits, < 1 copies, > 1 off the data); `near_copy_fraction`: "
          "share with d1/d2 < 1/3 to the two nearest training images (`_heldout`: the same for real digits).")
 
 

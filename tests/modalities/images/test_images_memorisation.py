@@ -71,6 +71,20 @@ def test_a_small_training_set_is_compared_with_heldout_digits_of_its_classes(mni
     assert 0.9 < fresh_row["nn_ratio_pixel"] < 1.1  # the reference is held-out sevens only, not all digits
 
 
+def test_prompted_classes_are_compared_with_heldout_digits_of_those_classes(mnist):
+    """Held-out ones against all 4000 training digits: ~1 when the reference is held-out ones (the
+    target), well below 1 against held-out digits of every class (ones are thin and close)."""
+    train, train_labels, test, test_labels = mnist
+    ones = test[test_labels == 1][::2]
+    row, _ = im.memorisation_row(ones, (train, train_labels), classes=[1])
+    assert 0.9 < row["nn_ratio_pixel"] < 1.1
+    mixed, _ = im.memorisation_row(ones, (train, train_labels))
+    assert mixed["nn_ratio_pixel"] < 0.8
+    none, _ = im.memorisation_row(ones, (train[train_labels != 1], train_labels[train_labels != 1]), classes=[1])
+    assert none["nn_ratio_pixel"] == pytest.approx(  # no training one: all the training classes are the reference
+        im.memorisation_row(ones, (train[train_labels != 1], train_labels[train_labels != 1]))[0]["nn_ratio_pixel"])
+
+
 def test_copy_rule_is_the_one_third_ratio():
     train = np.zeros((3, 2))
     train[1], train[2] = [1.0, 0.0], [0.0, 4.0]
