@@ -7,8 +7,8 @@ them with both judges and the memorisation metric:
 
 - ``judge_agreement``, ``in_class``: share of samples the CNN puts in the member's classes;
 - ``nn_ratio_pixel`` / ``nn_ratio_feature`` against the images the member saw;
-- at the last snapshot also the raw (non-EMA) weights from the run's ``last.ckpt``, and
-  sampler steps 50 / 100 / 200 / 400.
+- at the last snapshot also the raw (non-EMA) weights from the run's ``last.ckpt`` (when the
+  snapshot ships the EMA), and sampler steps 50 / 100 / 200 / 400 (``--sampler-steps``).
 
   python docs/images/member_budget.py --member lo SNAPSHOT ... --ckpt results/train/digits_lo/last.ckpt \
       --out docs/images/member_budget_lo.csv
@@ -66,12 +66,14 @@ def main() -> None:
     for snap in a.snapshots:
         net = load_model(snap)
         classes = sorted(int(k) for k in net.card["data"]["class_counts"])
-        base = {"member": net.card["name"], "train_steps": net.card["steps"], "weights": "ema"}
+        shipped = (net.card.get("training") or {}).get("ship_weights", "ema")
+        base = {"member": net.card["name"], "train_steps": net.card["steps"], "weights": shipped,
+                "cooldown_start": (net.card.get("training") or {}).get("cooldown_start")}
         last = snap == a.snapshots[-1]
         for steps in ([int(s) for s in a.sampler_steps.split(",")] if last else [a.steps]):
             rows.append({**base, "sampler_steps": steps, **measure(net, a.n, steps, a.seed, classes)})
             print(rows[-1], flush=True)
-        if last and a.ckpt is not None:
+        if last and a.ckpt is not None and shipped == "ema":
             rows.append({**base, "weights": "raw", "sampler_steps": a.steps,
                          **measure(raw_weights(net, a.ckpt), a.n, a.steps, a.seed, classes)})
             print(rows[-1], flush=True)
