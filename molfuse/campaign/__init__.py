@@ -28,6 +28,7 @@ Schema (``?`` = optional, default after ``=``)::
     n_samples?: int = 1000       # per method
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null,
                grid_power: 1.0}   # time grid t_k = t_end + (1 - t_end)(1 - k/steps)^p; p > 1: finer near t_end
+                                  # threads null: 1 on CPU (runs sharing cores thrash at torch's default)
     methods:                     # required, list; operators are a registry (register_operator)
       - {name: str, operator: single, models: [a]}
       - {name, operator: superpose, models: [a, b, ...], mode?: or|and = or,

@@ -105,10 +105,14 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
             write_text(wf.folder / "config.yaml", yaml.safe_dump(wf.to_config(), sort_keys=False, allow_unicode=True))
         say(f"molfuse: {wf.name} -> {wf.folder}{' (resuming)' if resumed else ''}; modality {modality.name}")
         threads = torch.get_num_threads()
-        if wf.sampler.threads:
-            torch.set_num_threads(wf.sampler.threads)
-        say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-            f"{'; sampler.threads sets it: runs sharing cores are fastest with 1' if wf.sampler.threads else ''})")
+        # one thread per run on CPU unless the workflow says otherwise: runs sharing cores thrash
+        # at torch's default (measured 6x slower per image with 2 threads on 2 shared cores)
+        want = wf.sampler.threads or (1 if str(dev).startswith("cpu") else None)
+        if want:
+            torch.set_num_threads(want)
+        why = ("sampler.threads sets it" if wf.sampler.threads else
+               "the default on CPU; set sampler.threads to use more") if want else "torch's default"
+        say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s): {why})")
         try:
             rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed, wf.sampler.grid_power)
             with warnings.catch_warnings():  # the floor is reported once, by load_workflow, naming the field
