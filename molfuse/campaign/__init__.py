@@ -74,7 +74,8 @@ and return), ``spec`` (dataclasses), ``parse`` (load_workflow), ``kinds`` (check
 model kinds, style conditions), ``merges`` (the merge model kind: weight merges with provenance and
 held-out selection), ``distill`` (the training objective ``distill``, the DMM merge),
 ``operators`` (built-in operators), ``chunks`` (resumable chunks), ``report`` (provenance,
-summary), ``reports`` (by_n, fidelity, rank_agreement), ``run`` (run_workflow).
+summary), ``reports`` (by_n, fidelity, rank_agreement), ``run`` (run_workflow), ``replicates``
+(replicate runs of one workflow combined: mean ± sd per method; ``molfuse replicates``).
 """
 
 from __future__ import annotations
