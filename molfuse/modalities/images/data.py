@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 __all__ = [
     "MNIST_NORMALISATION", "DIGITS8_NORMALISATION", "SOURCES", "load_mnist", "load_digits8", "load_images",
     "split_indices", "to_model", "to_unit", "Population", "population_from_spec", "mnist_population_dataset",
+    "indices_digest",
 ]
 
 # x_model = scale * v + shift for pixel values v in {0, .., levels - 1}.
@@ -223,6 +224,11 @@ def population_from_spec(spec: Mapping[str, Any] | Population) -> Population:
 _DATASET_KEYS = {"source", "split", "n", "seed", "population", "weights", "classes", "replace", "name"}
 
 
+def indices_digest(idx: np.ndarray) -> str:
+    """sha256 of chosen image indices (int64 bytes): the card's ``data.indices_sha256``."""
+    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()
+
+
 def mnist_population_dataset(spec: Mapping[str, Any]) -> tuple[TensorDataset, dict[str, Any], dict[str, float]]:
     """Dataset kind ``"mnist_population"``: a class population of real digits in model space.
 
@@ -252,7 +258,7 @@ def mnist_population_dataset(spec: Mapping[str, Any]) -> tuple[TensorDataset, di
         "kind": "mnist_population", "source": source, "source_description": SOURCES[source], "split": split,
         "n": int(n), "seed": seed, "population": pop.to_spec(),
         "class_counts": {int(k): int(c) for k, c in zip(*np.unique(labels[idx], return_counts=True))},
-        "indices_sha256": hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest(),
+        "indices_sha256": indices_digest(idx),
         "shape": list(x.shape[1:]),
     }
     return TensorDataset(x, y), desc, norm

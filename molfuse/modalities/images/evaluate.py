@@ -180,7 +180,7 @@ def _train_features(specs: tuple, classifier: str | None) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _heldout_all(size: int, classifier: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    images, labels = load_images(REFERENCE_SOURCES[size], "test")
+    _, labels = load_images(REFERENCE_SOURCES[size], "test")
     unit = reference_images(size)
     feats = reference_features(size, None, classifier)
     return unit, feats, labels

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .data import load_images, population_from_spec
+from .data import indices_digest, load_images, population_from_spec
 
 __all__ = ["COPY_RATIO", "nearest_distances", "heldout_weights", "memorisation_summary", "seen_training_set", "training_images",
            "train_split"]
@@ -195,8 +195,6 @@ def training_images(specs: tuple[tuple, ...]) -> tuple[np.ndarray, np.ndarray]:
     Each set is rebuilt exactly as training drew it and checked against the card's
     ``indices_sha256``.
     """
-    import hashlib
-
     chosen: dict[tuple[str, str], set[int]] = {}
     for source, split, n, seed, pop, digest in specs:
         _, labels = load_images(source, split)
@@ -204,7 +202,7 @@ def training_images(specs: tuple[tuple, ...]) -> tuple[np.ndarray, np.ndarray]:
             chosen.setdefault((source, split), set()).update(range(len(labels)))
             continue
         idx = population_from_spec(json.loads(pop)).sample_indices(labels, n, seed)
-        got = hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()
+        got = indices_digest(idx)
         if digest and got != digest:
             raise ValueError(f"rebuilding the training set {source}/{split} n={n} seed={seed} gave indices {got[:12]}…, "
                              f"but the card records {digest[:12]}… (data source changed?)")
