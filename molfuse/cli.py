@@ -111,21 +111,28 @@ def train_command(workflow: Path, out: str | None, device: str | None) -> None:
               "numeric metric columns).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the long table (method, metric, mean, sd, min, max, n_runs) as CSV.")
-def replicates(runs: tuple[Path, ...], metric_list: str | None, out: Path | None) -> None:
+@click.option("--by-n", "by_n", is_flag=True, help="Pool the methods named <family>_n<N>_seed<S> over their draws "
+              "and the runs: one n × family table per metric (with --out: family, n, metric, ..., n_values).")
+def replicates(runs: tuple[Path, ...], metric_list: str | None, out: Path | None, by_n: bool) -> None:
     """Combine replicate runs of one workflow (molfuse run ... --seed k): mean ± sd per method."""
     from .base.io import atomic_write
-    from .campaign.replicates import combine_replicates, replicate_table
+    from .campaign.replicates import by_n_replicate_table, by_n_replicates, combine_replicates, replicate_table
     from .errors import WorkflowError
 
     try:
-        combined = combine_replicates(runs)
+        combined = by_n_replicates(runs) if by_n else combine_replicates(runs)
         if metric_list:
             metrics = [m.strip() for m in metric_list.split(",") if m.strip()]
         else:
             present = set(combined["metric"])
             metrics = [m for m in _headline(runs[0]) if m in present]
-        click.echo(f"{len(runs)} runs, seeds {combined.attrs['seeds']}; mean ± sample sd over runs")
-        click.echo(replicate_table(combined, metrics))
+        click.echo(f"{len(runs)} runs, seeds {combined.attrs['seeds']}; mean ± sample sd over "
+                   + ("the draws of each n and the runs" if by_n else "runs"))
+        if by_n:
+            for m in metrics:
+                click.echo(f"\n`{m}`\n\n" + by_n_replicate_table(combined, m))
+        else:
+            click.echo(replicate_table(combined, metrics))
     except WorkflowError as e:
         raise click.ClickException(str(e)) from None
     if out is not None:

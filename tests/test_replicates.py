@@ -5,7 +5,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from molfuse.campaign.replicates import combine_replicates, replicate_table
+from molfuse.campaign.replicates import by_n_replicate_table, by_n_replicates, combine_replicates, replicate_table
 from molfuse.cli import main
 from molfuse.errors import WorkflowError
 
@@ -51,3 +51,19 @@ def test_cli_prints_the_table_and_writes_csv(tmp_path):
     assert pd.read_csv(tmp_path / "r.csv").shape[0] == 2
     res = CliRunner().invoke(main, ["replicates", runs[0], runs[0]])
     assert res.exit_code != 0 and "same seed" in res.output
+
+
+def test_by_n_pools_draws_and_runs(tmp_path):
+    methods = ("uniform", "fused_n16_seed0", "fused_n16_seed1", "scratch_n16_seed0", "fused_n64_seed0")
+    runs = [_run(tmp_path / f"s{k}", k, [9.0, 0.1 + k, 0.2 + k, 0.5, 0.3], methods=methods) for k in range(2)]
+    pooled = by_n_replicates(runs)
+    f16 = pooled[(pooled.family == "fused") & (pooled.n == 16) & (pooled.metric == "tv")].iloc[0]
+    assert f16["n_values"] == 4 and f16["mean"] == pytest.approx(0.65) and (f16["min"], f16["max"]) == pytest.approx((0.1, 1.2))
+    assert set(zip(pooled.family, pooled.n)) == {("fused", 16), ("fused", 64), ("scratch", 16)}  # uniform is no n
+    table = by_n_replicate_table(pooled, "tv")
+    assert table.splitlines()[0] == "| n | fused | scratch |" and "| 64 | 0.3 ± 0 |  |" in table
+    with pytest.raises(WorkflowError, match="no method is named"):
+        by_n_replicates([_run(tmp_path / "plain", 5, [0.1, 0.2])])
+    res = CliRunner().invoke(main, ["replicates", *map(str, runs), "--by-n", "--metrics", "tv"])
+    assert res.exit_code == 0, res.output
+    assert "the draws of each n and the runs" in res.output and "| 16 | 0.65 ± 0.58 | 0.5 ± 0 |" in res.output

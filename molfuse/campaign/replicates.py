@@ -5,6 +5,11 @@ refuses folders of different workflows, different method lists or the same seed 
 returns one row per method and metric with ``mean``, ``sd`` (sample standard deviation,
 NaN for one run), ``min``, ``max`` and ``n_runs``. :func:`replicate_table` renders the
 headline as "mean ± sd" in markdown. ``molfuse replicates RUN RUN … [--out F.csv]`` does both.
+
+:func:`by_n_replicates` pools the methods named ``<family>_n<N>_seed<S>`` (a sample size and a
+data draw, as in the ``by_n`` report) over the draws *and* the replicate runs: one row per
+family, n and metric, over ``n_values`` = draws × runs; :func:`by_n_replicate_table` renders one
+metric as an n × family table (``molfuse replicates … --by-n``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import pandas as pd
 import yaml
 
 from ..errors import WorkflowError
+from .reports import by_n_name
 
-__all__ = ["combine_replicates", "replicate_table"]
+__all__ = ["by_n_replicate_table", "by_n_replicates", "combine_replicates", "replicate_table"]
 
 
 def _read(folder: Path) -> tuple[dict, pd.DataFrame]:
@@ -29,16 +35,9 @@ def _read(folder: Path) -> tuple[dict, pd.DataFrame]:
     return yaml.safe_load(cfg.read_text()) or {}, pd.read_csv(met)
 
 
-def combine_replicates(folders: Sequence[str | Path]) -> pd.DataFrame:
-    """Long table ``method, metric, mean, sd, min, max, n_runs`` over replicate run folders.
-
-    Only numeric metric columns are combined; the ``seeds`` attribute of the result lists
-    the runs' seeds in the order given.
-
-    Raises:
-        WorkflowError: fewer than one folder, a folder that is not a finished run, runs of
-            different workflows or methods, or two runs with the same seed.
-    """
+def _replicate_runs(folders: Sequence[str | Path]) -> tuple[list, list, list[str], list[str]]:
+    """The runs ``(folder, config, metrics)``, their seeds, the method list and the numeric columns
+    common to all, after the refusals of :func:`combine_replicates`."""
     if not folders:
         raise WorkflowError("give at least one run folder")
     runs = [(Path(f), *_read(Path(f))) for f in folders]
@@ -53,20 +52,86 @@ def combine_replicates(folders: Sequence[str | Path]) -> pd.DataFrame:
         raise WorkflowError(f"the runs have different methods: {runs[0][0]} has {methods[0]}")
     cols = [c for c in runs[0][2].columns if c != "method" and all(c in m for _, _, m in runs)
             and all(pd.api.types.is_numeric_dtype(m[c]) for _, _, m in runs)]
-    stack = np.stack([m.set_index("method").loc[methods[0], cols].to_numpy(dtype=np.float64) for _, _, m in runs])
+    return runs, seeds, methods[0], cols
+
+
+def _stats(v: np.ndarray) -> dict | None:
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return None
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def combine_replicates(folders: Sequence[str | Path]) -> pd.DataFrame:
+    """Long table ``method, metric, mean, sd, min, max, n_runs`` over replicate run folders.
+
+    Only numeric metric columns are combined; the ``seeds`` attribute of the result lists
+    the runs' seeds in the order given.
+
+    Raises:
+        WorkflowError: fewer than one folder, a folder that is not a finished run, runs of
+            different workflows or methods, or two runs with the same seed.
+    """
+    runs, seeds, methods, cols = _replicate_runs(folders)
+    stack = np.stack([m.set_index("method").loc[methods, cols].to_numpy(dtype=np.float64) for _, _, m in runs])
     rows = []
-    for i, method in enumerate(methods[0]):
+    for i, method in enumerate(methods):
         for j, col in enumerate(cols):
-            v = stack[:, i, j]
-            v = v[np.isfinite(v)]
-            if not len(v):
-                continue
-            rows.append({"method": method, "metric": col, "mean": float(v.mean()),
-                         "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
-                         "min": float(v.min()), "max": float(v.max()), "n_runs": int(len(v))})
+            st = _stats(stack[:, i, j])
+            if st is not None:
+                rows.append({"method": method, "metric": col, **st, "n_runs": int(np.isfinite(stack[:, i, j]).sum())})
     out = pd.DataFrame(rows, columns=["method", "metric", "mean", "sd", "min", "max", "n_runs"])
     out.attrs["seeds"] = seeds
     return out
+
+
+def by_n_replicates(folders: Sequence[str | Path]) -> pd.DataFrame:
+    """Long table ``family, n, metric, mean, sd, min, max, n_values``: the methods named
+    ``<family>_n<N>_seed<S>`` pooled over their draws S and over the replicate runs.
+
+    Raises:
+        WorkflowError: as :func:`combine_replicates`, or no method named ``<family>_n<N>_seed<S>``.
+    """
+    runs, seeds, methods, cols = _replicate_runs(folders)
+    keyed = [(by_n_name(m), m) for m in methods]
+    keyed = [(k, m) for k, m in keyed if k is not None]
+    if not keyed:
+        raise WorkflowError(f"no method is named <family>_n<N>_seed<S> in {runs[0][0]}")
+    groups: dict[tuple[str, int], list[str]] = {}
+    for (family, n, _), m in keyed:
+        groups.setdefault((family, n), []).append(m)
+    rows = []
+    for (family, n), members in sorted(groups.items()):
+        for col in cols:
+            v = np.concatenate([met.set_index("method").loc[members, col].to_numpy(dtype=np.float64) for _, _, met in runs])
+            st = _stats(v)
+            if st is not None:
+                rows.append({"family": family, "n": n, "metric": col, **st, "n_values": int(np.isfinite(v).sum())})
+    out = pd.DataFrame(rows, columns=["family", "n", "metric", "mean", "sd", "min", "max", "n_values"])
+    out.attrs["seeds"] = seeds
+    return out
+
+
+def by_n_replicate_table(pooled: pd.DataFrame, metric: str, digits: int = 3) -> str:
+    """Markdown for one metric of :func:`by_n_replicates`: rows n, columns families, cells "mean ± sd"."""
+    sub = pooled[pooled["metric"] == metric]
+    if not len(sub):
+        raise WorkflowError(f"no such metric in these runs: {metric!r}; available: {sorted(set(pooled['metric']))}")
+    families = sorted(set(sub["family"]))
+    idx = sub.set_index(["n", "family"])
+    lines = ["| n | " + " | ".join(families) + " |", "|" + "---|" * (len(families) + 1)]
+    for n in sorted(set(sub["n"])):
+        cells = []
+        for f in families:
+            if (n, f) not in idx.index:
+                cells.append("")
+                continue
+            r = idx.loc[(n, f)]
+            sd = "" if not math.isfinite(r["sd"]) else f" ± {_fmt(r['sd'], 2)}"
+            cells.append(_fmt(r["mean"], digits) + sd)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(v: float, digits: int) -> str:

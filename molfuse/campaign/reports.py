@@ -18,9 +18,15 @@ from ..base.checks import REQUIRED, fail
 from ..base.io import atomic_write
 from ..base.tables import markdown_table
 
-__all__ = ["by_n_table"]
+__all__ = ["by_n_name", "by_n_table"]
 
 _BY_N = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9]*)_n(?P<n>\d+)_seed(?P<seed>\d+)$")
+
+
+def by_n_name(method: str) -> tuple[str, int, int] | None:
+    """``(family, n, seed)`` of a method named ``<family>_n<N>_seed<S>``, else None."""
+    m = _BY_N.match(str(method))
+    return None if m is None else (m["family"], int(m["n"]), int(m["seed"]))
 
 
 def by_n_table(metrics: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -28,10 +34,9 @@ def by_n_table(metrics: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     with ``<col>_mean``, ``<col>_min``, ``<col>_max`` and ``seeds``."""
     rows = []
     for name, row in metrics.set_index("method").iterrows():
-        m = _BY_N.match(str(name))
-        if m:
-            rows.append({"family": m["family"], "n": int(m["n"]), "seed": int(m["seed"]),
-                         **{c: row.get(c, math.nan) for c in columns}})
+        key = by_n_name(name)
+        if key:
+            rows.append({"family": key[0], "n": key[1], "seed": key[2], **{c: row.get(c, math.nan) for c in columns}})
     if not rows:
         return pd.DataFrame(columns=["family", "n", "seeds"])
     df = pd.DataFrame(rows)
