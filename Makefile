@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The pinned CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[test,train,images,molecules,proteins]'
+	$(PY) -m pip install --quiet -e '.[test,train,images,molecules,proteins,distributed]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -44,13 +44,13 @@ def main() -> None:
 
 
 def _run(path: Path, out: str | None, name: str | None, device: str | None, seed: int | None = None,
-         allow_invalid: bool = False):
+         allow_invalid: bool = False, executor: str | None = None):
     from .base.tables import markdown_table
     from .campaign import run_workflow
     from .errors import CheckpointError, WorkflowError
 
     try:
-        result = run_workflow(path, out=out, name=name, device=device, seed=seed)
+        result = run_workflow(path, out=out, name=name, device=device, seed=seed, executor=executor)
     except (WorkflowError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
     m = result.metrics
@@ -77,10 +77,12 @@ def _run(path: Path, out: str | None, name: str | None, device: str | None, seed
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides sampler.device.")
 @click.option("--seed", type=click.IntRange(min=0), help="Overrides the workflow's seed (a replicate run).")
 @click.option("--allow-invalid", is_flag=True, help="Exit 0 even when some samples are invalid (default: exit 2).")
+@click.option("--executor", help="Where chunks are drawn: serial (default), local:N (a local Dask cluster of N "
+              "worker processes) or a Dask scheduler address (tcp://host:8786). Results do not depend on it.")
 def run(workflow: Path, out: str | None, name: str | None, device: str | None, seed: int | None,
-        allow_invalid: bool) -> None:
+        allow_invalid: bool, executor: str | None) -> None:
     """Run a workflow YAML file and write its results folder."""
-    _run(workflow, out, name, device, seed, allow_invalid)
+    _run(workflow, out, name, device, seed, allow_invalid, executor)
 
 
 @main.command("train")

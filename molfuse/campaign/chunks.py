@@ -1,6 +1,10 @@
 """A method's samples in resumable chunks: drawn with seeds from (seed, method, chunk), saved
 atomically under ``samples/chunks/<method>/``, reused on a rerun of the same folder.
 
+:func:`plan_chunks` lists the chunks still to draw, :func:`compute_chunk` draws and writes one
+(in this process or on a worker, :mod:`molfuse.campaign.executors`), :func:`assemble_chunks`
+reads a method's finished chunks back in order.
+
 A chunk file that cannot be read (truncated, empty, from another config) is named in a
 warning and drawn again. A member that returns NaN / inf does not stop the run: the chunk's
 samples become invalid rows whose reason names the member and the time t.
@@ -16,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..base.io import atomic_write
 from ..base.seeds import derive_seed
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, WorkflowError
+from .executors import ChunkTask
 from .registry import Prepared, sample_shape
 from .spec import MethodSpec, Workflow
 
-__all__ = ["chunk_sizes", "run_chunks", "load_chunk", "chunk_path"]
+__all__ = ["assemble_chunks", "chunk_path", "chunk_sizes", "compute_chunk", "load_chunk", "plan_chunks"]
 
 _KEYS = ("x", "mask", "ito", "fallbacks", "chosen", "reason")
 
@@ -81,22 +85,47 @@ def _draw(prep: Prepared, members: list, size: int, seed: int) -> dict:
     return data
 
 
-def run_chunks(wf: Workflow, m: MethodSpec, prep: Prepared, members: list, bar: tqdm) -> dict:
-    """Generate missing chunks (atomically saved), load finished ones; concatenate."""
-    sizes = chunk_sizes(wf.n_samples, wf.sampler.chunk_size)
-    chunks, reused = [], 0
-    bar.set_description(m.name)
-    for i, size in enumerate(sizes):
+def plan_chunks(wf: Workflow, m: MethodSpec) -> tuple[list[ChunkTask], int]:
+    """The chunks of method ``m`` still to draw (a missing or unreadable file), and how many are reused."""
+    todo, reused = [], 0
+    for i, size in enumerate(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)):
         seed = derive_seed(wf.seed, m.name, i)
         path = chunk_path(wf.folder, m.name, i)
-        data = load_chunk(path, size, seed)
-        reused += data is not None
+        if load_chunk(path, size, seed) is None:
+            todo.append(ChunkTask(m.name, i, size, seed, str(path)))
+        else:
+            reused += 1
+    return todo, reused
+
+
+def compute_chunk(task: ChunkTask, payload: tuple[Prepared, list], threads: int | None = None) -> float:
+    """Draw one chunk with its seed and write it atomically to ``task.path``; returns the seconds taken.
+
+    ``payload`` is the method's prepared sampler and its members. ``threads``, when given, sets
+    torch's thread count for the draw (a worker process starts at torch's default).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    prep, members = payload
+    data = _draw(prep, members, task.size, task.seed)
+    atomic_write(task.path, lambda fh: np.savez(fh, **data))
+    return float(data["wall_time_s"])
+
+
+def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0) -> dict:
+    """Method ``m``'s finished chunks concatenated in order, with per-sample chunk and seed.
+
+    Raises:
+        WorkflowError: a chunk is missing (its computation did not finish).
+    """
+    chunks = []
+    for i, size in enumerate(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)):
+        path = chunk_path(wf.folder, m.name, i)
+        data = load_chunk(path, size, derive_seed(wf.seed, m.name, i))
         if data is None:
-            data = _draw(prep, members, size, seed)
-            atomic_write(path, lambda fh: np.savez(fh, **data))
+            raise WorkflowError(f"{path}: chunk {i} of method {m.name} was not computed; rerun the same folder to resume")
         data["chunk"] = np.full(size, i)
         chunks.append(data)
-        bar.update(1)
     out = {k: np.concatenate([c[k] if k in c else _filler(k, chunks, len(c["x"])) for c in chunks])
            for k in (*_KEYS, "chunk") if any(k in c for c in chunks)}
     out["seed"] = np.concatenate([np.full(len(c["x"]), int(c["seed"]), dtype=np.int64) for c in chunks])

@@ -23,7 +23,8 @@ from ..base.provenance import config_diff, now
 from ..base.tables import ordered_columns
 from ..errors import WorkflowError
 from ..schedules import schedule_from_config
-from .chunks import chunk_sizes, run_chunks
+from .chunks import assemble_chunks, chunk_sizes, compute_chunk, plan_chunks
+from .executors import ExecutorSpec, parse_executor, run_tasks
 from .kinds import build_models
 from .parse import load_workflow, workflow_modality
 from .registry import OPERATORS, Prepared, RunContext, sample_shape
@@ -61,7 +62,7 @@ _SAMPLE_TAIL = ("finite", "chosen_model", "fallbacks", "ito_log_q_nats_")
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
                  device: str | None = None, progress: bool = True, verbose: bool = True,
-                 seed: int | None = None) -> RunResult:
+                 seed: int | None = None, executor: str | ExecutorSpec | None = None) -> RunResult:
     """Validate, run and evaluate a workflow; write its results folder (RESULTS.md).
 
     The folder is locked for the run (a second run on it is refused), its config is checked
@@ -72,6 +73,9 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         out, name, device, seed: override ``output``, ``run_name``, ``sampler.device`` and
             ``seed`` (every sampling, fit and evaluation seed derives from it).
         progress: a tqdm bar over chunks; verbose: print the plan and the device used.
+        executor: where the chunks are drawn: ``serial`` (default, this process), ``local:N``
+            (a local Dask cluster of N worker processes) or a Dask scheduler address
+            (:mod:`molfuse.campaign.executors`). Results do not depend on it.
 
     Returns:
         The folder, the ``metrics`` (one row per method) / ``per_sample`` DataFrames, and the
@@ -79,11 +83,12 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
 
     Raises:
         WorkflowError: malformed workflow, missing modality dependencies, a folder holding a
-            run of another config, or a folder in use by another run.
+            run of another config, a folder in use by another run, or an unknown executor.
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = now(), time.perf_counter()
     wf = load_workflow(source, output=out, run_name=name, device=device, seed=seed)
+    spec = executor if isinstance(executor, ExecutorSpec) else parse_executor(executor)
     schedule = schedule_from_config(wf.schedule)
     modality = workflow_modality(wf.models)  # before loading anything: dependencies, evaluator
     models = build_models(wf, schedule)
@@ -119,10 +124,7 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
                 warnings.filterwarnings("ignore", message=r"steps=\d+ is below")
                 prepared = {m.name: _prepare(m, i, models, rctx) for i, m in enumerate(wf.methods)}  # fits run here
                 _print_plan(wf, say)
-                n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size))
-                with tqdm(total=n_chunks * len(wf.methods), unit="chunk", disable=not progress) as bar:
-                    runs = {m.name: run_chunks(wf, m, prepared[m.name], [models[k] for k in m.models], bar)
-                            for m in wf.methods}
+                runs = _draw_chunks(wf, prepared, models, dataclasses.replace(spec, threads=want), progress, say)
         finally:
             torch.set_num_threads(threads)
         result = _finish(wf, ctx, modality, models, prepared, runs, dev, started, t0, resumed, progress)
@@ -131,6 +133,26 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         say(f"molfuse: WARNING {result.invalid} of {len(result.per_sample)} samples failed (NaN / inf; "
             "per_sample.csv, columns finite and reason)")
     return result
+
+
+def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec, progress: bool,
+                 say: Callable) -> dict:
+    """Every method's missing chunks drawn on the executor, then all chunks read back in order."""
+    planned = {m.name: plan_chunks(wf, m) for m in wf.methods}
+    tasks = [t for todo, _ in planned.values() for t in todo]
+    n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)) * len(wf.methods)
+    if spec.kind != "serial":
+        say(f"molfuse: chunks on {spec.describe()}: {len(tasks)} to draw, {n_chunks - len(tasks)} reused")
+    payloads = {m.name: (prepared[m.name], [models[k] for k in m.models]) for m in wf.methods}
+    with tqdm(total=n_chunks, initial=n_chunks - len(tasks), unit="chunk", disable=not progress) as bar:
+        def done(task):
+            bar.set_description(task.method)
+            bar.update(1)
+        run_tasks(spec, tasks, compute_chunk, payloads, done)
+    if spec.kind != "serial":
+        for p in remove_stale_temporaries(wf.folder):  # a worker killed mid-write leaves its temporary
+            say(f"molfuse: removed {p} (a temporary file of a killed worker)")
+    return {m.name: assemble_chunks(wf, m, planned[m.name][1]) for m in wf.methods}
 
 
 def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, models: dict, prepared: dict,
