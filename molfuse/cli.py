@@ -89,7 +89,11 @@ def run(workflow: Path, out: str | None, name: str | None, device: str | None, s
 @click.argument("workflow", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", help="Base output folder (overrides the workflow's `output`).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Overrides train.device.")
-def train_command(workflow: Path, out: str | None, device: str | None) -> None:
+@click.option("--devices", type=click.IntRange(min=1), help="Processes per node (Lightning DDP: gloo on CPU, NCCL on "
+              "GPUs); overrides train.devices. train.batch_size stays the global batch.")
+@click.option("--num-nodes", type=click.IntRange(min=1), help="Machines; overrides train.num_nodes.")
+def train_command(workflow: Path, out: str | None, device: str | None, devices: int | None,
+                  num_nodes: int | None) -> None:
     """Train a network from a training workflow YAML; rerun to resume (see molfuse.training.workflow)."""
     from .errors import CheckpointError, WorkflowError
 
@@ -98,10 +102,12 @@ def train_command(workflow: Path, out: str | None, device: str | None) -> None:
     except ImportError as e:  # lightning / safetensors missing
         raise click.ClickException(f"molfuse train needs the train extra: pip install 'molfuse[train]' ({e})") from None
     try:
-        results = train_sweep(workflow, output=out, device=device)
+        results = train_sweep(workflow, output=out, device=device, devices=devices, num_nodes=num_nodes)
     except (WorkflowError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
     for result in results:
+        if result is None:  # another process of a multi-process run; rank 0 reports
+            continue
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.card.get("final_losses", {}).items())
         click.echo(f"{result.card.get('name')}: trained {result.card['steps']} steps; {losses}")
         click.echo(f"checkpoint: {result.checkpoint}  results: {result.folder}")

@@ -16,7 +16,7 @@ from .errors import ConventionError
 from .schedules import Schedule
 from .spaces import Space, resolve_space
 
-__all__ = ["dsm_loss", "denoising_loss", "drop_condition"]
+__all__ = ["dsm_loss", "denoising_loss", "drop_condition", "training_draws"]
 
 
 def dsm_loss(
@@ -122,18 +122,34 @@ def denoising_loss(
     if prediction is not None and prediction != declared:
         raise ConventionError(f"expected a {prediction!r}-network but the net declares prediction={declared!r} "
                               f"(one of {PREDICTIONS}); fix the net or the caller, never mix silently")
-    if t is None:
+    space = resolve_space([net], space)
+    if t is None or eps is None:
+        t_drawn, eps_drawn = training_draws(x0, space, generator, t_min, t_power, mask, draw_t=t is None,
+                                            draw_eps=eps is None)
+        t = t_drawn if t is None else t
+        eps = eps_drawn if eps is None else eps
+    loss = dsm_loss(net, x0, schedule, t, eps, cond=cond, mask=mask, space=space)
+    return loss / (x0[0].numel() if space.trivial else space.dof(x0.shape, mask).to(loss))
+
+
+def training_draws(x0: Tensor, space: Space, generator: torch.Generator | None = None, t_min: float = 1e-3,
+                   t_power: float = 1.0, mask: Tensor | None = None, draw_t: bool = True,
+                   draw_eps: bool = True) -> tuple[Tensor | None, Tensor | None]:
+    """The random draws of :func:`denoising_loss` for a batch ``x0``, in its order: times
+    ``t = t_min + (1 - t_min) u^p`` (when ``draw_t``), then the noise on the state space (when
+    ``draw_eps``); None for what is not drawn.
+
+    A process of a data-parallel run draws them for the whole global batch and keeps its slice,
+    so its losses are those of the single-process run."""
+    t = None
+    if draw_t:
         if not 0.0 <= t_min < 1.0:
             raise ValueError(f"t_min must lie in [0, 1); got {t_min}")
         if not t_power > 0.0:
             raise ValueError(f"t_power must be > 0; got {t_power}")
         u = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
         t = t_min + (1.0 - t_min) * (u if t_power == 1.0 else u**t_power)
-    space = resolve_space([net], space)
-    if eps is None:
-        eps = space.noise(x0.shape, mask, generator, x0.device, x0.dtype)
-    loss = dsm_loss(net, x0, schedule, t, eps, cond=cond, mask=mask, space=space)
-    return loss / (x0[0].numel() if space.trivial else space.dof(x0.shape, mask).to(loss))
+    return t, space.noise(x0.shape, mask, generator, x0.device, x0.dtype) if draw_eps else None
 
 
 def drop_condition(cond: Tensor, p: float, null_value: Any, generator: torch.Generator | None = None) -> Tensor:

@@ -10,7 +10,9 @@ from ..base.checks import as_choice, as_float, as_int, fail, fields
 __all__ = ["TrainConfig", "RESUMABLE"]
 
 # Settings a resumed run may change; everything else must match the saved run.
-RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads", "save_dtype", "ship_weights")
+# The world size is one of them: every step's global batch and draws are the same for any number of processes.
+RESUMABLE = ("steps", "num_workers", "log_every", "checkpoint_every", "device", "threads", "save_dtype", "ship_weights",
+             "devices", "num_nodes")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class TrainConfig:
         ship_weights: ``ema`` (default) or ``raw``: which weights the checkpoint gets. After a
             cooldown the raw weights are already averaged by the falling rate, while an EMA of
             decay d still carries ~1/(1-d) steps from before it.
+        devices: processes per node (Lightning DDP; gloo on CPU, NCCL on GPUs). Each step's
+            ``batch_size`` is the *global* batch: every process draws it and the noise of all of
+            it from (seed, k) and trains on its own ``batch_size / world`` slice, so the run
+            follows the single-process one up to the order of floating-point sums.
+        num_nodes: machines (world size = ``devices × num_nodes``).
     """
 
     steps: int = 2000
@@ -67,6 +74,12 @@ class TrainConfig:
     cooldown_final: float = 0.0
     save_dtype: str = "float32"
     ship_weights: str = "ema"
+    devices: int = 1
+    num_nodes: int = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
 
     @property
     def cooldown(self) -> tuple[int, int, float] | None:
@@ -94,6 +107,9 @@ def recorded(config: "TrainConfig") -> dict:
         d.pop("save_dtype")
     if d.get("ship_weights") == "ema":
         d.pop("ship_weights")
+    if d.get("devices") == 1 and d.get("num_nodes") == 1:  # one process: cards as before the option
+        d.pop("devices")
+        d.pop("num_nodes")
     if d.get("cooldown_start") is None:  # constant rate: cards and fingerprints as before the option
         for k in ("cooldown_start", "cooldown_steps", "cooldown_final"):
             d.pop(k, None)
@@ -116,7 +132,12 @@ def _checked(v: dict, path: str) -> dict:
                cooldown_steps=as_int(v["cooldown_steps"], at("cooldown_steps"), 1),
                cooldown_final=as_float(v["cooldown_final"], at("cooldown_final"), 0.0, 1.0),
                save_dtype=as_choice(v["save_dtype"], at("save_dtype"), ("float32", "float16", "bfloat16")),
-               ship_weights=as_choice(v["ship_weights"], at("ship_weights"), ("ema", "raw")))
+               ship_weights=as_choice(v["ship_weights"], at("ship_weights"), ("ema", "raw")),
+               devices=as_int(v["devices"], at("devices"), 1), num_nodes=as_int(v["num_nodes"], at("num_nodes"), 1))
     if out["ema_decay"] == 1.0:
         fail(at("ema_decay"), "must be < 1 (an EMA with decay 1 never moves)")
+    world = out["devices"] * out["num_nodes"]
+    if out["batch_size"] % world:
+        fail(at("batch_size"), f"{out['batch_size']} does not split into {world} equal per-process slices "
+             f"(devices × num_nodes = {world}); use a multiple of {world}")
     return out

@@ -5,6 +5,11 @@
 :func:`~.checkpoints.save_checkpoint`. Every random draw of step k (the batch, t, eps, the
 classifier-free dropout) derives from ``(seed, k)``, so a run resumed from
 ``out_dir/last.ckpt`` ends with the same weights as an uninterrupted one.
+
+With ``config.devices × config.num_nodes > 1`` the run is Lightning DDP: every process draws
+the same global batch and its noise and trains on its slice (:meth:`DiffusionModule.shard_loss`);
+at the end the processes compare digests of their weights, and only global rank 0 writes
+``last.ckpt``, the logs and the shipped checkpoint (the card records the world size).
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ from ..spaces import space_from_config
 from .checkpoints import check_state, save_checkpoint
 from .config import RESUMABLE, TrainConfig, recorded
 from .data import StateDataset, as_state_dataset, split
-from .module import DiffusionModule, LastCheckpoint, StepBatches
+from .module import DiffusionModule, LastCheckpoint, RankAgreement, StepBatches
 
 __all__ = ["train", "final_losses", "resume_step"]
 
 
 def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig, out_dir: str | Path,
           card_extra: Mapping[str, Any] | None = None, checkpoint_dir: str | Path | None = None,
-          progress: bool = True, objective: nn.Module | None = None) -> Path:
+          progress: bool = True, objective: nn.Module | None = None) -> Path | None:
     """Train ``net`` on ``dataset`` and ship its EMA weights; resume from ``out_dir/last.ckpt``.
 
     ``out_dir`` receives ``last.ckpt`` (lightning's resumable state: weights, EMA, optimiser,
@@ -69,9 +74,16 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
             card's ``objective`` entry (from ``card_extra``) joins the resume fingerprint.
 
     Returns:
-        The checkpoint folder (``model.safetensors`` + ``card.json``).
+        The checkpoint folder (``model.safetensors`` + ``card.json``); None on the processes of a
+        multi-process run other than global rank 0.
+
+    Raises:
+        WorkflowError: the processes of a multi-process run end with different weights.
     """
     out_dir = Path(out_dir)
+    if config.world_size > 1 and objective is not None:
+        raise WorkflowError("train.devices / num_nodes: training on several processes supports the denoising "
+                            "objective only; train a distillation on one process")
     card = dict(card_extra or {})
     arch = card.pop("architecture", None) or getattr(net, "architecture", None)
     if not isinstance(arch, Mapping) or "name" not in arch:
@@ -110,7 +122,8 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     loader = DataLoader(train_set, sampler=StepBatches(len(train_set), config.batch_size, config.seed, start),
                         batch_size=None, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size) if val_set is not None else None
-    trainer = _trainer(config, out_dir, LastCheckpoint(last, config.checkpoint_every, fingerprint),
+    agreement = RankAgreement()
+    trainer = _trainer(config, out_dir, [LastCheckpoint(last, config.checkpoint_every, fingerprint), agreement],
                        val_loader is not None, progress)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -124,23 +137,34 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         finally:
             torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # the other processes of a DDP run: rank 0 writes everything
+        return None
+    if agreement.identical is False:
+        raise WorkflowError(f"the {trainer.world_size} training processes ended with different weights "
+                            f"(digests {agreement.digests}); nothing was shipped")
     done = trainer.global_step - start
     card.update(architecture=arch, prediction=prediction_of(net), schedule=schedule.config(), seed=config.seed,
                 steps=trainer.global_step, training=recorded(config),
                 final_losses=final_losses(module, train_set, val_set, config,
                                            max_samples=4096 if objective is None else 1024),
                 session={"resumed_from_step": start, "steps": done, "wall_time_s": wall,
-                         "steps_per_s": done / wall if done else None})
+                         "steps_per_s": done / wall if done else None,
+                         **({"world_size": trainer.world_size, "ranks_identical": agreement.identical}
+                            if trainer.world_size > 1 else {})})
     shipped = module.ema if config.ship_weights == "ema" else module.net.eval()
     return save_checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint", shipped, card,
                            storage=config.save_dtype)
 
 
-def _trainer(config: TrainConfig, out_dir: Path, saver: Callback, validate: bool, progress: bool) -> L.Trainer:
-    """One device, ``config.steps`` steps, CSV logs under ``out_dir/logs``, our own resumable saves."""
+def _trainer(config: TrainConfig, out_dir: Path, callbacks: list[Callback], validate: bool,
+             progress: bool) -> L.Trainer:
+    """``config.devices`` × ``num_nodes`` processes (DDP when more than one), ``config.steps`` steps,
+    CSV logs under ``out_dir/logs``, our own resumable saves."""
+    many = config.world_size > 1
     return L.Trainer(
-        accelerator=_accelerator(config.device), devices=1, max_steps=config.steps, max_epochs=-1,
-        logger=CSVLogger(str(out_dir), name="logs"), callbacks=[saver], enable_checkpointing=False,
+        accelerator=_accelerator(config.device), devices=config.devices, num_nodes=config.num_nodes,
+        strategy="ddp" if many else "auto", max_steps=config.steps, max_epochs=-1,
+        logger=CSVLogger(str(out_dir), name="logs"), callbacks=callbacks, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=progress, log_every_n_steps=config.log_every,
         gradient_clip_val=config.grad_clip, num_sanity_val_steps=0, val_check_interval=config.checkpoint_every,
         check_val_every_n_epoch=None, limit_val_batches=None if validate else 0, use_distributed_sampler=False,

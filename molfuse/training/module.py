@@ -9,6 +9,7 @@ where an uninterrupted one would be. The loop that drives them is :func:`molfuse
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -25,11 +26,12 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("training needs lightning: pip install 'molfuse[train]'") from e
 
 from ..base.seeds import derive_seed
-from ..losses import denoising_loss, drop_condition
+from ..errors import WorkflowError
+from ..losses import denoising_loss, drop_condition, training_draws
 from ..schedules import Schedule
 from ..spaces import Space, resolve_space
 
-__all__ = ["DiffusionModule", "StepBatches", "LastCheckpoint"]
+__all__ = ["DiffusionModule", "StepBatches", "LastCheckpoint", "RankAgreement"]
 
 
 class DiffusionModule(L.LightningModule):
@@ -92,10 +94,40 @@ class DiffusionModule(L.LightningModule):
                               mask=batch.get("mask"), space=self.space)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self.batch_loss(self.net, batch, self.generator("train", self.global_step), dropout=True).mean()
-        self.log("loss", loss, prog_bar=True, logger=False)
-        self._window.append(loss.detach())
+        g = self.generator("train", self.global_step)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            loss = self.batch_loss(self.net, batch, g, dropout=True).mean()
+            logged = loss.detach()
+        else:
+            loss = self.shard_loss(batch, g, self.global_rank, world).mean()
+            # the global batch's mean loss (the mean of equal slices' means), as one process logs it
+            logged = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        self.log("loss", logged, prog_bar=True, logger=False)
+        self._window.append(logged)
         return loss + sum(self._extras.values()) if self._extras else loss
+
+    def shard_loss(self, batch: Mapping[str, Tensor], g: torch.Generator, rank: int, world: int) -> Tensor:
+        """This process's slice of the global batch's per-sample denoising loss.
+
+        Every process holds the whole global batch and makes every draw of it (label dropout,
+        times, noise) in the single-process order, then keeps rows ``[rank b, (rank + 1) b)``,
+        ``b = batch / world``: the losses are the single-process ones, split.
+        """
+        if self.objective is not None:
+            raise WorkflowError("training on several processes supports the denoising objective only; "
+                                "train a distillation with devices: 1")
+        x, mask, cond = batch["x"], batch.get("mask"), batch.get("cond")
+        if x.shape[0] % world:
+            raise WorkflowError(f"a batch of {x.shape[0]} does not split into {world} equal slices")
+        if cond is not None and self.cond_drop_prob > 0:
+            cond = drop_condition(cond, self.cond_drop_prob, self.null_cond, g)
+        t, eps = training_draws(x, self.space, g, self.t_min, self.t_power, mask)
+        b = x.shape[0] // world
+        rows = slice(rank * b, (rank + 1) * b)
+        part = lambda v: None if v is None else v[rows]  # noqa: E731
+        return denoising_loss(self.net, x[rows], self.schedule, cond=part(cond), t=t[rows], eps=eps[rows],
+                              mask=part(mask), space=self.space)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss = self.batch_loss(self.ema, batch, self.generator("val", batch_idx), dropout=False)
@@ -173,6 +205,26 @@ class StepBatches(Sampler):
             k += 1
 
 
+class RankAgreement(Callback):
+    """At the end of training every process hashes its raw and EMA weights; ``identical`` is
+    whether all processes agree (None in a one-process run), ``digests`` the first 8 bytes of each."""
+
+    def __init__(self) -> None:
+        self.identical: bool | None = None
+        self.digests: list[str] = []
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size == 1:
+            return
+        h = hashlib.sha256()
+        for t in (*module.net.state_dict().values(), *module.ema.state_dict().values()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        mine = torch.tensor([int.from_bytes(h.digest()[:7], "big")], dtype=torch.int64, device=module.device)
+        every = trainer.strategy.all_gather(mine).reshape(-1).tolist()
+        self.digests = [f"{d:014x}" for d in every]
+        self.identical = len(set(every)) == 1
+
+
 class LastCheckpoint(Callback):
     """Saves lightning's resumable state to ``path`` atomically every ``every`` steps and at
     the last step, tagged with the run's fingerprint (what must match to resume)."""
@@ -184,7 +236,8 @@ class LastCheckpoint(Callback):
         if trainer.global_step % self.every == 0 or trainer.global_step >= trainer.max_steps:
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             trainer.save_checkpoint(tmp, weights_only=False)  # the full state: optimiser and loops too
-            os.replace(tmp, self.path)
+            if trainer.is_global_zero:  # every process takes part in the save; rank 0 writes the file
+                os.replace(tmp, self.path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["molfuse"] = {"fingerprint": self.fingerprint}

@@ -11,6 +11,7 @@ workflow resumes it; raising ``train.steps`` trains further. The schema is in
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,8 +52,21 @@ class TrainResult:
     metrics: pd.DataFrame
 
 
+def process_rank(config: Any) -> int:
+    """Global rank of this process in a multi-process run (0 for one process), from the
+    launcher's environment (``RANK``, ``SLURM_PROCID`` or ``NODE_RANK × devices + LOCAL_RANK``)."""
+    if config.world_size == 1:
+        return 0
+    env = os.environ
+    for key in ("RANK", "SLURM_PROCID"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    return int(env.get("NODE_RANK", "0") or 0) * config.devices + int(env.get("LOCAL_RANK", "0") or 0)
+
+
 def train_from_workflow(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,
-                        progress: bool = True, verbose: bool = True, rebuild: str | None = None) -> TrainResult:
+                        progress: bool = True, verbose: bool = True, rebuild: str | None = None,
+                        devices: int | None = None, num_nodes: int | None = None) -> TrainResult | None:
     """Validate a training workflow, train (or resume), and write its results folder.
 
     Args:
@@ -61,12 +75,18 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
         progress: lightning's progress bar; verbose: print what is written where.
         rebuild: the command that rebuilds this checkpoint, for its card (default
             ``molfuse train <source>`` when ``source`` is a file).
+        devices, num_nodes: override ``train.devices`` / ``train.num_nodes`` (Lightning DDP
+            when their product exceeds 1; launch as Lightning does: the command is re-run
+            for the other local processes, or one process per task under SLURM).
+
+    Returns:
+        The run's folders, card and metrics; None on the processes other than global rank 0.
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = now(), time.perf_counter()
     if rebuild is None and not isinstance(source, Mapping):
         rebuild = f"molfuse train {source}"
-    wf = load_train_workflow(source, output=output, device=device)
+    wf = load_train_workflow(source, output=output, device=device, devices=devices, num_nodes=num_nodes)
     schedule = schedule_from_config(wf.schedule)
     data = build_data(wf.data)
     modality = plugins.data_kind_modality(wf.data["kind"])
@@ -76,22 +96,29 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
     except (ValueError, TypeError) as e:
         raise WorkflowError(f"architecture.config: {wf.architecture['name']} rejects {wf.architecture['config']}: {e}") from None
     init = _init_from(wf, net, schedule, data.normalisation, modality) if wf.init_from else None
+    card_extra = lambda extra: {  # noqa: E731
+        "name": wf.name, "description": wf.description, "modality": modality, "architecture": wf.architecture,
+        "space": data.space, "shape": list(data.x.shape[1:]),
+        **({"node_counts": data.node_counts} if data.node_counts else {}), **_conditional_sizes(data),
+        "data": data.description, "normalisation": data.normalisation, "conditioning": {"kind": data.condition},
+        "init_from": init, "licence": LICENCE, "rebuild": rebuild, **extra}
+    if process_rank(wf.train):  # another process of a multi-process run: it trains its slice, rank 0 writes
+        objective, dataset, extra = _objective(wf, net, schedule, data, modality, lambda *a, **k: None)
+        train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=False,
+              objective=objective, card_extra=card_extra(extra))
+        return None
     with FolderLock(wf.folder, "training"):
         fresh = not (wf.folder / "last.ckpt").exists()
         if fresh:
             _write_config(wf)
         objective, dataset, extra = _objective(wf, net, schedule, data, modality, say)
+        world = wf.train.world_size
         say(f"molfuse: training {wf.name} ({wf.architecture['name']}, {sum(p.numel() for p in net.parameters())} "
-            f"parameters, {_count(dataset)} samples, modality {modality}) -> {wf.folder}{'' if fresh else ' (resuming)'}")
+            f"parameters, {_count(dataset)} samples, modality {modality}) -> {wf.folder}{'' if fresh else ' (resuming)'}"
+            + (f"; {world} processes (DDP), {wf.train.batch_size // world} of each global batch of "
+               f"{wf.train.batch_size} per process" if world > 1 else ""))
         ckpt = train(net, dataset, schedule, wf.train, wf.folder, checkpoint_dir=wf.checkpoint_dir, progress=progress,
-                     objective=objective,
-                     card_extra={"name": wf.name, "description": wf.description, "modality": modality,
-                                 "architecture": wf.architecture, "space": data.space, "shape": list(data.x.shape[1:]),
-                                 **({"node_counts": data.node_counts} if data.node_counts else {}),
-                                 **_conditional_sizes(data),
-                                 "data": data.description, "normalisation": data.normalisation,
-                                 "conditioning": {"kind": data.condition}, "init_from": init,
-                                 "licence": LICENCE, "rebuild": rebuild, **extra})
+                     objective=objective, card_extra=card_extra(extra))
         _write_config(wf)
         card, _ = read_card(ckpt)
         log = _training_log(wf.folder)
@@ -138,19 +165,20 @@ def _conditional_sizes(data: TrainingData) -> dict:
 
 
 def train_sweep(source: str | Path | Mapping, output: str | Path | None = None, device: str | None = None,
-                progress: bool = True, verbose: bool = True) -> list[TrainResult]:
+                progress: bool = True, verbose: bool = True, devices: int | None = None,
+                num_nodes: int | None = None) -> list[TrainResult | None]:
     """:func:`train_from_workflow` for each run of a swept workflow (see :func:`expand_sweep`),
     in order; each run resumes on its own. A workflow without ``sweep`` is one run."""
     runs = expand_sweep(source)
     for wf in runs:  # validate every run before training any
-        load_train_workflow(wf, output=output, device=device)
+        load_train_workflow(wf, output=output, device=device, devices=devices, num_nodes=num_nodes)
     out = []
     for i, wf in enumerate(runs):
         if verbose and len(runs) > 1:
             print(f"molfuse: sweep run {i + 1}/{len(runs)}: {wf['name']}")
         rebuild = None if isinstance(source, Mapping) else f"molfuse train {source}"
         out.append(train_from_workflow(wf, output=output, device=device, progress=progress, verbose=verbose,
-                                       rebuild=rebuild))
+                                       rebuild=rebuild, devices=devices, num_nodes=num_nodes))
     return out
 
 

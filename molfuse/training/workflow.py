@@ -142,9 +142,11 @@ class TrainWorkflow:
 
 
 def load_train_workflow(source: str | Path | Mapping, output: str | Path | None = None,
-                        device: str | None = None) -> TrainWorkflow:
-    """Parse and validate a training workflow (YAML path or dict); ``output`` / ``device``
-    override the file. Raises WorkflowError naming the first offending field."""
+                        device: str | None = None, devices: int | None = None,
+                        num_nodes: int | None = None) -> TrainWorkflow:
+    """Parse and validate a training workflow (YAML path or dict); ``output`` / ``device`` /
+    ``devices`` / ``num_nodes`` override the file. Raises WorkflowError naming the first
+    offending field."""
     raw = read_yaml(source)
     if isinstance(raw, Mapping) and raw.get("sweep") is not None:
         fail("sweep", "a swept workflow stands for several runs: use train_sweep (molfuse train does)")
@@ -167,8 +169,9 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
     train = top["train"] or {}
     if isinstance(train, Mapping) and "seed" in train:
         fail("train.seed", "set the seed at the top level (seed: ...); it seeds the net and the training")
-    if isinstance(train, Mapping) and device is not None:
-        train = {**train, "device": device}
+    if isinstance(train, Mapping):
+        train = {**train, **{k: v for k, v in (("device", device), ("devices", devices), ("num_nodes", num_nodes))
+                             if v is not None}}
     out = str(top["output"])
     return TrainWorkflow(
         name=name, description=str(top["description"] or ""), seed=as_int(top["seed"], "seed", 0),
