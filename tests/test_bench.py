@@ -107,3 +107,12 @@ def test_merging_bench_quick_run_prints_its_ratios():
     for name in ("params_ratio_quick", "sample_student_s_quick", "cost_ratio_ensemble_quick", "cost_ratio_or_quick"):
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
     assert float(values["cost_ratio_ensemble_quick"]) > 1.0  # three calls per step cost more than one
+
+
+def test_scale_bench_quick_run_prints_its_ratios():
+    pytest.importorskip("distributed")
+    proc, values = _quick_run("scale.py")
+    for name in ("cluster_start_s_2", "chunk_compute_s", "phase_s_serial", "phase_s_local2",
+                 "speedup_local2_vs_serial", "overhead_per_chunk_s_local2", "overhead_fraction_local2"):
+        assert math.isfinite(float(values[name])), name
+    assert float(values["phase_s_serial"]) > 0 and "gave the same samples" in proc.stdout

@@ -124,10 +124,10 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
                 warnings.filterwarnings("ignore", message=r"steps=\d+ is below")
                 prepared = {m.name: _prepare(m, i, models, rctx) for i, m in enumerate(wf.methods)}  # fits run here
                 _print_plan(wf, say)
-                runs = _draw_chunks(wf, prepared, models, dataclasses.replace(spec, threads=want), progress, say)
+                runs, drawn = _draw_chunks(wf, prepared, models, dataclasses.replace(spec, threads=want), progress, say)
         finally:
             torch.set_num_threads(threads)
-        result = _finish(wf, ctx, modality, models, prepared, runs, dev, started, t0, resumed, progress)
+        result = _finish(wf, ctx, modality, models, prepared, runs, dev, started, t0, resumed, progress, drawn)
     say(f"molfuse: wrote {wf.folder} in {time.perf_counter() - t0:.1f} s")
     if result.invalid:
         say(f"molfuse: WARNING {result.invalid} of {len(result.per_sample)} samples failed (NaN / inf; "
@@ -136,27 +136,32 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
 
 
 def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec, progress: bool,
-                 say: Callable) -> dict:
-    """Every method's missing chunks drawn on the executor, then all chunks read back in order."""
+                 say: Callable) -> tuple[dict, dict]:
+    """Every method's missing chunks drawn on the executor, then all chunks read back in order;
+    also what drew them (the executor, chunks drawn, the phase's wall time)."""
     planned = {m.name: plan_chunks(wf, m) for m in wf.methods}
     tasks = [t for todo, _ in planned.values() for t in todo]
     n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)) * len(wf.methods)
     if spec.kind != "serial":
         say(f"molfuse: chunks on {spec.describe()}: {len(tasks)} to draw, {n_chunks - len(tasks)} reused")
     payloads = {m.name: (prepared[m.name], [models[k] for k in m.models]) for m in wf.methods}
+    t0 = time.perf_counter()
     with tqdm(total=n_chunks, initial=n_chunks - len(tasks), unit="chunk", disable=not progress) as bar:
         def done(task):
             bar.set_description(task.method)
             bar.update(1)
         run_tasks(spec, tasks, compute_chunk, payloads, done)
+    drawn = {"kind": spec.kind, "description": spec.describe(), "chunks_drawn": len(tasks),
+             "chunk_phase_s": time.perf_counter() - t0}
     if spec.kind != "serial":
         for p in remove_stale_temporaries(wf.folder):  # a worker killed mid-write leaves its temporary
             say(f"molfuse: removed {p} (a temporary file of a killed worker)")
-    return {m.name: assemble_chunks(wf, m, planned[m.name][1]) for m in wf.methods}
+    return {m.name: assemble_chunks(wf, m, planned[m.name][1]) for m in wf.methods}, drawn
 
 
 def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, models: dict, prepared: dict,
-            runs: dict, dev: torch.device, started: str, t0: float, resumed: bool, progress: bool) -> RunResult:
+            runs: dict, dev: torch.device, started: str, t0: float, resumed: bool, progress: bool,
+            drawn: dict) -> RunResult:
     """Write samples, evaluate every method, write the tables, pictures, provenance and summary."""
     ev = modality.evaluator
     method_runs = {m.name: _method_run(m, runs[m.name], prepared[m.name]) for m in wf.methods}
@@ -180,6 +185,7 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
         atomic_write(wf.folder / file, lambda fh, df=df: df.to_csv(fh, index=False, float_format="%.10g"), text=True)
     figures = ev.figure(ctx, method_runs) if ev.figure else []
     prov = provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed, modality.name)
+    prov["executor"] = drawn
     if ev.provenance is not None:
         prov["evaluation"] = ev.provenance(ctx)
     write_json(wf.folder / "provenance.json", prov)
