@@ -4,6 +4,7 @@ from .barycenter import (Barycenter, BarycenterFit, LinearCombination, fit_baryc
                          solve_simplex_qp)
 from .distill import Distillation, FeatureTap, style_errors, x0_from_score
 from .ensemble import RULES, Ensemble, aggregate
+from .fkc import FKCResult, fkc_log_weight_rate, fkc_sample
 from .merge import (RULES as MERGE_RULES, choose_by_heldout, dare, heldout_dsm, heldout_losses, kendall_tau, merge,
                     rank_correlation, rule_options, task_arithmetic, task_vectors, ties, weighted_sum)
 from .soup import Soup, check_mergeable, soup
@@ -13,7 +14,7 @@ from .weights import LogWeights, as_weights
 
 __all__ = ["Distillation", "FeatureTap", "style_errors", "x0_from_score",
     "Barycenter", "BarycenterFit", "LinearCombination", "fit_barycenter_weights", "guidance", "solve_simplex_qp",
-    "Ensemble", "RULES", "aggregate", "Soup", "check_mergeable", "soup",
+    "Ensemble", "RULES", "aggregate", "FKCResult", "fkc_log_weight_rate", "fkc_sample", "Soup", "check_mergeable", "soup",
     "SuperpositionResult", "and_weights", "or_weights", "superpose", "LogWeights", "as_weights", "stack_scores",
     "MERGE_RULES", "choose_by_heldout", "dare", "heldout_dsm", "heldout_losses", "kendall_tau", "merge",
     "rank_correlation", "rule_options", "task_arithmetic", "task_vectors", "ties", "weighted_sum",
