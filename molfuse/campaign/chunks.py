@@ -65,7 +65,8 @@ def load_chunk(path: Path, size: int, seed: int) -> dict | None:
 def _filler(key: str, chunks: list[dict], size: int) -> np.ndarray:
     """What a chunk that failed (NaN samples, a reason) has in place of ``key``."""
     ref = next(c[key] for c in chunks if key in c)
-    fill = {"reason": "", "mask": True, "ito": np.nan, "fallbacks": 0, "chosen": -1}[key]
+    fill = np.nan if key.startswith("col_") else {"reason": "", "mask": True, "ito": np.nan, "fallbacks": 0,
+                                                   "chosen": -1}[key]
     return np.full((size, *ref.shape[1:]), fill, dtype=ref.dtype)
 
 
@@ -81,6 +82,7 @@ def _draw(prep: Prepared, members: list, size: int, seed: int) -> dict:
     else:
         data = {k: getattr(d, k).detach().cpu().numpy() for k in ("x", "mask", "ito", "fallbacks", "chosen")
                 if getattr(d, k) is not None}
+        data.update({f"col_{k}": torch.as_tensor(v).detach().cpu().numpy() for k, v in d.columns.items()})
     data.update(seed=np.int64(seed), wall_time_s=np.float64(time.perf_counter() - t0))
     return data
 
@@ -126,8 +128,9 @@ def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0) -> dict:
             raise WorkflowError(f"{path}: chunk {i} of method {m.name} was not computed; rerun the same folder to resume")
         data["chunk"] = np.full(size, i)
         chunks.append(data)
+    cols = sorted({k for c in chunks for k in c if k.startswith("col_")})
     out = {k: np.concatenate([c[k] if k in c else _filler(k, chunks, len(c["x"])) for c in chunks])
-           for k in (*_KEYS, "chunk") if any(k in c for c in chunks)}
+           for k in (*_KEYS, "chunk", *cols) if any(k in c for c in chunks)}
     out["seed"] = np.concatenate([np.full(len(c["x"]), int(c["seed"]), dtype=np.int64) for c in chunks])
     out["chunk_seeds"] = [int(c["seed"]) for c in chunks]
     out["wall_time_s"] = float(sum(float(c["wall_time_s"]) for c in chunks))

@@ -1,4 +1,4 @@
-"""The built-in operators a method can name: single, superpose, barycenter, ensemble, random_choice."""
+"""The built-in operators a method can name: single, superpose, barycenter, ensemble, random_choice, fkc."""
 
 from __future__ import annotations
 
@@ -213,6 +213,38 @@ def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -
     return Prepared(draw, method.options["weights"], mixture=list(method.options["weights"]))
 
 
+def _check_fkc(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    o["exponents"] = [1.0] * k if o["exponents"] is None else as_floats(o["exponents"], f"{path}.exponents", k)
+    if not sum(o["exponents"]) > 0:
+        fail(f"{path}.exponents", f"must sum to B > 0 (the target ∝ Π q^b must be normalisable); got {o['exponents']}")
+    o["noise_ratio"] = as_float(o["noise_ratio"], f"{path}.noise_ratio", 0.0)
+    o["ess_threshold"] = as_float(o["ess_threshold"], f"{path}.ess_threshold", 0.0, 1.0)
+    o["resampling"] = as_choice(o["resampling"], f"{path}.resampling", fusion.fkc.RESAMPLING)
+    return o
+
+
+def _prepare_fkc(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    """Feynman–Kac corrected samples of Π q_i^{b_i} (MATH §7). A chunk is one particle set: its
+    ``chunk_size`` particles are resampled among themselves and end equally weighted."""
+    o = method.options
+
+    def draw(n: int, g: torch.Generator) -> Draw:
+        shape, mask = ctx.layout(members, n, g, "product", o["exponents"])
+        r = fusion.fkc_sample(members, ctx.schedule, shape, exponents=o["exponents"], steps=ctx.steps, generator=g,
+                              t_end=ctx.t_end, noise_ratio=o["noise_ratio"], ess_threshold=o["ess_threshold"],
+                              resampling=o["resampling"], device=ctx.device, mask=mask, grid_power=ctx.grid_power)
+        ito = r.log_q if r.log_q is not None else torch.full((n, len(members)), math.nan, dtype=torch.float64)
+        per_chunk = lambda v: torch.full((n,), float(v), dtype=torch.float64)  # noqa: E731
+        return Draw(r.x, mask=r.mask, ito=ito, columns={
+            "fkc_log_weight": r.log_weight, "fkc_ess_min": per_chunk(r.ess.min()),
+            "fkc_ess_final": per_chunk(r.ess[-1]), "fkc_resamples": per_chunk(r.resamples),
+            "fkc_ancestors": per_chunk(len(torch.unique(r.ancestors)))})
+
+    return Prepared(draw, None, {"exponents": o["exponents"], "noise_ratio": o["noise_ratio"],
+                                 "ess_threshold": o["ess_threshold"], "resampling": o["resampling"]},
+                    metric_columns=("fkc_ess_min", "fkc_ess_final", "fkc_resamples", "fkc_ancestors"))
+
+
 register_operator("single", _prepare_single, min_models=1, max_models=1)
 register_operator("superpose", _prepare_superpose, {"mode": "or", "temperature": 1.0, "bias": None, "weights": None,
                                                        "ito_correction": None},
@@ -221,3 +253,5 @@ register_operator("barycenter", _prepare_barycenter, {"weights": None, "fit": No
 register_operator("ensemble", _prepare_ensemble, {"rule": "mean", "weights": None, "trim": None}, _check_ensemble,
                   min_models=2)
 register_operator("random_choice", _prepare_random_choice, {"weights": None}, _check_random_choice, min_models=2)
+register_operator("fkc", _prepare_fkc, {"exponents": None, "noise_ratio": 1.0, "ess_threshold": 0.5,
+                                         "resampling": "systematic"}, _check_fkc, min_models=1)

@@ -102,13 +102,15 @@ class RunContext:
 class Draw:
     """One chunk from an operator: samples (n, ...), node masks (n, N) or None, Itô log q per
     member (n, K) float64 with NaN where not tracked, AND fallback counts (n,), chosen member
-    per sample (n,)."""
+    per sample (n,), and the operator's own per-sample numbers ``columns`` (name -> (n,); e.g.
+    FKC's final log-weight and its chunk's ESS), which become ``per_sample.csv`` columns."""
 
     x: torch.Tensor
     mask: torch.Tensor | None = None
     ito: torch.Tensor | None = None
     fallbacks: torch.Tensor | None = None
     chosen: torch.Tensor | None = None
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,3 +126,4 @@ class Prepared:
     info: dict = field(default_factory=dict)
     model: Any = None  # the method's score model when it has one (likelihood and DSM metrics)
     mixture: list[float] | None = None  # samples follow sum_i w_i p_i of the members (likelihood)
+    metric_columns: tuple[str, ...] = ()  # Draw.columns whose mean over samples goes into metrics.csv

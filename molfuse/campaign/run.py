@@ -55,9 +55,9 @@ class RunResult:
 
 # Columns every method has, before and after the evaluator's (a key ending in "_" is per member).
 _METRIC_HEAD = ("method", "operator", "models", "n", "n_valid", "n_failed")
-_METRIC_TAIL = ("fallbacks", "weight_", "heldout_dsm_loss", "wall_time_s")
+_METRIC_TAIL = ("fallbacks", "fkc_", "weight_", "heldout_dsm_loss", "wall_time_s")
 _SAMPLE_HEAD = ("id", "method", "index", "chunk", "seed", "valid", "reason")
-_SAMPLE_TAIL = ("finite", "chosen_model", "fallbacks", "ito_log_q_nats_")
+_SAMPLE_TAIL = ("finite", "chosen_model", "fallbacks", "fkc_", "ito_log_q_nats_")
 
 
 def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, name: str | None = None,
@@ -218,6 +218,8 @@ def _method_run(m: MethodSpec, run: dict, prep: Prepared) -> plugins.MethodRun:
     if run.get("ito") is not None:  # Itô log q per member (model space, nats) where tracked
         for k, name in enumerate(m.models):
             table[f"ito_log_q_nats_{name}"] = np.where(table["valid"], run["ito"][:, k], np.nan)
+    for key in sorted(k for k in run if k.startswith("col_")):  # the operator's own columns (FKC weights, ESS)
+        table[key[4:]] = np.asarray(run[key], dtype=np.float64)
     return plugins.MethodRun(m.name, m.operator, list(m.models), x, run["seed"], run["chunk"], mask=run.get("mask"),
                              ito=run.get("ito"), fallbacks=run.get("fallbacks"), chosen=run.get("chosen"),
                              reason=reason, score_model=prep.model, mixture=prep.mixture,
@@ -231,6 +233,9 @@ def _metric_row(m: MethodSpec, run: plugins.MethodRun, result: plugins.Evaluated
            "n_valid": int(valid.sum()), "n_failed": int((~result.table["finite"].astype(bool)).sum()), **result.row}
     if run.fallbacks is not None:
         row["fallbacks"] = int(np.asarray(run.fallbacks).sum())
+    for col in prep.metric_columns:  # e.g. FKC's ESS and resampling count, averaged over samples (chunks)
+        if col in run.table:
+            row[col] = float(np.nanmean(run.table[col].to_numpy(dtype=np.float64)))
     if prep.weights is not None:
         row.update({f"weight_{n}": float(w) for n, w in zip(m.models, prep.weights)})
     if "fit" in prep.info:
