@@ -94,5 +94,7 @@ def test_superdiff_and_digits_tiny(tmp_path):
     res = run_workflow(_tiny("superdiff_and_digits.yaml"), out=tmp_path, name="tiny", progress=False, verbose=False)
     m = res.metrics.set_index("method")
     assert list(m.index) == ["prompt_4", "prompt_9", "and_4_9", "averaging_4_9",
-                             "prompt_4_cfg2", "prompt_9_cfg2", "and_4_9_cfg2", "averaging_4_9_cfg2"]
+                             "prompt_4_cfg2", "prompt_9_cfg2", "and_4_9_cfg2", "averaging_4_9_cfg2",
+                             "product_fkc_4_9", "sum_4_9", "product_fkc_4_9_cfg2", "sum_4_9_cfg2"]
+    assert m.loc["product_fkc_4_9", ["fkc_ess_min", "fkc_resamples", "fkc_ancestors"]].notna().all()
     assert m["mean_min_target_prob"].between(0, 0.5).all()
