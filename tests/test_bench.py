@@ -116,3 +116,10 @@ def test_scale_bench_quick_run_prints_its_ratios():
                  "speedup_local2_vs_serial", "overhead_per_chunk_s_local2", "overhead_fraction_local2"):
         assert math.isfinite(float(values[name])), name
     assert float(values["phase_s_serial"]) > 0 and "gave the same samples" in proc.stdout
+
+
+def test_fkc_bench_quick_run_prints_its_ratios():
+    _, values = _quick_run("fkc.py")
+    for name in ("fkc_cost_ratio_k2", "fkc_cost_ratio_k2_min", "ks_product_n200_s50", "ks_product_plain_s50",
+                 "ks_anneal3_n200_s50"):
+        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
