@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from itertools import islice
 
 import pytest
@@ -185,6 +186,27 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch):
         _train(a, 60, lr=1e-2)  # another run in the same folder is refused
     with pytest.raises(WorkflowError, match="step 50 > steps = 30"):
         _train(a, 30)
+
+
+def test_an_interrupted_run_ships_nothing_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C inside lightning's loop: lightning exits (status 1); the half-trained net is not shipped."""
+    step = DiffusionModule.training_step
+
+    def ctrl_c_at_15(self, batch, batch_idx):
+        if self.global_step == 15:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(DiffusionModule, "training_step", ctrl_c_at_15)
+            with pytest.raises((SystemExit, WorkflowError)):
+                _train(tmp_path, 40)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # lightning ignores Ctrl-C from then on
+    assert not (tmp_path / "checkpoint").exists() and (tmp_path / "last.ckpt").is_file()
+    assert read_card(_train(tmp_path, 40))[0]["session"]["resumed_from_step"] == 10
 
 
 def test_cooldown_rate_and_resuming_a_constant_run_into_it(tmp_path):

@@ -137,6 +137,10 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         finally:
             torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
+    if trainer.interrupted or trainer.global_step < config.steps:  # Ctrl-C: lightning returns instead of raising
+        raise WorkflowError(f"training stopped at step {trainer.global_step} of {config.steps}"
+                            f"{' (interrupted)' if trainer.interrupted else ''}; nothing was shipped. {last} "
+                            "holds the last saved step: rerun the same command to resume")
     if not trainer.is_global_zero:  # the other processes of a DDP run: rank 0 writes everything
         return None
     if agreement.identical is False:
