@@ -112,7 +112,7 @@ def main() -> None:
     if quick:
         error_table([200], [50], a.seeds or 1)
     else:
-        error_table([250, 1000, 4000], [100, 400], a.seeds or 5)
+        error_table([250, 1000, 4000], [100, 400], a.seeds or 3)
 
 
 if __name__ == "__main__":
