@@ -98,21 +98,23 @@ def test_copy_rule_is_the_one_third_ratio():
 
 
 def test_seen_training_set_follows_the_card_chain():
-    """A fine-tune saw its 16 images and, through init_from, its parent's data; all rebuilt exactly."""
+    """A fine-tune saw its 16 images and, through init_from, its parent's and grandparent's data
+    (finetune_n16 <- mix79_s70 <- digits_all_v2); all rebuilt exactly."""
     card = json.loads(open(im.DEFAULT_CLASSIFIER_DIR.parent / "scorefusion" / "finetune_n16_seed0" / "card.json").read())
+    chain, c = [], card
+    while c.get("init_from"):
+        c = json.loads(open(im.DEFAULT_CLASSIFIER_DIR.parents[2] / c["init_from"]["path"] / "card.json").read())
+        chain.append(c)
+    assert [c["name"] for c in chain] == ["mix79_s70", "digits_all_v2"]
     specs = im.seen_training_set([card])
-    assert sorted(s[2] for s in specs) == [16, card_n(card["init_from"]["path"])]
+    assert sorted(s[2] for s in specs) == sorted([16, *(c["data"]["n"] for c in chain)])
     images, labels = im.training_images(specs)
-    assert set(np.unique(labels)) == {7, 9} and len(images) >= card_n(card["init_from"]["path"])
+    assert set(np.unique(labels)) == set(range(10)) and len(images) == 4000  # the 7/9 images are among the 4000
     tampered = [(*s[:5], "0" * 64) for s in specs]
     with pytest.raises(ValueError, match="indices"):
         im.training_images(tuple(tampered))
     assert im.seen_training_set([{"data": {"kind": "something_else"}}]) is None
     assert train_split(28)[0][2] == -1 and len(im.training_images(train_split(28))[0]) == 4000
-
-
-def card_n(path):
-    return json.loads(open(im.DEFAULT_CLASSIFIER_DIR.parents[2] / path / "card.json").read())["data"]["n"]
 
 
 def test_second_judge_is_another_family_and_agrees_on_real_digits():
