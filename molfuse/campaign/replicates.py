@@ -118,24 +118,29 @@ def by_n_replicate_table(pooled: pd.DataFrame, metric: str, digits: int = 3) -> 
     sub = pooled[pooled["metric"] == metric]
     if not len(sub):
         raise WorkflowError(f"no such metric in these runs: {metric!r}; available: {sorted(set(pooled['metric']))}")
-    families = sorted(set(sub["family"]))
-    idx = sub.set_index(["n", "family"])
-    lines = ["| n | " + " | ".join(families) + " |", "|" + "---|" * (len(families) + 1)]
-    for n in sorted(set(sub["n"])):
-        cells = []
-        for f in families:
-            if (n, f) not in idx.index:
-                cells.append("")
-                continue
-            r = idx.loc[(n, f)]
-            sd = "" if not math.isfinite(r["sd"]) else f" ± {_fmt(r['sd'], 2)}"
-            cells.append(_fmt(r["mean"], digits) + sd)
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _mean_sd_grid(sub.set_index(["n", "family"]), "n", sorted(set(sub["n"])), sorted(set(sub["family"])),
+                         digits)
 
 
 def _fmt(v: float, digits: int) -> str:
     return "" if not math.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _mean_sd_grid(idx: pd.DataFrame, corner: str, rows: Sequence, cols: Sequence, digits: int) -> str:
+    """Markdown of ``idx`` (indexed by (row, column), with ``mean`` and ``sd``): cells "mean ± sd",
+    the mean alone when sd is undefined, empty where a pair is missing."""
+    lines = [f"| {corner} | " + " | ".join(map(str, cols)) + " |", "|" + "---|" * (len(cols) + 1)]
+    for row in rows:
+        cells = []
+        for col in cols:
+            if (row, col) not in idx.index:
+                cells.append("")
+                continue
+            r = idx.loc[(row, col)]
+            sd = "" if not math.isfinite(r["sd"]) else f" ± {_fmt(r['sd'], 2)}"
+            cells.append(_fmt(r["mean"], digits) + sd)
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def replicate_table(combined: pd.DataFrame, metrics: Sequence[str], digits: int = 3) -> str:
@@ -144,16 +149,4 @@ def replicate_table(combined: pd.DataFrame, metrics: Sequence[str], digits: int 
     if missing:
         raise WorkflowError(f"no such metric in these runs: {missing}; available: {sorted(set(combined['metric']))}")
     methods = list(dict.fromkeys(combined["method"]))
-    idx = combined.set_index(["method", "metric"])
-    lines = ["| method | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
-    for m in methods:
-        cells = []
-        for k in metrics:
-            if (m, k) not in idx.index:
-                cells.append("")
-                continue
-            r = idx.loc[(m, k)]
-            sd = "" if not math.isfinite(r["sd"]) else f" ± {_fmt(r['sd'], 2)}"
-            cells.append(_fmt(r["mean"], digits) + sd)
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _mean_sd_grid(combined.set_index(["method", "metric"]), "method", methods, list(metrics), digits)
