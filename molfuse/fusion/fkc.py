@@ -31,7 +31,7 @@ from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, stack_scores
 
-__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "resample_indices", "normalised_ess"]
+__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "resample_indices", "normalised_ess", "size_groups"]
 
 RESAMPLING = ("systematic", "multinomial", "none")
 
@@ -47,8 +47,9 @@ class FKCResult:
             for equal weights); after a final resampling, each particle's weight before it.
         log_q: (n, K) float64 Itô estimates of each member's ``log q^i_{t_end}(x)`` (nats), or
             None when the noise is not ``g sqrt(Δτ) z``.
-        ess: (steps,) float64 normalised ESS after each step's weight update (before resampling).
-        resamples: how many times the particles were resampled (the final resampling not counted).
+        ess: (steps,) float64 normalised ESS after each step's weight update (before resampling);
+            with several sizes, the smallest over the size groups.
+        resamples: at how many steps some particles were resampled (the final resampling not counted).
         ancestors: (n,) long, the index of the start particle each output descends from.
         exponents: the ``b_i``; ``t_end``; ``mask`` of point-cloud particles (resampled with them).
     """
@@ -105,6 +106,17 @@ def resample_indices(log_w: Tensor, generator: torch.Generator | None, kind: str
     return torch.searchsorted(cdf, pos, right=True).clamp_max(n - 1)
 
 
+def size_groups(dof: Tensor) -> list[Tensor]:
+    """Indices of the particles that share one dimension D (one node count), in order of D.
+
+    The target is a product on each size's own space: ``(B − 1) a D`` differs between sizes and
+    the sizes' normalising constants are not tracked, so weights compare, and resampling mixes,
+    only particles of one size. The node-count distribution stays the one the start drew
+    (MATH §6: the normalised product of the members' histograms)."""
+    values = torch.unique(dof)
+    return [torch.nonzero(dof == v).flatten() for v in values]
+
+
 def _take(v: Any, idx: Tensor, n: int) -> Any:
     """Rows ``idx`` of a per-particle tensor; anything else (a shared condition) unchanged."""
     return v[idx] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v
@@ -134,7 +146,9 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         final_resample: end with one resampling so the particles are equally weighted.
         generator: source of every draw (start, noise, resampling).
         mask, space: node mask and state space of point clouds (MATH §6); masks and per-particle
-            conditions travel with resampled particles.
+            conditions travel with resampled particles. Clouds of different sizes are weighted
+            and resampled apart (:func:`size_groups`): each size's particles sample the product
+            on that size's space, and the node counts stay as drawn.
 
     The start is ``N(0, v I / B)`` (v the prior variance): the normalised product of the B
     members' priors, so the start weights are equal.
@@ -175,6 +189,7 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         log_q = prior_log_prob(x, schedule, dof)[:, None].repeat(1, k)
     log_w = torch.zeros(n, dtype=torch.float64, device=device)
     ancestors = torch.arange(n, device=device)
+    groups = size_groups(dof)
     ess_trace, resamples = [], 0
     bshape = (1, k, *([1] * (x.dim() - 1)))
     b_dev = b.to(device)
@@ -190,19 +205,25 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         if track:
             log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2, dof)
         x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)
-        log_w = log_w - log_w.max()
-        ess = normalised_ess(log_w)
-        ess_trace.append(float(ess))
-        if resampling != "none" and float(ess) < ess_threshold:
-            idx = resample_indices(log_w, generator, resampling)
+        idx, ess = torch.arange(n, device=device), []
+        for rows in groups:
+            log_w[rows] = log_w[rows] - log_w[rows].max()
+            ess.append(float(normalised_ess(log_w[rows])))
+            if resampling != "none" and ess[-1] < ess_threshold:
+                idx[rows] = rows[resample_indices(log_w[rows], generator, resampling)]
+                log_w[rows] = 0.0
+        ess_trace.append(min(ess))
+        if min(ess) < ess_threshold and resampling != "none":
             x, ancestors, mask = x[idx], ancestors[idx], _take(mask, idx, n)
-            dof, cond = _take(dof, idx, n), _take(cond, idx, n)
+            cond = _take(cond, idx, n)
             log_q = None if log_q is None else log_q[idx]
-            log_w = torch.zeros_like(log_w)
             resamples += 1
-    log_w = log_w - torch.logsumexp(log_w, 0) + math.log(n)
+    for rows in groups:
+        log_w[rows] = log_w[rows] - torch.logsumexp(log_w[rows], 0) + math.log(len(rows))
     if final_resample and resampling != "none":
-        idx = resample_indices(log_w, generator, resampling)
+        idx = torch.arange(n, device=device)
+        for rows in groups:
+            idx[rows] = rows[resample_indices(log_w[rows], generator, resampling)]
         x, ancestors, mask, log_w = x[idx], ancestors[idx], _take(mask, idx, n), log_w[idx]
         log_q = None if log_q is None else log_q[idx]
     return FKCResult(x=x, log_weight=log_w, log_q=log_q, ess=torch.tensor(ess_trace, dtype=torch.float64),
