@@ -31,7 +31,7 @@ from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, stack_scores
 
-__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "resample_indices", "normalised_ess", "size_groups"]
+__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "normalised_ess", "resample_indices", "size_groups"]
 
 RESAMPLING = ("systematic", "multinomial", "none")
 
@@ -205,15 +205,16 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         if track:
             log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2, dof)
         x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)
-        idx, ess = torch.arange(n, device=device), []
+        idx, ess, resampled = torch.arange(n, device=device), [], False
         for rows in groups:
             log_w[rows] = log_w[rows] - log_w[rows].max()
             ess.append(float(normalised_ess(log_w[rows])))
             if resampling != "none" and ess[-1] < ess_threshold:
                 idx[rows] = rows[resample_indices(log_w[rows], generator, resampling)]
                 log_w[rows] = 0.0
+                resampled = True
         ess_trace.append(min(ess))
-        if min(ess) < ess_threshold and resampling != "none":
+        if resampled:
             x, ancestors, mask = x[idx], ancestors[idx], _take(mask, idx, n)
             cond = _take(cond, idx, n)
             log_q = None if log_q is None else log_q[idx]
