@@ -28,7 +28,7 @@ from ... import plugins
 from ...base.provenance import REPO_ROOT
 from ...spaces import PointCloud
 
-__all__ = ["Backbones", "load_backbones", "encode", "decode", "point_clouds", "population", "backbone_data",
+__all__ = ["Backbones", "load_backbones", "check_backbones", "encode", "decode", "point_clouds", "population", "backbone_data",
            "DATA_KIND", "NORMALISATION", "ANGSTROM_PER_UNIT", "POPULATIONS", "SHIPPED", "SSE_COLUMNS", "lengths_of"]
 
 SHIPPED = REPO_ROOT / "data" / "proteins" / "backbones.npz"
@@ -97,16 +97,112 @@ class Backbones:
 
 
 def load_backbones(path: str | Path | None = None) -> Backbones:
-    """The fragments of a ``backbones.npz`` (default: the shipped ``data/proteins/backbones.npz``)."""
+    """The fragments of a ``backbones.npz`` (default: the shipped ``data/proteins/backbones.npz``),
+    checked as they are read (:func:`check_backbones`); arrays are never unpickled.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (or a folder).
+        ValueError: naming the file and the array: one missing, stored as Python objects, of the
+            wrong shape, a mask that disagrees with ``length``, non-finite coordinates.
+    """
     path = Path(path) if path is not None else SHIPPED
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no backbones file; rebuild it with "
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"{path}: {what}; the shipped backbones are rebuilt with "
                                 "python -m molfuse.modalities.proteins.build_data --out data/proteins")
     with np.load(path, allow_pickle=False) as z:
-        record = json.loads(str(z["record"]))
-        record["splits"] = [str(s) for s in z["split_names"]]
-        keys = [f.name for f in fields(Backbones) if f.name != "record"]
-        return Backbones(**{k: z[k] for k in keys}, record=record)
+        arrays = _arrays(z, path)
+    record = _record(arrays["record"], path)
+    record["splits"] = [str(s) for s in arrays["split_names"]]
+    data = Backbones(**{k: arrays[k] for k in ARRAYS}, record=record)
+    check_backbones(data, path)
+    return data
+
+
+ARRAYS = tuple(f.name for f in fields(Backbones) if f.name != "record")
+
+
+def _arrays(z: Any, path: Path) -> dict[str, np.ndarray]:
+    """The arrays a :class:`Backbones` needs, read from an open npz, each named when missing or pickled."""
+    missing = [k for k in (*ARRAYS, "record", "split_names") if k not in z.files]
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        raise ValueError(f"{path} has no array {names}; it has: {', '.join(repr(k) for k in z.files) or 'none'}")
+    out = {}
+    for k in (*ARRAYS, "record", "split_names"):
+        try:
+            out[k] = z[k]
+        except ValueError:  # numpy refuses object arrays when allow_pickle=False
+            raise ValueError(f"{path}: array {k!r} holds Python objects; only plain arrays are read "
+                             "(never unpickled)") from None
+    return out
+
+
+def _record(value: np.ndarray, path: Path) -> dict:
+    """The build settings stored as a JSON string in ``record``."""
+    try:
+        record = json.loads(str(value))
+    except ValueError as e:
+        raise ValueError(f"{path}: 'record' is not the JSON settings record of a build ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: 'record' must be a JSON object; got {type(record).__name__}")
+    return record
+
+
+def _expect_shape(data: Backbones, key: str, shape: tuple[int, ...], what: str, path: Path) -> None:
+    got = getattr(data, key).shape
+    if got != shape:
+        raise ValueError(f"{path}: {key!r} has shape {got}; expected {shape} ({what})")
+
+
+def check_backbones(data: Backbones, path: str | Path = "backbones") -> None:
+    """Raise a ValueError naming ``path`` and the array when ``data`` is not a set of fragments:
+    ``ca`` (n, N, 3) finite numbers, ``mask`` (n, N) bool marking ``length`` residues (at least one)
+    per fragment, every per-fragment array of n rows (``sse_fraction`` (n, 3); ``sse``, ``aa`` (n, N))."""
+    ca = data.ca
+    if ca.ndim != 3 or ca.shape[-1] != 3:
+        raise ValueError(f"{path}: 'ca' has shape {ca.shape}; expected (fragments, residues, 3) Cα positions in Å")
+    if ca.dtype.kind not in "fiu":
+        raise ValueError(f"{path}: 'ca' has dtype {ca.dtype}; expected numbers (Cα positions in Å)")
+    n, width = ca.shape[:2]
+    _expect_shape(data, "mask", (n, width), "one bool per residue", path)
+    for key in ("length", "split", "protein", "family", "start"):
+        _expect_shape(data, key, (n,), "one per fragment", path)
+    _expect_shape(data, "sse_fraction", (n, 3), "helix, strand, coil per fragment", path)
+    for key in ("sse", "aa"):
+        _expect_shape(data, key, (n, width), "one per residue", path)
+    if data.mask.dtype != bool:
+        raise ValueError(f"{path}: 'mask' has dtype {data.mask.dtype}; expected bool (True on real residues)")
+    _check_masks(data, path)
+    _check_finite(ca, path)
+
+
+def _first(idx: np.ndarray, k: int = 5) -> str:
+    return ", ".join(str(int(i)) for i in idx[:k]) + (", ..." if len(idx) > k else "")
+
+
+def _check_masks(data: Backbones, path: str | Path) -> None:
+    """Every fragment has real residues, as many as its ``length`` says."""
+    counts = data.mask.sum(1)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        raise ValueError(f"{path}: 'mask' marks no residue in {len(empty)} of {len(counts)} fragments "
+                         f"(fragments {_first(empty)})")
+    off = np.flatnonzero(counts != data.length)
+    if len(off):
+        i = off[0]
+        raise ValueError(f"{path}: 'mask' marks {int(counts[i])} residues where 'length' says {int(data.length[i])} "
+                         f"in {len(off)} of {len(counts)} fragments (fragments {_first(off)})")
+
+
+def _check_finite(ca: np.ndarray, path: str | Path) -> None:
+    """Every coordinate finite, padding included (padding is zero)."""
+    bad = ~np.isfinite(ca).all(-1)
+    if bad.any():
+        frags = np.flatnonzero(bad.any(1))
+        kinds = "/".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf)) if f(ca).any())
+        raise ValueError(f"{path}: 'ca' has {kinds} at {int(bad.sum())} residues of {len(frags)} fragments "
+                         f"(fragments {_first(frags)}); coordinates must be finite Å")
 
 
 def encode(ca: np.ndarray, mask: np.ndarray, angstrom_per_unit: float = ANGSTROM_PER_UNIT
@@ -169,9 +265,21 @@ def _check_spec(spec: Mapping[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {', '.join(SSE_COLUMNS)}")
     lengths_of(spec["length"])
+    if spec["source"] is not None and not isinstance(spec["source"], (str, Path)):
+        raise ValueError(f"source must be a path to a backbones .npz or null; got {spec['source']!r}")
     pad = spec["pad_to"]
     if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 4):
         raise ValueError(f"pad_to must be a residue count >= 4 or null; got {pad!r}")
+
+
+def _source(source: str | Path | None) -> Backbones:
+    """The fragments of ``source`` (None: the shipped file); a missing or malformed file is a
+    ValueError that starts ``source <path>`` (the data kind's field)."""
+    path = str(SHIPPED if source is None else source)
+    try:
+        return load_backbones(source)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"source {e}" if str(e).startswith(path) else f"source {path}: {e}") from None
 
 
 def backbone_data(spec: dict) -> plugins.TrainingData:
@@ -183,10 +291,14 @@ def backbone_data(spec: dict) -> plugins.TrainingData:
     spec = {**FIELDS, **spec}
     _check_spec(spec)
     lengths = lengths_of(spec["length"])
-    data = load_backbones(spec["source"]).select(spec["split"])
+    data = _source(spec["source"]).select(spec["split"])
     if lengths is not None:
         data = data.take(np.flatnonzero(np.isin(data.length, lengths)))
     data = population(data, spec["population"], spec["where"])
+    if not len(data):
+        raise ValueError(f"no fragment of split {spec['split']!r}, length {spec['length']}, population "
+                         f"{spec['population']!r}{' where ' + str(spec['where']) if spec['where'] else ''} in source "
+                         f"{spec['source'] or SHIPPED}")
     n = len(data) if spec["n"] is None else int(spec["n"])
     if not 1 <= n <= len(data):
         raise ValueError(f"n = {n} but the population has {len(data)} fragments")

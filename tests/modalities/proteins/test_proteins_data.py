@@ -101,3 +101,87 @@ def test_families_join_homologues_only():
     fam = dataset.families([base[:120], mutant, unrelated])
     assert fam.tolist() == [0, 0, 1]
     assert dataset.families([base[:60], unrelated[:60]], groups=[7, 7]).tolist() == [0, 0]
+
+
+PER_FRAGMENT = ("ca", "mask", "length", "split", "protein", "family", "start", "sse", "sse_fraction", "aa", "piece")
+
+
+def _source(tmp_path, name: str = "frags.npz", drop: tuple[str, ...] = (), **replace) -> str:
+    """A small backbones file: the shipped file's first 12 train fragments of 64 residues, edited."""
+    with np.load(pdata.SHIPPED, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    keep = np.flatnonzero((arrays["split"] == 0) & (arrays["length"] == 64))[:12]
+    arrays.update({k: arrays[k][keep] for k in PER_FRAGMENT})
+    arrays.update(replace)
+    for k in drop:
+        arrays.pop(k)
+    np.savez(tmp_path / name, **arrays)
+    return str(tmp_path / name)
+
+
+def _build(source: str):
+    from molfuse.training.data import build_data, check_data_spec
+
+    return build_data(check_data_spec({"kind": "protein_backbones", "source": source, "length": 64}, "data"))
+
+
+def test_a_good_small_source_builds(tmp_path):
+    td = _build(_source(tmp_path))
+    assert td.x.shape == (12, 64, 3) and bool(torch.isfinite(td.x).all())
+
+
+def test_a_missing_source_file_is_named(tmp_path):
+    from molfuse.errors import WorkflowError
+
+    with pytest.raises(WorkflowError, match=r"data \(protein_backbones\): source .*none\.npz: no such file"):
+        _build(str(tmp_path / "none.npz"))
+    with pytest.raises(WorkflowError, match=r"source .*: is a folder"):
+        _build(str(tmp_path))
+
+
+def test_a_source_without_an_array_names_it_and_lists_what_it_has(tmp_path):
+    from molfuse.errors import WorkflowError
+
+    src = _source(tmp_path, drop=("ca",))
+    with pytest.raises(WorkflowError, match=r"source .*frags\.npz has no array 'ca'; it has: .*'mask'"):
+        _build(src)
+    with pytest.raises(ValueError, match=r"frags\.npz has no array 'ca'"):
+        pdata.load_backbones(src)
+
+
+def test_a_source_with_bad_coordinates_or_masks_is_refused_when_read(tmp_path):
+    from molfuse.errors import WorkflowError
+
+    n = 12  # fragments in _source's files
+    flat = _source(tmp_path, "flat.npz", ca=np.zeros((n, 128, 2), np.float32))
+    with pytest.raises(WorkflowError, match=r"flat\.npz: 'ca' has shape \(12, 128, 2\); expected \(fragments, "
+                                            r"residues, 3\)"):
+        _build(flat)
+    empty = _source(tmp_path, "empty.npz", mask=np.zeros((n, 128), bool))
+    with pytest.raises(WorkflowError, match=r"empty\.npz: 'mask' marks no residue in 12 of 12 fragments"):
+        _build(empty)
+    ca = pdata.load_backbones(_source(tmp_path)).ca.copy()
+    ca[0, [3, 5]] = np.nan
+    ca[4, 7, 2] = np.inf
+    bad = _source(tmp_path, "nan.npz", ca=ca)
+    with pytest.raises(WorkflowError, match=r"nan\.npz: 'ca' has NaN/inf at 3 residues of 2 fragments "
+                                            r"\(fragments 0, 4\)"):
+        _build(bad)
+    short = _source(tmp_path, "short.npz", length=np.full(n, 60, np.int16))
+    with pytest.raises(WorkflowError, match=r"short\.npz: 'mask' marks 64 residues where 'length' says 60 "
+                                            r"in 12 of 12 fragments"):
+        _build(short)
+    with pytest.raises(WorkflowError, match=r"'sse_fraction' has shape \(11, 3\); expected \(12, 3\)"):
+        _build(_source(tmp_path, "odd.npz", sse_fraction=np.zeros((n - 1, 3), np.float32)))
+    with pytest.raises(WorkflowError, match=r"source must be a path to a backbones \.npz or null; got 5"):
+        _build(5)
+
+
+def test_a_selection_with_no_fragment_names_the_selection(tmp_path):
+    from molfuse.errors import WorkflowError
+    from molfuse.training.data import build_data, check_data_spec
+
+    spec = check_data_spec({"kind": "protein_backbones", "source": _source(tmp_path), "length": 128}, "data")
+    with pytest.raises(WorkflowError, match=r"no fragment of split 'train', length 128, population 'all' in source "
+                                            r".*frags\.npz"):
+        build_data(spec)
