@@ -117,3 +117,61 @@ def test_real_files(name, chain, n):
 def test_real_unreadable_file_is_a_row():
     chains, table = st.read_structure(MDA_DATA / "huge_box.gro")
     assert chains == [] and not table.loc[0, "valid"] and table.loc[0, "reason"].startswith("unreadable")
+
+
+def _eight() -> np.ndarray:
+    return np.cumsum(np.full((8, 3), [3.8, 0.0, 0.0]), axis=0)
+
+
+def _pdb_with(tmp_path, name: str, rows: dict[int, tuple[str, str, str]]) -> Path:
+    """A Cα-only PDB of 8 residues whose rows ``rows`` (0-based) carry the given x, y, z fields."""
+    lines = st.write_pdb(tmp_path / "base.pdb", _eight()).read_text().splitlines()
+    atoms = [k for k, line in enumerate(lines) if line.startswith("ATOM")]
+    for r, xyz in rows.items():
+        line = lines[atoms[r]]
+        lines[atoms[r]] = line[:30] + "".join(f"{v:>8}" for v in xyz) + line[54:]
+    (tmp_path / name).write_text("\n".join(lines) + "\n")
+    return tmp_path / name
+
+
+def test_non_finite_ca_coordinates_make_the_chain_invalid_and_are_named(tmp_path):
+    path = _pdb_with(tmp_path, "nan.pdb", {3: ("nan", "0.000", "0.000"), 5: ("1.000", "inf", "0.000")})
+    chains, table = st.read_structure(path)
+    assert chains == [] and table["valid"].tolist() == [False]
+    assert table.loc[0, "reason"] == ("chain 'A': CA coordinates missing or not finite at 2 of 8 residues "
+                                      "(residues 4, 6)")
+
+
+def test_mmcif_unknown_coordinates_are_not_read_as_zero(tmp_path):
+    text = st.write_mmcif(tmp_path / "m.cif", _eight()).read_text().replace("ALA A CA 15.2 0.0 0.0", "ALA A CA ? ? ?")
+    assert "? ? ?" in text
+    (tmp_path / "q.cif").write_text(text)
+    chains, table = st.read_structure(tmp_path / "q.cif")
+    assert chains == [] and not table.loc[0, "valid"]
+    assert table.loc[0, "reason"] == ("chain 'A': CA coordinates missing or not finite at 1 of 8 residues "
+                                      "(residue 4)")
+
+
+def test_binary_cif_masked_coordinates_are_not_read_as_values(tmp_path):
+    from biotite.structure.io import pdbx
+
+    f = pdbx.BinaryCIFFile()
+    pdbx.set_structure(f, st.backbone_atoms(_eight()))
+    site, unknown = f.block["atom_site"], np.zeros(8, np.uint8)
+    unknown[3] = 1  # 1: '.', not present
+    for axis in "xyz":
+        values = pdbx.BinaryCIFData(site[f"Cartn_{axis}"].as_array(np.float64))
+        site[f"Cartn_{axis}"] = pdbx.BinaryCIFColumn(values, pdbx.BinaryCIFData(unknown))
+    f.write(tmp_path / "q.bcif")
+    chains, table = st.read_structure(tmp_path / "q.bcif")
+    assert chains == [] and not table.loc[0, "valid"]
+    assert "at 1 of 8 residues (residue 4)" in table.loc[0, "reason"]
+
+
+def test_residues_without_a_ca_atom_are_noted(tmp_path):
+    lines = st.write_pdb(tmp_path / "base.pdb", _eight()).read_text().splitlines()
+    lines = [ln.replace("  CA  ALA A   3", "  N   ALA A   3") for ln in lines]
+    (tmp_path / "gap.pdb").write_text("\n".join(lines) + "\n")
+    chains, table = st.read_structure(tmp_path / "gap.pdb")
+    assert table["valid"].tolist() == [True] and len(chains[0]) == 7
+    assert table.loc[0, "note"] == "chain 'A': 1 residue without a CA atom skipped (residue 3)"
