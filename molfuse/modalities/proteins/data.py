@@ -205,11 +205,20 @@ def _check_finite(ca: np.ndarray, path: str | Path) -> None:
                          f"(fragments {_first(frags)}); coordinates must be finite Å")
 
 
+def _same_mask(x: np.ndarray, mask: np.ndarray) -> None:
+    if x.ndim < 2 or mask.shape != x.shape[:2]:
+        raise ValueError(f"mask must be (n, N) = {x.shape[:2]}; got shape {mask.shape}")
+
+
 def encode(ca: np.ndarray, mask: np.ndarray, angstrom_per_unit: float = ANGSTROM_PER_UNIT
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded Å traces (n, N, 3) and masks (n, N) -> model-space states (n, N, 3) float32, centred
     over the real residues, zero on padding, and the bool masks."""
-    mask_t = torch.as_tensor(np.asarray(mask, dtype=bool))
+    ca, mask = np.asarray(ca), np.asarray(mask, dtype=bool)
+    if ca.ndim != 3 or ca.shape[2] != 3:
+        raise ValueError(f"Cα positions must be (n, N, 3); got shape {ca.shape}")
+    _same_mask(ca, mask)
+    mask_t = torch.as_tensor(mask)
     x = torch.as_tensor(np.asarray(ca, dtype=np.float32) / np.float32(angstrom_per_unit))
     return PointCloud(3).project(x * mask_t[..., None], mask_t), mask_t
 
@@ -218,6 +227,7 @@ def decode(x: Any, mask: Any, normalisation: Mapping[str, Any] = NORMALISATION) 
     """Model-space states -> (Cα positions (n, N, 3) Å, zero on padding; masks (n, N) bool)."""
     x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+    _same_mask(x, mask)
     return x * float(normalisation["angstrom_per_unit"]) * mask[..., None], mask
 
 

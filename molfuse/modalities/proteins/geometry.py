@@ -124,14 +124,32 @@ def helical_dihedral(ca: np.ndarray, codes: Sequence[str] | None = None) -> floa
     return _circular_mean(helix_dihedrals(ca, codes))
 
 
+def _one_trace(c: Any, i: int) -> np.ndarray:
+    """Trace ``i`` of a list as (L, 3) float64 (an empty one as (0, 3)); never reshaped from another shape."""
+    c = np.asarray(c, dtype=np.float64)
+    if c.size == 0:
+        return c.reshape(0, 3)
+    if c.ndim != 2 or c.shape[1] != 3:
+        raise ValueError(f"trace {i} has shape {c.shape}; expected (L, 3) Cα positions in Å")
+    return c
+
+
 def traces(ca: Any, mask: Any = None) -> list[np.ndarray]:
-    """(L_i, 3) float64 arrays from a list of traces or a padded (n, L, 3) batch with (n, L) mask."""
+    """(L_i, 3) float64 arrays from a list of traces or a padded (n, L, 3) batch with (n, L) mask.
+
+    Raises:
+        ValueError: a trace, the batch or the mask of another shape (named; nothing is reshaped).
+    """
     if isinstance(ca, (list, tuple)):
-        return [np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in ca]
+        return [_one_trace(c, i) for i, c in enumerate(ca)]
     ca = np.asarray(ca, dtype=np.float64)
     if ca.ndim == 2:
         ca = ca[None]
+    if ca.ndim != 3 or ca.shape[2] != 3:
+        raise ValueError(f"a batch of traces is (n, L, 3) Å; got shape {ca.shape}")
     mask = np.ones(ca.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != ca.shape[:2]:
+        raise ValueError(f"mask must be (n, L) = {ca.shape[:2]}; got shape {mask.shape}")
     return [ca[i][mask[i]] for i in range(len(ca))]
 
 
@@ -174,8 +192,12 @@ def backbone_row(ca: np.ndarray, index: int = 0, thresholds: Mapping[str, float]
     """Every measure of one (L, 3) Å trace, ``valid`` and ``reason``; a trace that cannot be
     measured (fewer than 4 residues, non-finite) is a row of NaNs with the reason."""
     th = {**THRESHOLDS, **(thresholds or {})}
-    ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
+    ca = np.asarray(ca, dtype=np.float64)
     row: dict[str, Any] = {c: np.nan for c in ROW_COLUMNS}
+    if ca.size == 0:
+        ca = ca.reshape(0, 3)
+    if ca.ndim != 2 or ca.shape[1] != 3:
+        return {**row, "index": index, "n_res": 0, "valid": False, "reason": f"shape {ca.shape}; expected (L, 3) Å"}
     row.update(index=index, n_res=len(ca), valid=False)
     if len(ca) < 4:
         return {**row, "reason": f"{len(ca)} residues (< 4)"}

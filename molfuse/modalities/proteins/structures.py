@@ -282,7 +282,9 @@ def backbone_atoms(ca: np.ndarray, res_names: Sequence[str] | None = None, chain
     """
     import biotite.structure as struc
 
-    ca = np.asarray(ca, dtype=np.float32).reshape(-1, 3)
+    ca = _trace(ca)
+    if res_names is not None and len(res_names) != len(ca):
+        raise ValueError(f"res_names has {len(res_names)} names for {len(ca)} residues")
     atoms = struc.AtomArray(len(ca))
     atoms.coord = ca
     atoms.chain_id[:] = chain_id
@@ -294,8 +296,20 @@ def backbone_atoms(ca: np.ndarray, res_names: Sequence[str] | None = None, chain
     return atoms
 
 
+def _trace(ca: Any) -> np.ndarray:
+    """``ca`` as an (L, 3) float64 array, or a ValueError naming the shape it has (never reshaped)."""
+    try:
+        arr = np.asarray(ca, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected (L, 3) Cα positions in Å as numbers; got {type(ca).__name__} "
+                         f"{str(ca)[:60]}") from None
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"expected (L, 3) Cα positions in Å; got shape {arr.shape}")
+    return arr
+
+
 def _checked(ca: np.ndarray, pdb_columns: bool = False) -> np.ndarray:
-    ca = np.asarray(ca, dtype=np.float64).reshape(-1, 3)
+    ca = _trace(ca)
     if not len(ca) or not np.isfinite(ca).all():
         raise ValueError(f"a backbone to write needs >= 1 residue and finite coordinates; got {len(ca)} residues")
     if pdb_columns and (ca.min() <= -999.9995 or ca.max() >= 9999.9995):  # the 8.3f columns of ATOM records
@@ -316,6 +330,8 @@ def write_pdb(path: str | Path, ca: np.ndarray, res_names: Sequence[str] | None 
     """
     from biotite.structure.io import pdb
 
+    if len(chain_id) > 1:
+        raise ValueError(f"chain_id must be one character in a PDB file; got {chain_id!r} (mmCIF takes longer ones)")
     f = pdb.PDBFile()
     f.set_structure(backbone_atoms(_checked(ca, pdb_columns=True), res_names, chain_id))
     head = [f"REMARK   1 {TITLE} {VERSION}"] + ([f"REMARK   1 {remark}"] if remark else [])
@@ -355,7 +371,11 @@ def write_backbones(folder: str | Path, ca: np.ndarray, mask: np.ndarray | None 
     if fmt not in ("pdb", "cif"):
         raise ValueError(f"fmt must be pdb or cif; got {fmt!r}")
     ca = np.asarray(ca)
+    if ca.ndim != 3 or ca.shape[2] != 3:
+        raise ValueError(f"ca must be (n, L, 3) Cα positions in Å; got shape {ca.shape}")
     mask = np.ones(ca.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask.shape != ca.shape[:2]:
+        raise ValueError(f"mask must be (n, L) = {ca.shape[:2]}; got shape {mask.shape}")
     writer = write_pdb if fmt == "pdb" else write_mmcif
     return [writer(Path(folder) / f"{prefix}_{i:05d}.{fmt}", ca[i][mask[i]], remark=f"{prefix} {i}")
             for i in range(len(ca))]

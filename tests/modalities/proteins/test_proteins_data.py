@@ -185,3 +185,12 @@ def test_a_selection_with_no_fragment_names_the_selection(tmp_path):
     with pytest.raises(WorkflowError, match=r"no fragment of split 'train', length 128, population 'all' in source "
                                             r".*frags\.npz"):
         build_data(spec)
+
+
+def test_encode_and_decode_name_shapes():
+    with pytest.raises(ValueError, match=r"Cα positions must be \(n, N, 3\); got shape \(2, 8, 2\)"):
+        pdata.encode(np.zeros((2, 8, 2)), np.ones((2, 8), bool))
+    with pytest.raises(ValueError, match=r"mask must be \(n, N\) = \(2, 8\); got shape \(2, 5\)"):
+        pdata.encode(np.zeros((2, 8, 3)), np.ones((2, 5), bool))
+    with pytest.raises(ValueError, match=r"mask must be \(n, N\) = \(2, 8\); got shape \(2, 5\)"):
+        pdata.decode(np.zeros((2, 8, 3)), np.ones((2, 5), bool))

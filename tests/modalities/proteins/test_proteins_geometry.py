@@ -120,3 +120,15 @@ def test_rg_law_and_padded_input(held_out):
     table = geo.geometry_table(ca, mask)
     assert table["n_res"].tolist() == [64, 50]
     assert table.loc[0, "rg"] == pytest.approx(geo.radius_of_gyration(held_out[0]))
+
+
+def test_traces_of_the_wrong_shape_are_named_never_reshaped():
+    for bad, shape in ((np.zeros((5, 2)), r"\(5, 2\)"), (np.arange(15.0), r"\(15,\)")):
+        with pytest.raises(ValueError, match=rf"trace 1 has shape {shape}; expected \(L, 3\) Cα positions in Å"):
+            geo.geometry_table([ideal_helix(8), bad])
+    assert geo.backbone_row(np.zeros((5, 2)))["reason"] == "shape (5, 2); expected (L, 3) Å"
+    assert geo.geometry_table([np.zeros(0)]).loc[0, "reason"] == "0 residues (< 4)"
+    with pytest.raises(ValueError, match=r"a batch of traces is \(n, L, 3\) Å; got shape \(2, 8, 2\)"):
+        geo.geometry_table(np.zeros((2, 8, 2)))
+    with pytest.raises(ValueError, match=r"mask must be \(n, L\) = \(2, 8\); got shape \(2, 5\)"):
+        geo.geometry_table(np.zeros((2, 8, 3)), np.ones((2, 5), bool))

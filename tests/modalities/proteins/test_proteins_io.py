@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import re
 import gzip
 import importlib.util
 from pathlib import Path
@@ -175,3 +176,30 @@ def test_residues_without_a_ca_atom_are_noted(tmp_path):
     chains, table = st.read_structure(tmp_path / "gap.pdb")
     assert table["valid"].tolist() == [True] and len(chains[0]) == 7
     assert table.loc[0, "note"] == "chain 'A': 1 residue without a CA atom skipped (residue 3)"
+
+
+@pytest.mark.parametrize("writer", [st.write_pdb, st.write_mmcif])
+def test_writers_name_the_expected_shape(tmp_path, writer):
+    for bad in (np.zeros((5, 2)), np.arange(15.0), np.zeros((2, 4, 3))):  # never reshaped into a trace
+        with pytest.raises(ValueError, match=rf"expected \(L, 3\) Cα positions in Å; got shape {re.escape(str(bad.shape))}"):
+            writer(tmp_path / "x", bad)
+    with pytest.raises(ValueError, match=r"expected \(L, 3\) Cα positions in Å as numbers"):
+        writer(tmp_path / "x", [["a", "b", "c"]])
+    with pytest.raises(ValueError, match="res_names has 3 names for 8 residues"):
+        writer(tmp_path / "x", _eight(), res_names=["GLY"] * 3)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_pdb_chain_ids_are_one_character(tmp_path):
+    with pytest.raises(ValueError, match="chain_id must be one character in a PDB file; got 'AB'"):
+        st.write_pdb(tmp_path / "x.pdb", _eight(), chain_id="AB")
+    st.write_mmcif(tmp_path / "x.cif", _eight(), chain_id="AB")
+    assert st.read_structure(tmp_path / "x.cif")[1].loc[0, "chain"] == "AB"
+
+
+def test_write_backbones_names_batch_and_mask_shapes(tmp_path):
+    with pytest.raises(ValueError, match=r"ca must be \(n, L, 3\) Cα positions in Å; got shape \(8, 3\)"):
+        st.write_backbones(tmp_path / "s", _eight())
+    with pytest.raises(ValueError, match=r"mask must be \(n, L\) = \(1, 8\); got shape \(1, 5\)"):
+        st.write_backbones(tmp_path / "s", _eight()[None], np.ones((1, 5), bool))
+    assert not (tmp_path / "s").exists()
