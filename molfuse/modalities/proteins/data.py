@@ -28,8 +28,9 @@ from ... import plugins
 from ...base.provenance import REPO_ROOT
 from ...spaces import PointCloud
 
-__all__ = ["Backbones", "load_backbones", "check_backbones", "encode", "decode", "point_clouds", "population", "backbone_data",
-           "DATA_KIND", "NORMALISATION", "ANGSTROM_PER_UNIT", "POPULATIONS", "SHIPPED", "SSE_COLUMNS", "lengths_of"]
+__all__ = ["Backbones", "load_backbones", "check_backbones", "encode", "decode", "point_clouds", "population",
+           "backbone_data", "DATA_KIND", "NORMALISATION", "ANGSTROM_PER_UNIT", "POPULATIONS", "SHIPPED", "SSE_COLUMNS",
+           "lengths_of"]
 
 SHIPPED = REPO_ROOT / "data" / "proteins" / "backbones.npz"
 ANGSTROM_PER_UNIT = 10.0
@@ -306,9 +307,9 @@ def backbone_data(spec: dict) -> plugins.TrainingData:
         data = data.take(np.flatnonzero(np.isin(data.length, lengths)))
     data = population(data, spec["population"], spec["where"])
     if not len(data):
+        where = f" where {spec['where']}" if spec["where"] else ""
         raise ValueError(f"no fragment of split {spec['split']!r}, length {spec['length']}, population "
-                         f"{spec['population']!r}{' where ' + str(spec['where']) if spec['where'] else ''} in source "
-                         f"{spec['source'] or SHIPPED}")
+                         f"{spec['population']!r}{where} in source {spec['source'] or SHIPPED}")
     n = len(data) if spec["n"] is None else int(spec["n"])
     if not 1 <= n <= len(data):
         raise ValueError(f"n = {n} but the population has {len(data)} fragments")

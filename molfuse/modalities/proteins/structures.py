@@ -214,7 +214,8 @@ def _chain_backbones(atoms: Any, source: str) -> list[tuple[Backbone, str, str]]
                   f"({_residues(bad)})") if len(bad) else ""
         note = (f"chain {cid!r}: {len(absent)} residue{'s' if len(absent) > 1 else ''} without a CA atom skipped "
                 f"({_residues(absent)})") if len(absent) and has_ca.any() else ""
-        out.append((Backbone(source, cid, chain.res_name[starts][keep].astype(str), ids[keep], bb[keep]), reason, note))
+        names = chain.res_name[starts][keep].astype(str)
+        out.append((Backbone(source, cid, names, ids[keep], bb[keep]), reason, note))
     return out
 
 

@@ -144,7 +144,8 @@ def test_non_finite_ca_coordinates_make_the_chain_invalid_and_are_named(tmp_path
 
 
 def test_mmcif_unknown_coordinates_are_not_read_as_zero(tmp_path):
-    text = st.write_mmcif(tmp_path / "m.cif", _eight()).read_text().replace("ALA A CA 15.2 0.0 0.0", "ALA A CA ? ? ?")
+    text = st.write_mmcif(tmp_path / "m.cif", _eight()).read_text()
+    text = text.replace("ALA A CA 15.2 0.0 0.0", "ALA A CA ? ? ?")
     assert "? ? ?" in text
     (tmp_path / "q.cif").write_text(text)
     chains, table = st.read_structure(tmp_path / "q.cif")
@@ -181,7 +182,8 @@ def test_residues_without_a_ca_atom_are_noted(tmp_path):
 @pytest.mark.parametrize("writer", [st.write_pdb, st.write_mmcif])
 def test_writers_name_the_expected_shape(tmp_path, writer):
     for bad in (np.zeros((5, 2)), np.arange(15.0), np.zeros((2, 4, 3))):  # never reshaped into a trace
-        with pytest.raises(ValueError, match=rf"expected \(L, 3\) Cα positions in Å; got shape {re.escape(str(bad.shape))}"):
+        shape = re.escape(str(bad.shape))
+        with pytest.raises(ValueError, match=rf"expected \(L, 3\) Cα positions in Å; got shape {shape}"):
             writer(tmp_path / "x", bad)
     with pytest.raises(ValueError, match=r"expected \(L, 3\) Cα positions in Å as numbers"):
         writer(tmp_path / "x", [["a", "b", "c"]])
