@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 from ...base.checks import fail
+from ...base.io import sha256_file
+from ...base.provenance import REPO_ROOT
 from ...base.seeds import derive_seed
 from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
-from .data import decode
+from .data import SHIPPED, decode
 from .geometry import (
     ANGLE_BINS,
     DIHEDRAL_BINS,
@@ -55,8 +57,8 @@ from .schema import parse_evaluation
 from .structures import write_mmcif, write_pdb
 
 __all__ = ["build_evaluator", "score_backbones", "reference_histogram", "reference_traces", "reference_fragments",
-           "reference_stats", "decoded_traces", "hook_columns", "write_pdb_samples", "write_cif_samples", "METRIC_COLUMNS",
-           "SAMPLE_COLUMNS", "HEADLINE"]
+           "reference_stats", "reference_file", "decoded_traces", "hook_columns", "write_pdb_samples",
+           "write_cif_samples", "METRIC_COLUMNS", "SAMPLE_COLUMNS", "HEADLINE", "REFERENCE_COLUMNS"]
 
 METRIC_COLUMNS = ("validity", "helix", "strand", "coil", "sse_hit", "right_handed_share", "helix_dihedral",
                   "with_helix", "angle_w1", "dihedral_w1", "angle_js", "dihedral_js", "rg_ratio", "rg_vs_data",
@@ -65,6 +67,7 @@ SAMPLE_COLUMNS = ("n_res", "pdb_file", "bond_mean", "bond_max_dev", "bond_share"
                   "rg_ratio", "rg_vs_data", "angle_mean", "angle_share", "dihedral_mean", "helix", "strand", "coil",
                   "helix_dihedral", "right_handed", "sse_hit")
 HEADLINE = ("validity", "helix", "strand", "sse_hit", "right_handed_share", "dihedral_w1", "angle_w1", "rg_vs_data")
+REFERENCE_COLUMNS = ("angle_w1", "dihedral_w1", "angle_js", "dihedral_js", "rg_vs_data")  # need the real fragments
 _SUMMARY = ("validity", "helix", "strand", "coil", "helix_dihedral", "rg_ratio", "bond_share", "n_clashes", "n_breaks")
 
 
@@ -229,16 +232,28 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     return out
 
 
+def reference_file() -> tuple[str, str]:
+    """The real fragments every reference column is measured against: their file (relative to the
+    checkout) and its sha256 (a rebuilt file with other source versions gives other numbers)."""
+    try:
+        name = SHIPPED.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        name = str(SHIPPED)
+    return name, sha256_file(SHIPPED)
+
+
 def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
     s = ctx.settings
     th, ref = s["thresholds"], s["reference"]
     where = f", {ref['where']}" if ref["where"] else ""
+    file, digest = reference_file()
     out = [f"Backbones are Cα traces only. `validity` is geometric: no Cα–Cα bond above {th['break']} Å, at least "
            f"90 % of bonds within {th['bond']} ± {th['bond_tol']} Å, no pair |i − j| ≥ {int(th['clash_separation'])} "
            f"closer than {th['clash']} Å, at least 90 % of Cα angles in [{th['angle_lo']}, {th['angle_hi']}]°. It "
            "says nothing about designability.",
            f"Histogram distances and `rg_vs_data` are against real {ref['split']} fragments ({ref['population']}"
-           f"{where}) of the samples' lengths; real held-out fragments have a non-zero distance too (the "
+           f"{where}) of the samples' lengths from `{file}` (sha256 {digest[:12]}); real held-out fragments have a "
+           "non-zero distance too (the "
            "`backbone_reference` report shows that floor). Secondary structure is P-SEA on the Cα trace.",
            "`rg_ratio` is Rg over 2.2 N^0.38 Å (compact whole proteins ≈ 1.0; real fragments cut from larger "
            "proteins ≈ 1.4)."]
@@ -270,9 +285,14 @@ def _check(ctx: EvalContext) -> None:
 
 
 def _provenance(ctx: EvalContext) -> dict:
-    """``provenance.json`` ``evaluation``: each active hook's settings and what it records (versions, hashes)."""
-    return {hook.key: {"settings": value, **(hook.record(value) if hook.record is not None else {})}
-            for hook, value in active(ctx.settings)}
+    """``provenance.json`` ``evaluation``: the reference fragments (file, sha256, selection, the columns
+    measured against them), then each active hook's settings and what it records (versions, hashes)."""
+    file, digest = reference_file()
+    out: dict[str, Any] = {"reference": {"file": file, "sha256": digest, **ctx.settings["reference"],
+                                         "used_by": list(REFERENCE_COLUMNS)}}
+    out.update({hook.key: {"settings": value, **(hook.record(value) if hook.record is not None else {})}
+                for hook, value in active(ctx.settings)})
+    return out
 
 
 def _hook_columns(attr: str) -> tuple[str, ...]:

@@ -125,6 +125,17 @@ def test_a_backbone_workflow_runs_every_operator(run):
         assert (res.folder / pic).stat().st_size > 0
 
 
+def test_summary_and_provenance_name_the_reference_fragments(run):
+    from molfuse.base.io import sha256_file
+
+    _, res = run
+    ref = json.loads((res.folder / "provenance.json").read_text())["evaluation"]["reference"]
+    digest = sha256_file(prot.data.SHIPPED)
+    assert ref == {"file": "data/proteins/backbones.npz", "sha256": digest, "split": "train", "population": "all",
+                   "where": None, "used_by": ["angle_w1", "dihedral_w1", "angle_js", "dihedral_js", "rg_vs_data"]}
+    assert f"`data/proteins/backbones.npz` (sha256 {digest[:12]})" in (res.folder / "summary.md").read_text()
+
+
 def test_samples_are_pdb_and_mmcif_files_with_ca_atoms(run):
     _, res = run
     per = pd.read_csv(res.folder / "per_sample.csv", keep_default_na=False)
