@@ -46,8 +46,22 @@ def encode(types: np.ndarray, positions: np.ndarray, n_types: int,
 
 
 def decode(x: np.ndarray, mask: np.ndarray, normalisation: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Model-space states -> (types (n, N) indices into the alphabet, -1 padding; positions (n, N, 3) Å)."""
+    """Model-space states -> (types (n, N) indices into the alphabet, -1 padding; positions (n, N, 3) Å).
+
+    Args:
+        x: (n, N, 3 + T) states (T = the alphabet's size).
+        mask: (n, N) real atoms.
+
+    Raises:
+        ValueError: ``x`` or ``mask`` of the wrong shape (named).
+    """
     x, mask = np.asarray(x), np.asarray(mask, dtype=bool)
+    n_types = len(normalisation["alphabet"])
+    if x.ndim != 3 or x.shape[-1] != 3 + n_types:
+        raise ValueError(f"x: expected shape (n, N, 3 + {n_types}) (positions, then one channel per atom type of "
+                         f"{list(normalisation['alphabet'])}); got {x.shape}")
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"mask: expected shape {x.shape[:2]} (one flag per atom of x); got {mask.shape}")
     types = np.where(mask, np.argmax(x[..., 3:], axis=-1), -1)
     return types, x[..., :3]
 
