@@ -20,9 +20,10 @@ from ... import plugins
 from ...spaces import PointCloud
 from .elements import HEAVY, WITH_H
 from .properties import PROPERTIES, compute_properties
-from .qm9 import QM9, load_qm9, load_small, split
+from .qm9 import QM9, full_available, load_qm9, load_small, split
 
-__all__ = ["encode", "decode", "qm9_data", "qm9_source", "DATA_KIND", "TYPE_SCALE", "normalisation_for", "population"]
+__all__ = ["encode", "decode", "qm9_data", "qm9_source", "resolve_source", "DATA_KIND", "TYPE_SCALE", "normalisation_for",
+           "population"]
 
 TYPE_SCALE = 0.25
 FIELDS = {"source": "auto", "split": "train", "hydrogens": "implicit", "n": None, "seed": 0, "properties": [],
@@ -66,19 +67,20 @@ def decode(x: np.ndarray, mask: np.ndarray, normalisation: Mapping[str, Any]) ->
     return types, x[..., :3]
 
 
-def qm9_source(name: str) -> dict[str, QM9]:
-    if name == "small" or (name == "auto" and not _qm9pack_installed()):
-        return load_small()
-    if name not in ("auto", "qm9"):
+def resolve_source(name: str) -> str:
+    """What ``source`` reads here: ``qm9`` (the full set) or ``small`` (the shipped subset);
+    ``auto`` is the full set when it can be read (:func:`~.qm9.full_available`), else the subset."""
+    if name not in ("auto", "qm9", "small"):
         raise ValueError(f"source must be auto, qm9 or small; got {name!r}")
+    return name if name != "auto" else ("qm9" if full_available() else "small")
+
+
+def qm9_source(name: str) -> dict[str, QM9]:
+    """The parts of ``source`` ``name``: ``{train, test}`` of the subset, ``{train, valid, test}`` of the full set."""
+    if resolve_source(name) == "small":
+        return load_small()
     full = load_qm9()
     return {k: full.take(v) for k, v in split(len(full)).items()}
-
-
-def _qm9pack_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("qm9pack") is not None
 
 
 def population(data: QM9, where: Mapping[str, Sequence[float]] | None, names: Sequence[str]) -> tuple[QM9, Any]:
@@ -122,8 +124,7 @@ def qm9_data(spec: dict) -> plugins.TrainingData:
     counts = {int(k): int(v) for k, v in zip(*np.unique(mask.sum(1).numpy(), return_counts=True))}
     cond = None if not spec["properties"] else torch.as_tensor(
         props.iloc[idx][list(spec["properties"])].to_numpy(np.float32).copy())
-    desc = {"kind": "qm9", "source": spec["source"] if spec["source"] != "auto" else
-            ("qm9" if _qm9pack_installed() else "small"), "split": spec["split"], "hydrogens": hydro, "n": n,
+    desc = {"kind": "qm9", "source": resolve_source(spec["source"]), "split": spec["split"], "hydrogens": hydro, "n": n,
             "population": dict(spec["where"] or {}), "population_size": len(data), "seed": int(spec["seed"]),
             "properties": list(spec["properties"]), "node_counts": counts,
             "qm9_index_sha256": hashlib.sha256(np.ascontiguousarray(chosen.index).tobytes()).hexdigest(),
