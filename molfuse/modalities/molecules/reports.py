@@ -16,6 +16,7 @@ from .data import qm9_source
 from .elements import HEAVY, MARGINS, WITH_H
 from .evaluate import reference
 from .metrics import fcd, internal_diversity, molecule_table, summary
+from .schema import check_reference_source
 
 __all__ = ["REFERENCE", "EDM_ROWS", "reference_metrics", "fcd_floor"]
 
@@ -31,6 +32,7 @@ def _check(o: dict, path: str) -> dict:
     o["n"] = as_int(o["n"], f"{path}.n", 1)
     o["hydrogens"] = as_choice(o["hydrogens"], f"{path}.hydrogens", ("implicit", "explicit"))
     o["source"] = as_choice(o["source"], f"{path}.source", ("auto", "qm9", "small"))
+    check_reference_source(o["source"], f"{path}.source")
     return o
 
 
