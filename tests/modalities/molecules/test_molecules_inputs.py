@@ -130,3 +130,45 @@ def test_negative_margins_are_refused_by_the_functions_too():
         bonds.to_molecule(["O", "H", "H"], WATER, margins=(-500, 5, 3))
     with pytest.raises(ValueError, match=r"margins: expected 3 numbers"):
         metrics.molecule_table(np.zeros((1, 3), int), np.zeros((1, 3, 3)), HEAVY, margins=(10, 5))
+
+
+@pytest.fixture
+def bare_install(monkeypatch, tmp_path):
+    """An install without the qm9 and fcd extras (and no cached QM9 parse)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.split(".")[0] in
+                        ("qm9pack", "fcd_torch") else real(name, *a))
+    monkeypatch.setenv("MOLFUSE_CACHE", str(tmp_path / "no_cache"))
+
+
+def test_settings_this_install_cannot_honour_are_refused_at_read(bare_install):
+    with pytest.raises(WorkflowError, match=r"evaluation\.reference_source: the full QM9 set needs the qm9pack wheel.*"
+                                            r"pip install 'molfuse\[qm9\]'.*or use small"):
+        parse_evaluation({"reference_source": "qm9"})
+    with pytest.raises(WorkflowError, match=r"evaluation\.fcd: the Fréchet ChemNet distance needs fcd_torch: "
+                                            r"pip install 'molfuse\[fcd\]'; or fcd: false"):
+        parse_evaluation({"fcd": True})
+    from molfuse.modalities.molecules.reports import REFERENCE
+
+    with pytest.raises(WorkflowError, match=r"reports\[0\]\.source: the full QM9 set needs the qm9pack wheel"):
+        REFERENCE.check({"n": 10, "hydrogens": "implicit", "source": "qm9"}, "reports[0]")
+    s = parse_evaluation({"reference_source": "auto", "fcd": False})  # auto and small always work
+    assert s["reference_source"] == "auto" and data.resolve_source("auto") == "small"
+
+
+def test_installed_extras_are_accepted(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("qm9pack", "fcd_torch")
+                        else real(name, *a))
+    s = parse_evaluation({"reference_source": "qm9", "fcd": True})
+    assert s["reference_source"] == "qm9" and s["fcd"] is True and data.resolve_source("auto") == "qm9"
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.setenv("MOLFUSE_CACHE", str(tmp_path))
+    from molfuse.modalities.molecules import qm9
+
+    qm9._cache_path().write_bytes(b"")  # a cached parse of the full set is enough to read it
+    assert qm9.full_available() and data.resolve_source("auto") == "qm9"
