@@ -7,6 +7,10 @@ novelty against the training SMILES, connectivity, stability, internal diversity
 property its mean, MAE and hit rate and the joint hit rate, FCD when asked. Writers:
 ``samples/<method>.sdf`` (3-D), ``.smi`` and ``.png`` (a grid of valid molecules); across
 methods ``properties.png`` (each property's distribution against the reference molecules).
+
+The reference molecules behind novelty, FCD and ``properties.png`` (full QM9 or the shipped
+subset) are named in ``provenance.json`` (``evaluation``) and in ``summary.md``; a fallback of
+``reference_source: auto`` to the subset is said in bold.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import pandas as pd
 
 from ...base.io import atomic_write
 from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
-from .data import decode
+from .data import decode, resolve_source
 from .io import write_sdf, write_smiles
 from .metrics import fcd, internal_diversity, molecule_table, settings, summary
 from .properties import compute_properties
 from .schema import parse_evaluation
 
-__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "built"]
+__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "reference_set", "built"]
+
+FIGURE_REFERENCE = 2000  # properties.png draws the first this many reference test molecules
 
 
 @lru_cache(maxsize=4)
@@ -121,7 +127,7 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     from .io import parse_smiles
 
     s = ctx.settings
-    ref_mols, _ = parse_smiles(list(reference(s["reference_source"], "test"))[:2000])
+    ref_mols, _ = parse_smiles(list(reference(s["reference_source"], "test"))[:FIGURE_REFERENCE])
     ref = compute_properties(ref_mols, s["properties"])
     fig = Figure(figsize=(3.6 * len(s["properties"]), 3.2))
     axes = fig.subplots(1, len(s["properties"]), squeeze=False)[0]
@@ -144,11 +150,65 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     return ["properties.png"]
 
 
+
+def reference_set(source: str, part: str, first: int | None = None) -> str:
+    """The name of the reference molecules ``source`` gives for ``part`` here, with their count,
+    e.g. ``"qm9_small subset of the train split (3,000 molecules)"``."""
+    n = len(reference(source, part))
+    kind = "QM9 full" if resolve_source(source) == "qm9" else "qm9_small subset of the"
+    count = f"first {first:,} of {n:,} molecules" if first is not None and first < n else f"{n:,} molecules"
+    return f"{kind} {part} split ({count})"
+
+
+def _references(s: Mapping[str, Any]) -> dict[str, str]:
+    """Metric -> the reference molecules it was measured against (only those the settings use)."""
+    out = {"novelty_reference": reference_set(s["reference_source"], "train")} if s["novelty"] else {}
+    if s["fcd"]:
+        out["fcd_reference"] = reference_set(s["reference_source"], "test")
+    out["properties_png_reference"] = reference_set(s["reference_source"], "test", FIGURE_REFERENCE)
+    return out
+
+
+def _source(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference source asked for, the one used here, and whether ``auto`` fell back to the subset."""
+    used = resolve_source(s["reference_source"])
+    out = {"requested": s["reference_source"], "used": used,
+           "fallback": s["reference_source"] == "auto" and used == "small"}
+    if out["fallback"]:
+        out["why"] = "the full QM9 set is not installed (pip install 'molfuse[qm9]')"
+    return out
+
+
+def _provenance(ctx: EvalContext) -> dict:
+    """``provenance.json`` ``evaluation``: the settings that change the numbers, which reference
+    source was asked for and used, and each reference-dependent metric's reference molecules."""
+    s = ctx.settings
+    norm = next(iter(ctx.models.values())).normalisation
+    info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
+    return {"settings": info, "reference_source": _source(s), **_references(s)}
+
+
+_LABELS = {"novelty_reference": "novelty", "fcd_reference": "FCD", "properties_png_reference": "properties.png"}
+
+
+def _reference_caveat(s: Mapping[str, Any]) -> str:
+    """One line naming every reference; in bold, saying why, when ``auto`` fell back to the subset."""
+    src, refs = _source(s), _references(s)
+    named = "; ".join(f"{_LABELS[k]} against the {v}" for k, v in refs.items())
+    if not src["fallback"]:
+        return f"Reference molecules (`reference_source: {s['reference_source']}`): {named}."
+    why = (" Novelty against a few thousand training molecules reads higher than against the full train split."
+           if s["novelty"] else "")
+    return (f"**`reference_source: auto` fell back to the shipped qm9_small subset because {src['why']}: {named}."
+            f"{why} These numbers are not comparable with numbers measured on the full set.**")
+
+
 def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
     s = ctx.settings
     norm = next(iter(ctx.models.values())).normalisation
     info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
-    out = [f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
+    out = [_reference_caveat(s),
+           f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
            f"{info['hydrogens']}; validity: {info['validity']}; diversity: 1 − mean Tanimoto, Morgan r=2, 2048 bits."]
     if info["hydrogens"] == "implicit":
         out.append("Hydrogens are implicit: RDKit fills open valences, so validity is more lenient than the EDM "
@@ -162,7 +222,7 @@ NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqu
          "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses).")
 
 EVALUATOR = Evaluator(
-    evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure,
+    evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure, provenance=_provenance,
     metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "atom_stability",
                     "mol_stability", "diversity", "joint_hit", "fcd"),
     sample_columns=("smiles", "n_atoms", "fragments", "atom_stability", "mol_stable"),
