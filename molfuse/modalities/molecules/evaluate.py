@@ -8,6 +8,10 @@ property its mean, MAE and hit rate and the joint hit rate, FCD when asked. Writ
 ``samples/<method>.sdf`` (3-D), ``.smi`` and ``.png`` (a grid of valid molecules); across
 methods ``properties.png`` (each property's distribution against the reference molecules).
 
+Properties, their means and hit rates are those of the molecule the user receives: the
+largest fragment, whose SMILES is the ``smiles`` column and the ``.smi`` line (read back
+from that SMILES, so recomputing them from the ``.smi`` file gives the same numbers). A
+fragmented sample's loose atoms (an O, an N) add nothing; ``connected`` counts how many are.
 The reference molecules behind novelty, FCD and ``properties.png`` (full QM9 or the shipped
 subset) are named in ``provenance.json`` (``evaluation``) and in ``summary.md``; a fallback of
 ``reference_source: auto`` to the subset is said in bold.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,9 +35,11 @@ from .metrics import fcd, internal_diversity, molecule_table, settings, summary
 from .properties import compute_properties
 from .schema import parse_evaluation
 
-__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "reference_set", "built"]
+__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "reference_set", "built",
+           "received"]
 
 FIGURE_REFERENCE = 2000  # properties.png draws the first this many reference test molecules
+PROPERTIES_OF = "the largest fragment (the smiles column, the .smi line), read back from its SMILES"
 
 
 @lru_cache(maxsize=4)
@@ -63,15 +69,27 @@ def built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[s
     return _built(run, normalisation, settings_)
 
 
+def received(smiles: Sequence[str], valid: Sequence[bool]) -> list:
+    """RDKit molecules of what the user receives: each valid sample's largest fragment, read
+    back from its SMILES (None where invalid)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        return [Chem.MolFromSmiles(s) if v and s else None for s, v in zip(smiles, valid)]
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
 def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     s = ctx.settings
     norm = ctx.models[run.members[0]].normalisation
-    own, mols = _built(run, norm, s)
+    own, _ = _built(run, norm, s)
     table = run.table.copy()
     ok = table["valid"].to_numpy() & own["valid"].to_numpy()
     table["reason"] = np.where(table["valid"], own["reason"], table["reason"])
     table["valid"] = ok
-    props = compute_properties([m if v else None for m, v in zip(mols, ok)], s["properties"])
+    props = compute_properties(received(own["smiles"], ok), s["properties"])
     table = pd.concat([table, own.drop(columns=["valid", "reason"]), props], axis=1)
     summ = summary(table, reference(s["reference_source"], "train") if s["novelty"] else None)
     row = {**summ, "diversity": internal_diversity(table.loc[ok, "smiles"])}
@@ -133,8 +151,8 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     axes = fig.subplots(1, len(s["properties"]), squeeze=False)[0]
     tables = {}
     for name, run in runs.items():
-        table, mols = _built(run, ctx.models[run.members[0]].normalisation, s)
-        tables[name] = compute_properties([m if v else None for m, v in zip(mols, table["valid"])], s["properties"])
+        table, _ = _built(run, ctx.models[run.members[0]].normalisation, s)
+        tables[name] = compute_properties(received(table["smiles"], table["valid"]), s["properties"])
     for ax, prop in zip(axes, s["properties"]):
         data = ref[prop].dropna()
         bins = np.histogram_bin_edges(data, bins=20)
@@ -185,7 +203,7 @@ def _provenance(ctx: EvalContext) -> dict:
     s = ctx.settings
     norm = next(iter(ctx.models.values())).normalisation
     info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
-    return {"settings": info, "reference_source": _source(s), **_references(s)}
+    return {"settings": {**info, "properties_of": PROPERTIES_OF}, "reference_source": _source(s), **_references(s)}
 
 
 _LABELS = {"novelty_reference": "novelty", "fcd_reference": "FCD", "properties_png_reference": "properties.png"}
@@ -219,7 +237,8 @@ def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
 NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
          "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
          "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
-         "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses).")
+         "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
+         "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file.")
 
 EVALUATOR = Evaluator(
     evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure, provenance=_provenance,

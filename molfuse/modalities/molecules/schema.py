@@ -10,8 +10,9 @@
                                          # (qm9 needs molfuse[qm9]; auto = qm9 when installed, else small,
                                          #  and summary.md says so in bold)
       targets?: {rings: {value: 2, tolerance: 0}, logp: {value: 1.5, tolerance: 0.5}}
-                                         # property hit rates (RDKit properties, exact)
-      properties?: [logp, qed, rings, heteroatoms]   # computed per molecule and plotted
+                                         # property hit rates (RDKit properties, exact, of the
+                                         #  largest fragment: the molecule written to .smi)
+      properties?: [logp, qed, rings, heteroatoms]   # computed per molecule (largest fragment) and plotted
       fcd?: false                        # Fréchet ChemNet distance to the test split (needs molfuse[fcd])
 
 A setting this install cannot honour (``fcd: true`` without fcd_torch, ``reference_source: qm9``
