@@ -39,9 +39,23 @@ def normalisation_for(hydrogens: str) -> dict:
 
 def encode(types: np.ndarray, positions: np.ndarray, n_types: int,
            type_scale: float = TYPE_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded atoms -> model-space states (n, N, 3 + T) float32 (centred) and masks (n, N)."""
-    mask = torch.as_tensor(np.asarray(types) >= 0)
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.clip(types, 0, None), dtype=torch.long), n_types)
+    """Padded atoms -> model-space states (n, N, 3 + T) float32 (centred) and masks (n, N).
+
+    Args:
+        types: (n, N) indices into the alphabet of ``n_types`` atom types, -1 = padding.
+        positions: (n, N, 3) Å.
+
+    Raises:
+        ValueError: an atom type that is not -1 or a whole number in 0..n_types - 1 (named).
+    """
+    t = np.asarray(types, dtype=np.float64)
+    bad = ~(np.isfinite(t) & (t == np.round(t)) & (t >= -1) & (t < n_types))
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise ValueError(f"types: atom type {t[tuple(where)]:g} at {where} is not -1 (padding) or an index "
+                         f"0..{n_types - 1}")
+    mask = torch.as_tensor(t >= 0)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.clip(t, 0, None), dtype=torch.long), n_types)
     x = torch.cat([torch.as_tensor(positions, dtype=torch.float32), type_scale * onehot.float()], -1)
     return PointCloud(3).project(x, mask), mask
 

@@ -172,3 +172,13 @@ def test_installed_extras_are_accepted(monkeypatch, tmp_path):
 
     qm9._cache_path().write_bytes(b"")  # a cached parse of the full set is enough to read it
     assert qm9.full_available() and data.resolve_source("auto") == "qm9"
+
+
+@pytest.mark.parametrize("atom_type", [-2, 0.7, 4])
+def test_encode_refuses_atom_types_that_are_not_indices(atom_type):
+    types = np.array([[0, atom_type, -1]], dtype=float)
+    with pytest.raises(ValueError, match=rf"types: atom type {atom_type:g} at \[0, 1\] is not -1 \(padding\) or an "
+                                         r"index 0\.\.3"):
+        data.encode(types, np.zeros((1, 3, 3)), 4)
+    x, mask = data.encode(np.array([[0.0, 3.0, -1.0]]), np.zeros((1, 3, 3)), 4)  # whole-number floats are indices
+    assert mask.tolist() == [[True, True, False]] and x.shape == (1, 3, 7)
