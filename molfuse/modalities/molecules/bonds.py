@@ -8,19 +8,24 @@
   over-bonded atoms fail). Bonds come from ``method="edm"`` (the distance rule) or
   ``"rdkit"`` (``rdDetermineBonds.DetermineBonds``, explicit hydrogens, charge 0).
   Valid = the whole molecule sanitises; its SMILES is that of the largest fragment
-  (canonical, without stereo), as in the EDM protocol. A failure is a reason string,
-  never an exception.
+  (canonical, without stereo), as in the EDM protocol. A molecule that cannot be made (no
+  atoms, more than :data:`~.limits.MAX_INPUT_ATOMS`, an element RDKit does not know,
+  non-finite coordinates, RDKit's refusal) is a reason string, never an exception; an
+  argument of the wrong shape or kind (positions not (n, 3), an unknown method, margins out
+  of :data:`~.elements.MARGIN_RANGE`) is a ValueError naming the argument.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from functools import lru_cache
+from typing import Any, Sequence
 
 import numpy as np
 
-from .elements import DOUBLE, MARGINS, SINGLE, TRIPLE, VALENCE
+from .elements import DOUBLE, MARGINS, SINGLE, TRIPLE, VALENCE, check_margins
+from .limits import MAX_INPUT_ATOMS, too_many
 
-__all__ = ["bond_orders", "stability", "to_molecule", "MoleculeResult", "METHODS"]
+__all__ = ["bond_orders", "stability", "to_molecule", "MoleculeResult", "METHODS", "as_positions", "atoms_problem"]
 
 METHODS = ("edm", "rdkit")
 
@@ -40,16 +45,17 @@ def bond_orders(positions: np.ndarray, symbols: Sequence[str], margins: Sequence
     """(n, n) int bond orders (0-3) of one molecule from positions (n, 3) in Å (EDM rule).
 
     Raises:
-        ValueError: an unknown element or mismatched shapes.
+        ValueError: an element outside the table, mismatched shapes, more than
+            :data:`~.limits.MAX_INPUT_ATOMS` atoms, margins out of range.
     """
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.shape != (len(symbols), 3):
-        raise ValueError(f"positions {positions.shape} do not match {len(symbols)} atoms")
-    unknown = sorted(set(symbols) - set(VALENCE))
+    positions = as_positions(positions, len(symbols))
+    if too_many(len(symbols)):
+        raise ValueError(f"symbols: {too_many(len(symbols))}")
+    unknown = sorted(set(symbols) - set(VALENCE), key=str)
     if unknown:
         raise ValueError(f"unknown elements {unknown}; known: {sorted(VALENCE)}")
+    m1, m2, m3 = check_margins(margins)
     d = 100.0 * np.linalg.norm(positions[:, None] - positions[None], axis=-1)  # pm
-    m1, m2, m3 = margins
     order = (d < _table(symbols, SINGLE, m1)).astype(np.int64)
     order += (order > 0) & (d < _table(symbols, DOUBLE, m2))
     order += (order > 1) & (d < _table(symbols, TRIPLE, m3))
@@ -62,6 +68,42 @@ def stability(orders: np.ndarray, symbols: Sequence[str]) -> tuple[int, bool]:
     used = np.asarray(orders).sum(1)
     stable = np.array([used[i] == VALENCE[s] for i, s in enumerate(symbols)])
     return int(stable.sum()), bool(stable.all())
+
+
+def as_positions(positions: Any, n: int) -> np.ndarray:
+    """``positions`` as an (n, 3) float64 array in Å, or a ValueError naming the argument."""
+    try:
+        p = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"positions: expected an (n, 3) array of numbers in Å; got {type(positions).__name__} "
+                         f"{str(positions)[:80]}") from None
+    if p.shape != (n, 3):
+        raise ValueError(f"positions: expected shape ({n}, 3) (x, y, z in Å for each of the {n} symbols); "
+                         f"got {p.shape}")
+    return p
+
+
+@lru_cache(maxsize=1)
+def _elements() -> frozenset[str]:
+    """Element symbols RDKit knows (H to Og; not the dummy ``*``)."""
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    return frozenset(table.GetElementSymbol(z) for z in range(1, 119))
+
+
+def atoms_problem(symbols: Sequence[Any]) -> str:
+    """Why atoms cannot become a molecule before RDKit is asked ("" if they can): none, more than
+    :data:`~.limits.MAX_INPUT_ATOMS`, or a symbol that is not an element."""
+    if len(symbols) == 0:
+        return "no atoms"
+    if len(symbols) > MAX_INPUT_ATOMS:
+        return too_many(len(symbols))
+    known = _elements()
+    for i, s in enumerate(symbols):
+        if not isinstance(s, str) or s not in known:
+            return f"unknown element {s!r} (atom {i}); expected an element symbol such as C, N, O"
+    return ""
 
 
 class MoleculeResult:
@@ -86,21 +128,34 @@ def _orders_of(mol) -> np.ndarray:
 
 def to_molecule(symbols: Sequence[str], positions: np.ndarray, method: str = "edm",
                 margins: Sequence[float] = MARGINS) -> MoleculeResult:
-    """An RDKit molecule (with a 3-D conformer) from atoms, or the reason it is not one."""
+    """An RDKit molecule (with a 3-D conformer) from atoms, or the reason it is not one.
+
+    Args:
+        symbols: n element symbols (``"C"``, ``"Cl"``; the EDM rule knows H, C, N, O, F).
+        positions: (n, 3) Å.
+        method: ``"edm"`` (distance rule) or ``"rdkit"`` (DetermineBonds, explicit H only).
+        margins: pm added to the single / double / triple lengths (EDM rule).
+
+    Raises:
+        ValueError: positions not (n, 3) numbers, an unknown method, margins out of range.
+    """
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if len(symbols) == 0:
-        return MoleculeResult(None, "", "no atoms", 0, None)
+    positions = as_positions(positions, len(symbols))
+    margins = check_margins(margins)
+    problem = atoms_problem(symbols)
+    if problem:
+        return MoleculeResult(None, "", problem, 0, None)
     if not np.isfinite(positions).all():
         return MoleculeResult(None, "", "non-finite coordinates", 0, None)
     rw = Chem.RWMol()
     for s in symbols:
-        rw.AddAtom(Chem.Atom(s))
+        rw.AddAtom(Chem.Atom(str(s)))
     conf = Chem.Conformer(len(symbols))
-    for i, p in enumerate(np.asarray(positions, dtype=np.float64)):
+    for i, p in enumerate(positions):
         conf.SetAtomPosition(i, [float(c) for c in p])
     rw.AddConformer(conf, assignId=True)
     orders = None

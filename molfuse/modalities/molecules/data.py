@@ -20,9 +20,10 @@ from ... import plugins
 from ...spaces import PointCloud
 from .elements import HEAVY, WITH_H
 from .properties import PROPERTIES, compute_properties
-from .qm9 import QM9, load_qm9, load_small, split
+from .qm9 import QM9, full_available, load_qm9, load_small, split
 
-__all__ = ["encode", "decode", "qm9_data", "qm9_source", "DATA_KIND", "TYPE_SCALE", "normalisation_for", "population"]
+__all__ = ["encode", "decode", "qm9_data", "qm9_source", "resolve_source", "DATA_KIND", "TYPE_SCALE", "normalisation_for",
+           "population"]
 
 TYPE_SCALE = 0.25
 FIELDS = {"source": "auto", "split": "train", "hydrogens": "implicit", "n": None, "seed": 0, "properties": [],
@@ -38,33 +39,62 @@ def normalisation_for(hydrogens: str) -> dict:
 
 def encode(types: np.ndarray, positions: np.ndarray, n_types: int,
            type_scale: float = TYPE_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded atoms -> model-space states (n, N, 3 + T) float32 (centred) and masks (n, N)."""
-    mask = torch.as_tensor(np.asarray(types) >= 0)
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.clip(types, 0, None), dtype=torch.long), n_types)
+    """Padded atoms -> model-space states (n, N, 3 + T) float32 (centred) and masks (n, N).
+
+    Args:
+        types: (n, N) indices into the alphabet of ``n_types`` atom types, -1 = padding.
+        positions: (n, N, 3) Å.
+
+    Raises:
+        ValueError: an atom type that is not -1 or a whole number in 0..n_types - 1 (named).
+    """
+    t = np.asarray(types, dtype=np.float64)
+    bad = ~(np.isfinite(t) & (t == np.round(t)) & (t >= -1) & (t < n_types))
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise ValueError(f"types: atom type {t[tuple(where)]:g} at {where} is not -1 (padding) or an index "
+                         f"0..{n_types - 1}")
+    mask = torch.as_tensor(t >= 0)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(np.clip(t, 0, None), dtype=torch.long), n_types)
     x = torch.cat([torch.as_tensor(positions, dtype=torch.float32), type_scale * onehot.float()], -1)
     return PointCloud(3).project(x, mask), mask
 
 
 def decode(x: np.ndarray, mask: np.ndarray, normalisation: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Model-space states -> (types (n, N) indices into the alphabet, -1 padding; positions (n, N, 3) Å)."""
+    """Model-space states -> (types (n, N) indices into the alphabet, -1 padding; positions (n, N, 3) Å).
+
+    Args:
+        x: (n, N, 3 + T) states (T = the alphabet's size).
+        mask: (n, N) real atoms.
+
+    Raises:
+        ValueError: ``x`` or ``mask`` of the wrong shape (named).
+    """
     x, mask = np.asarray(x), np.asarray(mask, dtype=bool)
+    n_types = len(normalisation["alphabet"])
+    if x.ndim != 3 or x.shape[-1] != 3 + n_types:
+        raise ValueError(f"x: expected shape (n, N, 3 + {n_types}) (positions, then one channel per atom type of "
+                         f"{list(normalisation['alphabet'])}); got {x.shape}")
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"mask: expected shape {x.shape[:2]} (one flag per atom of x); got {mask.shape}")
     types = np.where(mask, np.argmax(x[..., 3:], axis=-1), -1)
     return types, x[..., :3]
 
 
-def qm9_source(name: str) -> dict[str, QM9]:
-    if name == "small" or (name == "auto" and not _qm9pack_installed()):
-        return load_small()
-    if name not in ("auto", "qm9"):
+def resolve_source(name: str) -> str:
+    """What ``source`` reads here: ``qm9`` (the full set) or ``small`` (the shipped subset);
+    ``auto`` is the full set when it can be read (:func:`~.qm9.full_available`), else the subset."""
+    if name not in ("auto", "qm9", "small"):
         raise ValueError(f"source must be auto, qm9 or small; got {name!r}")
+    return name if name != "auto" else ("qm9" if full_available() else "small")
+
+
+def qm9_source(name: str) -> dict[str, QM9]:
+    """The parts of ``source`` ``name``: ``{train, test}`` of the subset, ``{train, valid, test}`` of the full set."""
+    if resolve_source(name) == "small":
+        return load_small()
     full = load_qm9()
     return {k: full.take(v) for k, v in split(len(full)).items()}
-
-
-def _qm9pack_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("qm9pack") is not None
 
 
 def population(data: QM9, where: Mapping[str, Sequence[float]] | None, names: Sequence[str]) -> tuple[QM9, Any]:
@@ -108,8 +138,7 @@ def qm9_data(spec: dict) -> plugins.TrainingData:
     counts = {int(k): int(v) for k, v in zip(*np.unique(mask.sum(1).numpy(), return_counts=True))}
     cond = None if not spec["properties"] else torch.as_tensor(
         props.iloc[idx][list(spec["properties"])].to_numpy(np.float32).copy())
-    desc = {"kind": "qm9", "source": spec["source"] if spec["source"] != "auto" else
-            ("qm9" if _qm9pack_installed() else "small"), "split": spec["split"], "hydrogens": hydro, "n": n,
+    desc = {"kind": "qm9", "source": resolve_source(spec["source"]), "split": spec["split"], "hydrogens": hydro, "n": n,
             "population": dict(spec["where"] or {}), "population_size": len(data), "seed": int(spec["seed"]),
             "properties": list(spec["properties"]), "node_counts": counts,
             "qm9_index_sha256": hashlib.sha256(np.ascontiguousarray(chosen.index).tobytes()).hexdigest(),

@@ -7,6 +7,14 @@ novelty against the training SMILES, connectivity, stability, internal diversity
 property its mean, MAE and hit rate and the joint hit rate, FCD when asked. Writers:
 ``samples/<method>.sdf`` (3-D), ``.smi`` and ``.png`` (a grid of valid molecules); across
 methods ``properties.png`` (each property's distribution against the reference molecules).
+
+Properties, their means and hit rates are those of the molecule the user receives: the
+largest fragment, whose SMILES is the ``smiles`` column and the ``.smi`` line (read back
+from that SMILES, so recomputing them from the ``.smi`` file gives the same numbers). A
+fragmented sample's loose atoms (an O, an N) add nothing; ``connected`` counts how many are.
+The reference molecules behind novelty, FCD and ``properties.png`` (full QM9 or the shipped
+subset) are named in ``provenance.json`` (``evaluation``) and in ``summary.md``; a fallback of
+``reference_source: auto`` to the subset is said in bold.
 """
 
 from __future__ import annotations
@@ -14,20 +22,24 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ...base.io import atomic_write
 from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
-from .data import decode
+from .data import decode, resolve_source
 from .io import write_sdf, write_smiles
 from .metrics import fcd, internal_diversity, molecule_table, settings, summary
 from .properties import compute_properties
 from .schema import parse_evaluation
 
-__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "built"]
+__all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "reference_set", "built",
+           "received"]
+
+FIGURE_REFERENCE = 2000  # properties.png draws the first this many reference test molecules
+PROPERTIES_OF = "the largest fragment (the smiles column, the .smi line), read back from its SMILES"
 
 
 @lru_cache(maxsize=4)
@@ -57,15 +69,27 @@ def built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[s
     return _built(run, normalisation, settings_)
 
 
+def received(smiles: Sequence[str], valid: Sequence[bool]) -> list:
+    """RDKit molecules of what the user receives: each valid sample's largest fragment, read
+    back from its SMILES (None where invalid)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        return [Chem.MolFromSmiles(s) if v and s else None for s, v in zip(smiles, valid)]
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
 def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     s = ctx.settings
     norm = ctx.models[run.members[0]].normalisation
-    own, mols = _built(run, norm, s)
+    own, _ = _built(run, norm, s)
     table = run.table.copy()
     ok = table["valid"].to_numpy() & own["valid"].to_numpy()
     table["reason"] = np.where(table["valid"], own["reason"], table["reason"])
     table["valid"] = ok
-    props = compute_properties([m if v else None for m, v in zip(mols, ok)], s["properties"])
+    props = compute_properties(received(own["smiles"], ok), s["properties"])
     table = pd.concat([table, own.drop(columns=["valid", "reason"]), props], axis=1)
     summ = summary(table, reference(s["reference_source"], "train") if s["novelty"] else None)
     row = {**summ, "diversity": internal_diversity(table.loc[ok, "smiles"])}
@@ -121,14 +145,14 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     from .io import parse_smiles
 
     s = ctx.settings
-    ref_mols, _ = parse_smiles(list(reference(s["reference_source"], "test"))[:2000])
+    ref_mols, _ = parse_smiles(list(reference(s["reference_source"], "test"))[:FIGURE_REFERENCE])
     ref = compute_properties(ref_mols, s["properties"])
     fig = Figure(figsize=(3.6 * len(s["properties"]), 3.2))
     axes = fig.subplots(1, len(s["properties"]), squeeze=False)[0]
     tables = {}
     for name, run in runs.items():
-        table, mols = _built(run, ctx.models[run.members[0]].normalisation, s)
-        tables[name] = compute_properties([m if v else None for m, v in zip(mols, table["valid"])], s["properties"])
+        table, _ = _built(run, ctx.models[run.members[0]].normalisation, s)
+        tables[name] = compute_properties(received(table["smiles"], table["valid"]), s["properties"])
     for ax, prop in zip(axes, s["properties"]):
         data = ref[prop].dropna()
         bins = np.histogram_bin_edges(data, bins=20)
@@ -144,11 +168,65 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     return ["properties.png"]
 
 
+
+def reference_set(source: str, part: str, first: int | None = None) -> str:
+    """The name of the reference molecules ``source`` gives for ``part`` here, with their count,
+    e.g. ``"qm9_small subset of the train split (3,000 molecules)"``."""
+    n = len(reference(source, part))
+    kind = "QM9 full" if resolve_source(source) == "qm9" else "qm9_small subset of the"
+    count = f"first {first:,} of {n:,} molecules" if first is not None and first < n else f"{n:,} molecules"
+    return f"{kind} {part} split ({count})"
+
+
+def _references(s: Mapping[str, Any]) -> dict[str, str]:
+    """Metric -> the reference molecules it was measured against (only those the settings use)."""
+    out = {"novelty_reference": reference_set(s["reference_source"], "train")} if s["novelty"] else {}
+    if s["fcd"]:
+        out["fcd_reference"] = reference_set(s["reference_source"], "test")
+    out["properties_png_reference"] = reference_set(s["reference_source"], "test", FIGURE_REFERENCE)
+    return out
+
+
+def _source(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference source asked for, the one used here, and whether ``auto`` fell back to the subset."""
+    used = resolve_source(s["reference_source"])
+    out = {"requested": s["reference_source"], "used": used,
+           "fallback": s["reference_source"] == "auto" and used == "small"}
+    if out["fallback"]:
+        out["why"] = "the full QM9 set is not installed (pip install 'molfuse[qm9]')"
+    return out
+
+
+def _provenance(ctx: EvalContext) -> dict:
+    """``provenance.json`` ``evaluation``: the settings that change the numbers, which reference
+    source was asked for and used, and each reference-dependent metric's reference molecules."""
+    s = ctx.settings
+    norm = next(iter(ctx.models.values())).normalisation
+    info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
+    return {"settings": {**info, "properties_of": PROPERTIES_OF}, "reference_source": _source(s), **_references(s)}
+
+
+_LABELS = {"novelty_reference": "novelty", "fcd_reference": "FCD", "properties_png_reference": "properties.png"}
+
+
+def _reference_caveat(s: Mapping[str, Any]) -> str:
+    """One line naming every reference; in bold, saying why, when ``auto`` fell back to the subset."""
+    src, refs = _source(s), _references(s)
+    named = "; ".join(f"{_LABELS[k]} against the {v}" for k, v in refs.items())
+    if not src["fallback"]:
+        return f"Reference molecules (`reference_source: {s['reference_source']}`): {named}."
+    why = (" Novelty against a few thousand training molecules reads higher than against the full train split."
+           if s["novelty"] else "")
+    return (f"**`reference_source: auto` fell back to the shipped qm9_small subset because {src['why']}: {named}."
+            f"{why} These numbers are not comparable with numbers measured on the full set.**")
+
+
 def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
     s = ctx.settings
     norm = next(iter(ctx.models.values())).normalisation
     info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
-    out = [f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
+    out = [_reference_caveat(s),
+           f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
            f"{info['hydrogens']}; validity: {info['validity']}; diversity: 1 − mean Tanimoto, Morgan r=2, 2048 bits."]
     if info["hydrogens"] == "implicit":
         out.append("Hydrogens are implicit: RDKit fills open valences, so validity is more lenient than the EDM "
@@ -159,10 +237,11 @@ def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
 NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
          "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
          "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
-         "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses).")
+         "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
+         "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file.")
 
 EVALUATOR = Evaluator(
-    evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure,
+    evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure, provenance=_provenance,
     metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "atom_stability",
                     "mol_stability", "diversity", "joint_hit", "fcd"),
     sample_columns=("smiles", "n_atoms", "fragments", "atom_stability", "mol_stable"),

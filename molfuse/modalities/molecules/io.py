@@ -1,8 +1,10 @@
 """Molecules in and out through RDKit: SDF (3-D) and SMILES. One bad item is one row with a reason.
 
 Readers return ``(mols, table)``: the RDKit molecules (None where unreadable) and a DataFrame
-with one row per record (``index, valid, reason, smiles, n_heavy``); a missing or unreadable
-file is one row with the reason. Writers write atomically.
+with one row per record (``index, valid, reason, smiles, n_heavy``); a missing, unreadable or
+empty file (no records, or only comments) is one row whose reason names the file. A SMILES or
+SDF record of more than :data:`~.limits.MAX_INPUT_ATOMS` atoms (counted on the text) is a row
+with that reason and never reaches RDKit. Writers write atomically.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ...base.io import atomic_write, write_text
+from .limits import sdf_atoms, smiles_atoms, too_many
 
 __all__ = ["read_sdf", "read_smiles", "parse_smiles", "write_sdf", "write_smiles"]
 
@@ -64,6 +67,11 @@ def read_sdf(path: str | Path, remove_hs: bool = False) -> tuple[list, pd.DataFr
     RDLogger.DisableLog("rdApp.*")
     try:
         for i, block in enumerate(_records(path.read_text(errors="replace"))):
+            reason = too_many(sdf_atoms(block) or 0, "SDF record")
+            if reason:
+                mols.append(None)
+                rows.append(_row(i, None, reason))
+                continue
             mol, reason = Chem.MolFromMolBlock(block, sanitize=False, removeHs=remove_hs), "unparsable record"
             if mol is not None and mol.GetNumAtoms() == 0:
                 mol, reason = None, "empty record"
@@ -84,18 +92,23 @@ def read_sdf(path: str | Path, remove_hs: bool = False) -> tuple[list, pd.DataFr
 
 def read_smiles(path: str | Path) -> tuple[list, pd.DataFrame]:
     """SMILES from a file (one per line, first whitespace-separated field; ``#`` comments and
-    blank lines skipped); an unparsable one is a row with the reason."""
+    blank lines skipped); an unparsable one is a row with the reason, a file without any SMILES
+    one row saying so."""
     path = Path(path)
     problem = _file_problem(path)
+    lines = [] if problem else [ln.split()[0] for ln in path.read_text(errors="replace").splitlines()
+                                if ln.strip() and not ln.lstrip().startswith("#")]
+    if not problem and not lines:
+        problem = f"{path}: no SMILES lines (only comments and blank lines)"
     if problem:
         return [None], pd.DataFrame([{"index": 0, "valid": False, "reason": problem, "smiles": "", "n_heavy": 0}])
-    lines = [ln.split()[0] for ln in path.read_text(errors="replace").splitlines()
-             if ln.strip() and not ln.startswith("#")]
     return parse_smiles(lines)
 
 
 def parse_smiles(strings: Sequence[str]) -> tuple[list, pd.DataFrame]:
-    """RDKit molecules from SMILES strings; an unparsable one is None and a row with the reason."""
+    """RDKit molecules from SMILES strings; an unparsable one, or one of more than
+    :data:`~.limits.MAX_INPUT_ATOMS` atoms (counted on the text, before RDKit), is None and a
+    row with the reason."""
     from rdkit import Chem, RDLogger
 
     mols, rows = [], []
@@ -106,9 +119,10 @@ def parse_smiles(strings: Sequence[str]) -> tuple[list, pd.DataFrame]:
                 mols.append(None)
                 rows.append(_row(i, None, "invalid molecule (written as *)"))
                 continue
-            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi else None
+            big = too_many(smiles_atoms(smi), "SMILES") if isinstance(smi, str) else ""
+            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi and not big else None
             mols.append(mol)
-            rows.append(_row(i, mol, f"unparsable SMILES {smi!r}"))
+            rows.append(_row(i, mol, big or f"unparsable SMILES {str(smi)[:80]!r}"))
     finally:
         RDLogger.EnableLog("rdApp.*")
     return mols, pd.DataFrame(rows, columns=["index", "valid", "reason", "smiles", "n_heavy"])

@@ -40,8 +40,10 @@ def property_of(mol: Any, name: str) -> float:
         raise ValueError(f"unknown property {name!r}; known: {', '.join(PROPERTIES)}") from None
 
 
-def compute_properties(mols: Iterable[Any], names: Sequence[str] = PROPERTIES) -> pd.DataFrame:
-    """One row per molecule, one column per property (NaN where the molecule is None)."""
+def compute_properties(mols: Iterable[Any], names: Sequence[str] | str = PROPERTIES) -> pd.DataFrame:
+    """One row per molecule, one column per property (NaN where the molecule is None); ``names``
+    is a list of :data:`PROPERTIES` or one name (``"rings"`` is ``["rings"]``)."""
+    names = [names] if isinstance(names, str) else list(names)
     funcs = _funcs()
     unknown = [n for n in names if n not in funcs]
     if unknown:

@@ -29,7 +29,8 @@ from ...base.io import atomic_write, write_text
 from ...base.provenance import REPO_ROOT, VERSION, now
 from .elements import WITH_H
 
-__all__ = ["QM9", "load_qm9", "load_small", "split", "PROPERTIES", "SMALL_PATH", "SPLIT_SEED", "SPLIT_SIZES"]
+__all__ = ["QM9", "load_qm9", "load_small", "split", "full_available", "PROPERTIES", "SMALL_PATH", "SPLIT_SEED",
+           "SPLIT_SIZES", "QM9_HINT"]
 
 # name -> (qm9pack column, unit); the 12 standard QM9 targets used in the literature
 PROPERTIES = {"mu": ("Dipole_debye", "D"), "alpha": ("Polarizability_bohr3", "Bohr^3"),
@@ -41,6 +42,8 @@ SMALL_PATH = REPO_ROOT / "data" / "molecules" / "qm9_small.npz"
 SPLIT_SEED = 0
 SPLIT_SIZES = {"valid": 13083, "test": 13083}  # the rest (104,665) is train
 MAX_ATOMS = 29
+QM9_HINT = ("the full QM9 set needs the qm9pack wheel (104 MB, read offline, never downloaded at run time): "
+            "pip install 'molfuse[qm9]'")
 _NUM = re.compile(r"-?\d+(?:\.\d*)?(?:(?:[eE]|\*\^)[-+]?\d+)?")
 
 
@@ -82,11 +85,16 @@ class QM9:
         return self.properties[:, list(PROPERTIES).index(name)]
 
 
+def full_available() -> bool:
+    """Whether the full QM9 set can be read here: the qm9pack wheel is installed, or its parse is
+    already cached (:func:`load_qm9`)."""
+    return importlib.util.find_spec("qm9pack") is not None or _cache_path().is_file()
+
+
 def _csv_files() -> list[Path]:
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("QM9 needs the qm9pack wheel: pip install qm9pack (104 MB; read offline, never "
-                                f"downloaded at run time); the tests use the shipped subset {SMALL_PATH}")
+        raise FileNotFoundError(f"{QM9_HINT}; the tests use the shipped subset {SMALL_PATH}")
     folder = Path(spec.submodule_search_locations[0]) / "data"
     return [folder / f"qm9_part{i}.csv" for i in (1, 2, 3)]
 

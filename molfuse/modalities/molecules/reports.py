@@ -12,10 +12,11 @@ from ...base.checks import as_choice, as_int
 from ...base.io import atomic_write
 from ...base.tables import markdown_table
 from ...plugins import Report
-from .data import qm9_source
+from .data import qm9_source, resolve_source
 from .elements import HEAVY, MARGINS, WITH_H
-from .evaluate import reference
+from .evaluate import reference, reference_set
 from .metrics import fcd, internal_diversity, molecule_table, summary
+from .schema import check_reference_source
 
 __all__ = ["REFERENCE", "EDM_ROWS", "reference_metrics", "fcd_floor"]
 
@@ -31,6 +32,7 @@ def _check(o: dict, path: str) -> dict:
     o["n"] = as_int(o["n"], f"{path}.n", 1)
     o["hydrogens"] = as_choice(o["hydrogens"], f"{path}.hydrogens", ("implicit", "explicit"))
     o["source"] = as_choice(o["source"], f"{path}.source", ("auto", "qm9", "small"))
+    check_reference_source(o["source"], f"{path}.source")
     return o
 
 
@@ -44,7 +46,8 @@ def reference_metrics(n: int = 1000, hydrogens: str = "implicit", source: str = 
     table, _ = molecule_table(types, pos, HEAVY if hydrogens == "implicit" else WITH_H, "edm", MARGINS)
     row = summary(table, reference(source, "train"))
     row["diversity"] = internal_diversity(table.loc[table["valid"], "smiles"])
-    return {"method": f"real QM9 test ({len(data)}, {hydrogens} H)", "n": len(data), **row}
+    name = "QM9" if resolve_source(source) == "qm9" else "qm9_small"
+    return {"method": f"real {name} test ({len(data)}, {hydrogens} H)", "n": len(data), **row}
 
 
 def fcd_floor(n: int, source: str, seed: int = 0) -> float:
@@ -67,12 +70,21 @@ def _write(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str
     atomic_write(Path(folder) / "reference.csv", lambda fh: rows.to_csv(fh, index=False, float_format="%.6g"),
                  text=True)
     text = ["## Against real molecules", "", markdown_table(rows), "",
+            _source_line(o["source"], int(real["n"])), "",
             "The real row scores held-out QM9 test molecules from their 3-D coordinates with the same bond rule. "
             "The EDM rows are the paper's (explicit hydrogens, 10,000 samples): with implicit hydrogens RDKit "
             "fills open valences, so validity is more lenient and stability is not defined."
             + (" FCD (to the test split, valid molecules only): the real row's is the floor, as many real "
                "training molecules against the same test split." if "fcd" in metrics else ""), ""]
     return "\n".join(text), []
+
+
+def _source_line(source: str, n: int) -> str:
+    """Which molecules the real row is (and its novelty is measured against); bold for a fallback."""
+    line = (f"Real row (`source: {source}`): {n:,} molecules drawn from the {reference_set(source, 'test')}, "
+            f"novelty against the {reference_set(source, 'train')}.")
+    return f"**{line} The full QM9 set is not installed (pip install 'molfuse[qm9]').**" \
+        if source == "auto" and resolve_source(source) == "small" else line
 
 
 REFERENCE = Report(_write, {"n": 1000, "hydrogens": "implicit", "source": "auto"}, _check)

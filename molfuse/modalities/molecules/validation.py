@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .elements import HEAVY, MARGINS, WITH_H
+from .limits import smiles_atoms, too_many
 from .metrics import molecule_table, summary
 from .qm9 import QM9
 
@@ -21,9 +22,12 @@ __all__ = ["bond_inference_table", "canonical"]
 
 
 def canonical(smiles: str) -> str:
-    """Canonical SMILES without stereo ("" if unparsable)."""
+    """Canonical SMILES without stereo ("" if unparsable or above :data:`~.limits.MAX_INPUT_ATOMS`
+    atoms, counted before RDKit sees it)."""
     from rdkit import Chem
 
+    if not isinstance(smiles, str) or too_many(smiles_atoms(smiles)):
+        return ""
     mol = Chem.MolFromSmiles(smiles)
     return Chem.MolToSmiles(mol, isomericSmiles=False) if mol is not None else ""
 
