@@ -37,19 +37,26 @@ def ito_increment(x: Tensor, dx: Tensor, scores: Tensor, dtau: float, dlog_alpha
     Args:
         x: pre-step point (batch, ...).
         dx: step taken (batch, ...).
-        scores: (batch, ...) for one model or (batch, K, ...) for K models.
+        scores: (batch, ...) for one model, or (batch, K, ...) stacked for K >= 1 models.
         dtau: reverse-time step ``Δτ > 0``; ``dlog_alpha``, ``g2`` at the pre-step time t.
         dof: degrees of freedom D, an int or (batch,) per sample (default: coordinates per
             sample; ``3(n-1)`` for n centred 3-D nodes, MATH §6). Padding entries of ``x``,
             ``dx`` and the scores are zero (projected), so the sums run over real entries.
 
     Returns:
-        (batch,) or (batch, K) float64 increments in nats.
+        (batch,) float64 increments in nats for scores shaped like ``x``; (batch, K) for stacked
+        scores, whatever K (one member included).
+
+    Raises:
+        SamplerError: the scores are shaped neither like ``x`` nor (batch, K, ...) around it.
     """
     b = x.shape[0]
     xf, dxf = _flat64(x), _flat64(dx)
     d = xf.shape[1] if dof is None else dof
-    single = scores.numel() == xf.numel()
+    single = scores.shape == x.shape
+    if not single and (scores.dim() != x.dim() + 1 or scores.shape[0] != b or scores.shape[2:] != x.shape[1:]):
+        raise SamplerError(f"ito_increment: scores of shape {tuple(scores.shape)} for states {tuple(x.shape)}; "
+                           "expected the states' shape (one model) or (batch, K, ...) (K models)")
     s = scores.reshape(b, -1, xf.shape[1]).to(torch.float64)  # (B, K, D)
     move = (dxf + dtau * dlog_alpha * xf)[:, None, :]
     if isinstance(d, Tensor):

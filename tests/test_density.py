@@ -3,6 +3,7 @@ import torch
 
 import molfuse as mf
 from molfuse.density import ito_increment, score_and_divergence
+from molfuse.errors import SamplerError
 from molfuse.evaluation import exactness
 
 
@@ -39,6 +40,17 @@ def test_ito_increment_single_and_stacked_agree(gen):
     xf, dxf, sf = x[0].flatten().double(), dx[0].flatten().double(), s1[0].flatten().double()
     hand = 6 * 0.01 * -1.0 - 0.01 * 0.5 * 2.0 * sf @ sf + (dxf + 0.01 * -1.0 * xf) @ sf
     assert torch.isclose(both[0, 0], hand)
+
+
+def test_ito_increment_keeps_the_member_axis_for_one_member(gen):
+    """Stacked scores (batch, K, ...) give (batch, K) for every K, one member included; unstacked
+    (batch, ...) give (batch,). The shape decides, not the number of entries."""
+    x, dx, s = torch.randn(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen)
+    one = ito_increment(x, dx, s[:, None], 0.01, -1.0, 2.0)
+    assert one.shape == (6, 1)
+    assert torch.equal(one[:, 0], ito_increment(x, dx, s, 0.01, -1.0, 2.0))
+    with pytest.raises(SamplerError, match=r"scores of shape \(6, 3, 2\) for states \(6, 2, 3\)"):
+        ito_increment(x, dx, s.transpose(1, 2), 0.01, -1.0, 2.0)
 
 
 def test_log_likelihood_power_grid_is_exact_with_fewer_steps(sched, gen):
