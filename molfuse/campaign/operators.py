@@ -40,8 +40,12 @@ def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
         o["bias"] = as_floats(o["bias"], f"{path}.bias", k)
     if o["weights"] is not None:
         o["weights"] = as_simplex(o["weights"], f"{path}.weights", k, positive=True)
-    o["ito_correction"] = o["mode"] == "and" if o["ito_correction"] is None else \
+    if o["ito_correction"] is not None:
         as_bool(o["ito_correction"], f"{path}.ito_correction")
+    try:  # the Python API's rule: left out means the exact estimator (corrected for AND)
+        o["ito_correction"] = fusion.superposition.ito_correction_for(o["mode"], o["ito_correction"])
+    except ValueError as e:
+        fail(f"{path}.ito_correction", str(e))
     return o
 
 
