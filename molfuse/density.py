@@ -17,7 +17,8 @@ from .errors import SamplerError
 from .schedules import Schedule
 from .spaces import Space, resolve_space
 
-__all__ = ["ito_increment", "score_and_divergence", "prior_log_prob", "log_likelihood", "DIVERGENCES"]
+__all__ = ["ito_increment", "score_and_divergence", "prior_log_prob", "end_log_prob", "log_likelihood",
+           "DIVERGENCES"]
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -120,6 +121,13 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
     ``log p_0(x0) = log p_1(x_1) + ∫ (D dlogα − ½ g² ∇·s) dt``. With ``"hutchinson"`` one
     Rademacher probe per sample is held fixed along the path (an unbiased estimate).
 
+    The end term ``log p_1(x_1)`` is the model's own when it knows it: a model with a
+    ``log_prob(x, t)`` method (``log_prob(x, t, mask)`` for point clouds; exact ``log q_t`` in
+    nats, (batch,), as :class:`~molfuse.models.GaussianMixture` has) supplies it at t = 1
+    (:func:`end_log_prob`). Any other model ends on the reference ``N(0, v I)``
+    (:func:`prior_log_prob`), which is off by ``log N(x_1; 0, v I) − log q_1(x_1)`` whatever
+    the step count (about 1e-2 nats per cloud of 3-8 nodes with VP 0.1 → 20).
+
     Args:
         x0: data (batch, ...), in the model's data space (no dequantisation here).
         steps: RK4 steps on a uniform grid of [t_start, 1].
@@ -159,4 +167,24 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         k4, l4 = rhs(x + h * k3, tn)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         acc = acc + h / 6 * (l1 + 2 * l2 + 2 * l3 + l4)
-    return prior_log_prob(x, schedule, d) + acc
+    return end_log_prob(model, x, schedule, d, mask) + acc
+
+
+def end_log_prob(model: Any, x: Tensor, schedule: Schedule, dof: Tensor | int | None = None,
+                 mask: Tensor | None = None) -> Tensor:
+    """``log q_1(x)`` in nats, (batch,) float64: the model's own ``log_prob(x, 1.0[, mask])`` when it
+    has one (exact for analytic models), else the reference ``N(0, v I)`` on ``dof`` dimensions.
+
+    Raises:
+        SamplerError: the model's ``log_prob`` returns another shape or a non-finite value.
+    """
+    own = getattr(model, "log_prob", None)
+    if not callable(own):
+        return prior_log_prob(x, schedule, dof)
+    lp = own(x, 1.0) if mask is None else own(x, 1.0, mask)
+    lp = torch.as_tensor(lp).to(device=x.device, dtype=torch.float64)
+    if lp.shape != (x.shape[0],) or not bool(torch.isfinite(lp).all()):
+        name = getattr(model, "name", None) or type(model).__name__
+        raise SamplerError(f"{name}.log_prob(x, 1.0) must give (batch,) = ({x.shape[0]},) finite nats; got shape "
+                           f"{tuple(lp.shape)}" + ("" if lp.shape != (x.shape[0],) else " with NaN / inf"))
+    return lp

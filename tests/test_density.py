@@ -53,6 +53,31 @@ def test_ito_increment_keeps_the_member_axis_for_one_member(gen):
         ito_increment(x, dx, s.transpose(1, 2), 0.01, -1.0, 2.0)
 
 
+def test_log_likelihood_ends_on_the_models_own_log_q1():
+    """A model that knows its ``log q_1`` (``log_prob``) supplies the end term. On centred clouds of 3,
+    5 and 8 nodes the ODE likelihood is then within 1e-4 nats of the exact density (measured: max
+    4e-5 at 30 steps); ending on N(0, I), as the same model behind ``bind`` (which hides
+    ``log_prob``) does, leaves 1e-2 that no step count removes (seed 0: mean 8e-3, max 1.5e-2)."""
+    from molfuse.evaluation import exactness_clouds as ec
+
+    a, _ = ec.cloud_members()
+    x0, mask = a.sample(12, torch.Generator().manual_seed(0), sizes=ec.size_masks(12, ec.SIZES, a.max_nodes).sum(1))
+    exact = a.log_prob(x0, 1e-5, mask)
+    own = mf.log_likelihood(a, x0, a.schedule, steps=30, t_start=1e-5, mask=mask) - exact
+    prior = mf.log_likelihood(mf.bind(a, None), x0, a.schedule, steps=30, t_start=1e-5, mask=mask) - exact
+    assert own.abs().max() < 1e-4 and prior.abs().mean() > 3e-3, (own, prior)
+
+
+def test_a_log_prob_of_the_wrong_shape_is_named(sched):
+    class Flat(mf.GaussianMixture):
+        def log_prob(self, x, t=0.0):
+            return super().log_prob(x, t)[:1]
+
+    m = Flat([[0.0]], [1.0], schedule=sched, name="flat")
+    with pytest.raises(SamplerError, match=r"flat\.log_prob\(x, 1\.0\) must give \(batch,\) = \(3,\) finite nats; got shape \(1,\)"):
+        mf.log_likelihood(m, torch.zeros(3, 1, dtype=torch.float64), sched, steps=2)
+
+
 def test_log_likelihood_power_grid_is_exact_with_fewer_steps(sched, gen):
     # a narrow component (std 0.05): its score changes fastest near t = 0, where rho > 1 crowds the steps
     gm = mf.GaussianMixture([[0.0, 0.0], [1.0, -1.0]], [0.0025, 0.0025], schedule=sched)
