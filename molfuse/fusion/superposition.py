@@ -13,13 +13,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..convert import model_name
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, reverse_step, step_noise, time_grid
-from ..models import names
+from ..sampling import check_sampler_args, check_state, reverse_step, step_noise, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
-from ._common import check_members, member_fns, stack_scores
+from ._common import check_members, member_fns, member_probe, stack_scores
 from .weights import LogWeights
 
 __all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "and_ito_correction", "ito_correction_for",
@@ -244,7 +244,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         corr = None
         if mode == "and" and ito_correction:
-            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask, names(models))
+            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask, [model_name(m) for m in models])
         else:
             s = stack_scores(fns, x, t, cond, mask)  # (n, K, ...)
         noise = step_noise(space, x.shape, mask, g2, dtau, generator, device, dtype)
@@ -263,6 +263,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             log_q = log_q + (dof * dtau * dla)[:, None] + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
-        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)  # no float drift off the subspace
+        x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
+        x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
     return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end,
                                mask=mask)
