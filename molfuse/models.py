@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .errors import ConventionError
 from .schedules import Schedule, VPSchedule
-from .spaces import PointCloud
+from .spaces import EUCLIDEAN, PointCloud
 
 __all__ = ["ScoreModel", "GaussianMixture", "CentredGaussianMixture", "Bound", "bind"]
 
@@ -45,6 +45,7 @@ class GaussianMixture:
     """
 
     prediction = "score"
+    space = EUCLIDEAN  # plain vectors: no node mask (MATH §6)
 
     def __init__(self, means, covs, weights=None, schedule: Schedule | None = None, name: str | None = None):
         self.means = torch.as_tensor(means, dtype=torch.float64)
