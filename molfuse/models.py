@@ -25,7 +25,10 @@ class ScoreModel(Protocol):
     """Anything callable as ``model(x, t, cond=None) -> Tensor`` (same shape as ``x``).
 
     Optional attributes: ``prediction`` (``"score"``, ``"eps"``, ``"x0"``, ``"v"``; default
-    ``"score"``) and ``schedule`` (the convention it was trained in, MATH §1).
+    ``"score"``), ``schedule`` (the convention it was trained in, MATH §1) and ``space`` (the
+    state space, MATH §6). A model that knows its exact ``log q_t`` offers
+    ``log_prob(x, t)`` (``log_prob(x, t, mask)`` on point clouds; (batch,) nats), which
+    :func:`~molfuse.density.log_likelihood` uses as its end term at t = 1.
     """
 
     def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor: ...
