@@ -45,7 +45,7 @@ def test_ito_increment_single_and_stacked_agree(gen):
 def test_ito_increment_keeps_the_member_axis_for_one_member(gen):
     """Stacked scores (batch, K, ...) give (batch, K) for every K, one member included; unstacked
     (batch, ...) give (batch,). The shape decides, not the number of entries."""
-    x, dx, s = torch.randn(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen), torch.randn(6, 2, 3, generator=gen)
+    x, dx, s = (torch.randn(6, 2, 3, generator=gen) for _ in range(3))
     one = ito_increment(x, dx, s[:, None], 0.01, -1.0, 2.0)
     assert one.shape == (6, 1)
     assert torch.equal(one[:, 0], ito_increment(x, dx, s, 0.01, -1.0, 2.0))
@@ -74,7 +74,8 @@ def test_a_log_prob_of_the_wrong_shape_is_named(sched):
             return super().log_prob(x, t)[:1]
 
     m = Flat([[0.0]], [1.0], schedule=sched, name="flat")
-    with pytest.raises(SamplerError, match=r"flat\.log_prob\(x, 1\.0\) must give \(batch,\) = \(3,\) finite nats; got shape \(1,\)"):
+    with pytest.raises(SamplerError, match=r"flat\.log_prob\(x, 1\.0\) must give \(batch,\) = \(3,\) finite nats; "
+                                           r"got shape \(1,\)"):
         mf.log_likelihood(m, torch.zeros(3, 1, dtype=torch.float64), sched, steps=2)
 
 

@@ -218,7 +218,8 @@ def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -
                 continue
             x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
             if r.mask is not None:
-                mask = torch.ones(n, shape[0], dtype=torch.bool) if mask is None else mask  # failed rows: as a failed chunk
+                if mask is None:  # a failed member's rows keep all nodes, as a failed chunk's do
+                    mask = torch.ones(n, shape[0], dtype=torch.bool)
                 mask[idx] = r.mask.cpu()
         return Draw(x, mask=mask, ito=ito, chosen=chosen, reason=reason)
 
