@@ -84,6 +84,7 @@ def overheads(net, args, out: dict) -> None:
 
     def sup(mode, seed):
         return lambda: fusion.superpose([net, net], sched, shape, mode=mode, steps=args.steps, mask=mask,
+                                        ito_correction=False if mode == "and" else None,
                                         generator=torch.Generator().manual_seed(seed))
 
     def tracked(seed):

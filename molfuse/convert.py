@@ -19,7 +19,7 @@ from .errors import ConventionError
 from .schedules import Schedule
 from .spaces import Space, resolve_space
 
-__all__ = ["PREDICTIONS", "to_score", "prediction_of", "resolve_schedule", "ScoreFn", "score_fn"]
+__all__ = ["PREDICTIONS", "to_score", "prediction_of", "resolve_schedule", "ScoreFn", "score_fn", "model_name"]
 
 PREDICTIONS = ("score", "eps", "x0", "v")
 ScoreFn = Callable[..., Tensor]  # fn(x, t, cond=None, mask=None) -> score
@@ -58,7 +58,7 @@ def prediction_of(model: Any) -> str:
     """The model's declared prediction type (``"score"`` when it declares none)."""
     pred = getattr(model, "prediction", "score")
     if pred not in PREDICTIONS:
-        raise ConventionError(f"{_name(model)} declares prediction={pred!r}; expected one of {PREDICTIONS}")
+        raise ConventionError(f"{model_name(model)} declares prediction={pred!r}; expected one of {PREDICTIONS}")
     return pred
 
 
@@ -74,12 +74,12 @@ def resolve_schedule(models: Sequence[Any], schedule: Schedule | None = None) ->
         if s is None:
             continue
         if not isinstance(s, Schedule):
-            raise ConventionError(f"{_name(m)}.schedule is {type(s).__name__}, not a molfuse Schedule")
+            raise ConventionError(f"{model_name(m)}.schedule is {type(s).__name__}, not a molfuse Schedule")
         if schedule is None:
             schedule = s
         elif s != schedule:
             raise ConventionError(
-                f"schedule mismatch: {_name(m)} was trained with {s!r} but {schedule!r} is in use; "
+                f"schedule mismatch: {model_name(m)} was trained with {s!r} but {schedule!r} is in use; "
                 "convert the model to one convention or use its own schedule (MATH §1)"
             )
     if schedule is None and any(prediction_of(m) != "score" for m, _ in declared):
@@ -99,7 +99,7 @@ def score_fn(model: Any, schedule: Schedule | None, space: Space | None = None) 
     pred = prediction_of(model)
     schedule = resolve_schedule([model], schedule)
     space = resolve_space([model], space)
-    name = _name(model)
+    name = model_name(model)
 
     def fn(x: Tensor, t: Tensor | float, cond: Any = None, mask: Tensor | None = None) -> Tensor:
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
@@ -126,5 +126,6 @@ def _when(t: Tensor) -> str:
     return f"t={lo:.4g}" if lo == hi else f"t in [{lo:.4g}, {hi:.4g}]"
 
 
-def _name(model: Any) -> str:
+def model_name(model: Any) -> str:
+    """How errors name a model: its ``name``, else its class name."""
     return getattr(model, "name", None) or type(model).__name__

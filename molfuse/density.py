@@ -17,7 +17,8 @@ from .errors import SamplerError
 from .schedules import Schedule
 from .spaces import Space, resolve_space
 
-__all__ = ["ito_increment", "score_and_divergence", "prior_log_prob", "log_likelihood", "DIVERGENCES"]
+__all__ = ["ito_increment", "score_and_divergence", "prior_log_prob", "end_log_prob", "log_likelihood",
+           "DIVERGENCES"]
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -37,19 +38,26 @@ def ito_increment(x: Tensor, dx: Tensor, scores: Tensor, dtau: float, dlog_alpha
     Args:
         x: pre-step point (batch, ...).
         dx: step taken (batch, ...).
-        scores: (batch, ...) for one model or (batch, K, ...) for K models.
+        scores: (batch, ...) for one model, or (batch, K, ...) stacked for K >= 1 models.
         dtau: reverse-time step ``Δτ > 0``; ``dlog_alpha``, ``g2`` at the pre-step time t.
         dof: degrees of freedom D, an int or (batch,) per sample (default: coordinates per
             sample; ``3(n-1)`` for n centred 3-D nodes, MATH §6). Padding entries of ``x``,
             ``dx`` and the scores are zero (projected), so the sums run over real entries.
 
     Returns:
-        (batch,) or (batch, K) float64 increments in nats.
+        (batch,) float64 increments in nats for scores shaped like ``x``; (batch, K) for stacked
+        scores, whatever K (one member included).
+
+    Raises:
+        SamplerError: the scores are shaped neither like ``x`` nor (batch, K, ...) around it.
     """
     b = x.shape[0]
     xf, dxf = _flat64(x), _flat64(dx)
     d = xf.shape[1] if dof is None else dof
-    single = scores.numel() == xf.numel()
+    single = scores.shape == x.shape
+    if not single and (scores.dim() != x.dim() + 1 or scores.shape[0] != b or scores.shape[2:] != x.shape[1:]):
+        raise SamplerError(f"ito_increment: scores of shape {tuple(scores.shape)} for states {tuple(x.shape)}; "
+                           "expected the states' shape (one model) or (batch, K, ...) (K models)")
     s = scores.reshape(b, -1, xf.shape[1]).to(torch.float64)  # (B, K, D)
     move = (dxf + dtau * dlog_alpha * xf)[:, None, :]
     if isinstance(d, Tensor):
@@ -113,6 +121,13 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
     ``log p_0(x0) = log p_1(x_1) + ∫ (D dlogα − ½ g² ∇·s) dt``. With ``"hutchinson"`` one
     Rademacher probe per sample is held fixed along the path (an unbiased estimate).
 
+    The end term ``log p_1(x_1)`` is the model's own when it knows it: a model with a
+    ``log_prob(x, t)`` method (``log_prob(x, t, mask)`` for point clouds; exact ``log q_t`` in
+    nats, (batch,), as :class:`~molfuse.models.GaussianMixture` has) supplies it at t = 1
+    (:func:`end_log_prob`). Any other model ends on the reference ``N(0, v I)``
+    (:func:`prior_log_prob`), which is off by ``log N(x_1; 0, v I) − log q_1(x_1)`` whatever
+    the step count (about 1e-2 nats per cloud of 3-8 nodes with VP 0.1 → 20).
+
     Args:
         x0: data (batch, ...), in the model's data space (no dequantisation here).
         steps: RK4 steps on a uniform grid of [t_start, 1].
@@ -152,4 +167,24 @@ def log_likelihood(model: Any, x0: Tensor, schedule: Schedule, steps: int = 200,
         k4, l4 = rhs(x + h * k3, tn)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         acc = acc + h / 6 * (l1 + 2 * l2 + 2 * l3 + l4)
-    return prior_log_prob(x, schedule, d) + acc
+    return end_log_prob(model, x, schedule, d, mask) + acc
+
+
+def end_log_prob(model: Any, x: Tensor, schedule: Schedule, dof: Tensor | int | None = None,
+                 mask: Tensor | None = None) -> Tensor:
+    """``log q_1(x)`` in nats, (batch,) float64: the model's own ``log_prob(x, 1.0[, mask])`` when it
+    has one (exact for analytic models), else the reference ``N(0, v I)`` on ``dof`` dimensions.
+
+    Raises:
+        SamplerError: the model's ``log_prob`` returns another shape or a non-finite value.
+    """
+    own = getattr(model, "log_prob", None)
+    if not callable(own):
+        return prior_log_prob(x, schedule, dof)
+    lp = own(x, 1.0) if mask is None else own(x, 1.0, mask)
+    lp = torch.as_tensor(lp).to(device=x.device, dtype=torch.float64)
+    if lp.shape != (x.shape[0],) or not bool(torch.isfinite(lp).all()):
+        name = getattr(model, "name", None) or type(model).__name__
+        raise SamplerError(f"{name}.log_prob(x, 1.0) must give (batch,) = ({x.shape[0]},) finite nats; got shape "
+                           f"{tuple(lp.shape)}" + ("" if lp.shape != (x.shape[0],) else " with NaN / inf"))
+    return lp

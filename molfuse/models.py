@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .errors import ConventionError
 from .schedules import Schedule, VPSchedule
-from .spaces import PointCloud
+from .spaces import EUCLIDEAN, PointCloud
 
 __all__ = ["ScoreModel", "GaussianMixture", "CentredGaussianMixture", "Bound", "bind"]
 
@@ -25,7 +25,10 @@ class ScoreModel(Protocol):
     """Anything callable as ``model(x, t, cond=None) -> Tensor`` (same shape as ``x``).
 
     Optional attributes: ``prediction`` (``"score"``, ``"eps"``, ``"x0"``, ``"v"``; default
-    ``"score"``) and ``schedule`` (the convention it was trained in, MATH §1).
+    ``"score"``), ``schedule`` (the convention it was trained in, MATH §1) and ``space`` (the
+    state space, MATH §6). A model that knows its exact ``log q_t`` offers
+    ``log_prob(x, t)`` (``log_prob(x, t, mask)`` on point clouds; (batch,) nats), which
+    :func:`~molfuse.density.log_likelihood` uses as its end term at t = 1.
     """
 
     def __call__(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor: ...
@@ -45,6 +48,7 @@ class GaussianMixture:
     """
 
     prediction = "score"
+    space = EUCLIDEAN  # plain vectors: no node mask (MATH §6)
 
     def __init__(self, means, covs, weights=None, schedule: Schedule | None = None, name: str | None = None):
         self.means = torch.as_tensor(means, dtype=torch.float64)

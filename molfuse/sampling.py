@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .convert import score_fn
+from .convert import model_name, score_fn
 from .density import ito_increment, prior_log_prob, score_and_divergence
-from .errors import SamplerError
+from .errors import NonFiniteError, SamplerError
 from .schedules import Schedule
 from .spaces import Space, resolve_space
 
-__all__ = ["SampleResult", "sample", "time_grid", "reverse_step", "step_noise", "check_sampler_args",
+__all__ = ["SampleResult", "sample", "time_grid", "reverse_step", "step_noise", "check_sampler_args", "check_state",
            "MIN_SANE_STEPS"]
 
 # Below this many steps Euler-Maruyama is far from the target: on the 2-D demo mixture the Itô
@@ -91,6 +91,45 @@ def reverse_step(x: Tensor, s: Tensor, dlog_alpha: float, c: float, dtau: float,
     return dx if noise is None else dx + noise
 
 
+def check_state(x: Tensor, t: float, models: Sequence[Any], scores: Tensor,
+                probe: Callable[[Any], Tensor] | None = None) -> Tensor:
+    """``x``, the state after the step from time ``t``, unchanged; or a NonFiniteError naming the model
+    whose score drove it to NaN / inf.
+
+    A score can be finite and still too large for the state (1e38 in float32: ``g² s`` overflows);
+    the score wrapper lets it through, so every sampler checks the state it makes. The model named
+    is the one of ``models`` with the largest |score| in the failed samples; when that model is an
+    operator over members (``.models``: barycenters, ensembles), ``probe(member)`` (the member's
+    score at the pre-step point, (batch, ...)) finds the member inside it, recursively.
+
+    Args:
+        x: (batch, ...) state after the step.
+        models: the K models whose scores made the step; ``scores`` (batch, K, ...) those scores.
+    """
+    if bool(torch.isfinite(x).all()):
+        return x
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    size = scores[bad].reshape(int(bad.sum()), len(models), -1).abs().amax(dim=(0, 2)).tolist()
+    chain = _culprit(models, size, probe, bad)
+    kinds = ("NaN" if bool(torch.isnan(x).any()) else "") + ("/inf" if bool(torch.isinf(x).any()) else "")
+    inside = "" if len(chain) == 1 else f" (in {' in '.join(repr(c[0]) for c in reversed(chain[:-1]))})"
+    raise NonFiniteError(f"model {chain[-1][0]!r}{inside} at t={t:.4g}: its score is finite but so large (|s| up "
+                         f"to {chain[-1][1]:.3g}) that the state became {kinds.strip('/')} in {int(bad.sum())} of "
+                         f"{x.shape[0]} samples; the sampler stopped there")
+
+
+def _culprit(models: Sequence[Any], size: list[float], probe: Callable[[Any], Tensor] | None,
+             rows: Tensor) -> list[tuple[str, float]]:
+    """(name, largest |score|) from the model of ``models`` with the largest ``size`` down through
+    operators' ``.models`` to the member with the largest |score| in ``rows``."""
+    model = models[size.index(max(size))]
+    here = (model_name(model), max(size))
+    members = getattr(model, "models", None)
+    if probe is None or not isinstance(members, (list, tuple)) or not members:
+        return [here]
+    return [here, *_culprit(members, [float(probe(m)[rows].abs().max()) for m in members], probe, rows)]
+
+
 def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 500, method: str = "sde",
            cond: Any = None, generator: torch.Generator | None = None, track_log_density: bool = False,
            t_end: float = 1e-3, divergence: str = "hutchinson", device: str | torch.device | None = None,
@@ -137,5 +176,7 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
             else:
                 s = fn(x, t, cond, mask)
             dx = reverse_step(x, s, dla, 0.5 * g2, dtau)
-        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)  # no float drift off the subspace
+        probe = lambda m, x=x, t=t: score_fn(m, schedule, space)(x, t, cond, mask)  # noqa: E731
+        x = check_state(x + dx, t, [model], s[:, None], probe).detach()
+        x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
     return SampleResult(x=x, log_density=logq, t_end=t_end, mask=mask)

@@ -19,6 +19,7 @@ required. Inner products and norms (:meth:`Space.inner`) run over the real entri
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
@@ -191,21 +192,42 @@ def resolve_space(models: Sequence[Any], space: Space | None = None) -> Space:
     checked against ``space`` if given; Euclidean when nobody declares one.
 
     Raises:
-        ConventionError: two models (or a model and ``space``) declare different spaces.
+        ConventionError: two models (or a model and ``space``) declare different spaces, naming
+            both and their spaces; or the shared space has node masks and a model that declares
+            no space cannot take ``mask=``.
     """
+    source = None if space is None else "the space passed in"
     for m in models:
         s = getattr(m, "space", None)
         if s is None:
             continue
         if not isinstance(s, Space):
-            raise ConventionError(f"{getattr(m, 'name', None) or type(m).__name__}.space is {type(s).__name__}, "
-                                  "not a molfuse Space")
+            raise ConventionError(f"{_name(m)}.space is {type(s).__name__}, not a molfuse Space")
         if space is None:
-            space = s
+            space, source = s, repr(_name(m))
         elif s != space:
-            raise ConventionError(f"space mismatch: {getattr(m, 'name', None) or type(m).__name__} lives on {s!r} but "
-                                  f"{space!r} is in use; members of one operator must share their state space (MATH §6)")
-    return space if space is not None else EUCLIDEAN
+            raise ConventionError(f"space mismatch: {_name(m)!r} lives on {s!r} but {source} on {space!r}; members "
+                                  "of one operator must share their state space (MATH §6)")
+    space = space if space is not None else EUCLIDEAN
+    for m in models:
+        if not space.trivial and getattr(m, "space", None) is None and not _takes_mask(m):
+            raise ConventionError(f"{_name(m)!r} declares no space and takes no mask=, so it cannot run on {space!r} "
+                                  f"(the space of {source}): a model of plain vectors declares space = Euclidean(), "
+                                  "a point-cloud model takes mask= (MATH §6)")
+    return space
+
+
+def _name(model: Any) -> str:
+    return getattr(model, "name", None) or type(model).__name__
+
+
+def _takes_mask(model: Any) -> bool:
+    """Whether ``model(x, t, mask=...)`` can be called (True when its signature cannot be read)."""
+    try:
+        params = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def node_count_distribution(counts: Sequence[Mapping[Any, float]], weights: Sequence[float] | None = None,

@@ -148,6 +148,7 @@ def _break(wf: dict, path: str, value) -> dict:
     ("name", KeyError, r"^name: required field is missing"),
     ("methods/3/fit/data_from", "nope", r"methods\[3\]\.fit\.data_from: unknown model 'nope'"),
     ("methods/2/temperature", 5.0, r"methods\[2\]\.temperature: temperature only enters mode 'or'"),
+    ("methods/1/ito_correction", True, r"methods\[1\]\.ito_correction: ito_correction only applies to mode 'and'"),
     ("methods/0/models", ["a", "b"], r"methods\[0\]\.models: operator 'single' takes exactly 1 models; got 2"),
     ("target", "zz", r"target: unknown model 'zz'"),
     ("models/b/kind", "gmm", r"models\.b\.kind: unknown model kind 'gmm'"),
@@ -159,6 +160,18 @@ def _break(wf: dict, path: str, value) -> dict:
 def test_malformed_fields_are_named(tmp_path, path, value, message):
     with pytest.raises(WorkflowError, match=message):
         load_workflow(_break(tiny(tmp_path), path, value))
+
+
+def test_the_workflow_and_the_python_api_share_the_and_estimator(tmp_path):
+    """Left out, ``ito_correction`` means the exact AND estimator in both: the same name, default and rule."""
+    import inspect
+
+    from molfuse.fusion import superpose
+
+    assert inspect.signature(superpose).parameters["ito_correction"].default is None
+    assert campaign.OPERATORS.get("superpose").options["ito_correction"] is None
+    wf = load_workflow(tiny(tmp_path))
+    assert [m.options["ito_correction"] for m in wf.methods if m.operator == "superpose"] == [False, True]
 
 
 def test_duplicate_method_name_and_bad_model_spec(tmp_path):

@@ -137,6 +137,79 @@ def test_a_nan_member_gives_invalid_rows_naming_it_in_every_operator(tmp_path, m
     assert res.per_sample["reason"].str.contains("model 'bad' at t=0.4").all()
 
 
+class _Huge(GaussianMixture):
+    """A mixture whose score is a finite 1e38 below t = 0.5: the score passes the NaN check, the state overflows."""
+
+    def score(self, x, t):
+        s = super().score(x, t)
+        return s * 0.0 + 1e38 if float(torch.as_tensor(t).min()) < 0.5 else s
+
+
+def _huge(spec, schedule):
+    m = _Huge([[0.0, 0.0]], [1.0], schedule=schedule)
+    m.modality = "vectors"
+    return m
+
+
+plugins.register_model_kind("huge_after_half", plugins.ModelKind(_huge, {}, lambda spec: "vectors"), replace=True)
+
+
+@pytest.mark.parametrize("method", [
+    {"operator": "single", "models": ["huge"]},
+    {"operator": "superpose", "models": ["a", "huge"]},
+    {"operator": "superpose", "models": ["huge", "a"], "mode": "and"},
+    {"operator": "barycenter", "models": ["a", "huge"]},
+    {"operator": "ensemble", "models": ["a", "huge"], "rule": "mean"},
+    {"operator": "random_choice", "models": ["a", "huge"], "weights": [0.0, 1.0]},
+    {"operator": "fkc", "models": ["a", "huge"]},
+])
+def test_a_huge_finite_member_gives_invalid_rows_naming_it(tmp_path, method):
+    """A member whose score is finite (1e38) but overflows the state: every operator stops at that
+    step and names that member and t, not the healthy member that would see the state next. (A
+    median of three outvotes it: its samples stay finite.)"""
+    wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "huge": {"kind": "huge_after_half"}},
+              methods=[{"name": "m", **method}])
+    with pytest.warns(UserWarning, match=r"model 'huge'( \(in '[^']*'\))? at t=0\.48\d*: its score is finite but so "
+                                         r"large \(\|s\| up to 1e\+38\) that the state became inf"):
+        res = run(wf)
+    assert res.invalid == 12 and not res.per_sample["finite"].any()
+    assert res.per_sample["reason"].str.contains("model 'huge'").all()
+
+
+@pytest.mark.parametrize("kind, what", [("broken_after_half", "returned NaN"), ("huge_after_half", "state became inf")])
+def test_random_choice_marks_only_the_failed_members_samples(tmp_path, kind, what):
+    wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "bad": {"kind": kind}},
+              methods=[{"name": "rc", "operator": "random_choice", "models": ["a", "bad"]}])
+    with pytest.warns(UserWarning, match=f"model 'bad' at t=0\\.48\\d*: .*{what}.*; its \\d+ samples marked invalid"):
+        res = run(wf)
+    rows = res.per_sample
+    good, bad = rows[rows["chosen_model"] == "a"], rows[rows["chosen_model"] == "bad"]
+    assert len(good) and len(bad) and len(good) + len(bad) == 12
+    assert good["valid"].all() and good["finite"].all() and good["ito_log_q_nats_a"].notna().all()
+    assert not bad["finite"].any() and bad["reason"].str.contains(f"model 'bad' at t=0.48").all()
+    assert res.invalid == len(bad)
+
+
+def test_the_core_stops_a_state_a_finite_score_overflows():
+    """``mf.sample`` and the fusion samplers check the state, not only the score, and name the member
+    that failed — inside an operator too — never the healthy one that would see the state next."""
+    import molfuse as mf
+    from molfuse.fusion import Ensemble, fkc_sample, superpose
+
+    huge, good = _Huge([[0.0, 0.0]], [1.0], name="huge"), GaussianMixture([[0.0, 0.0]], [1.0], name="good")
+    g = torch.Generator().manual_seed(0)
+    msg = r"model 'huge'{} at t=0\.4\d+: its score is finite but so large \(\|s\| up to 1e\+38\) that the state became inf"
+    with pytest.raises(NonFiniteError, match=msg.format("")):
+        mf.sample(huge, huge.schedule, (5, 2), steps=20, generator=g)
+    for mode in ("or", "and"):
+        with pytest.raises(NonFiniteError, match=msg.format("")):
+            superpose([good, huge], huge.schedule, (5, 2), mode=mode, steps=20, generator=g)
+    with pytest.raises(NonFiniteError, match=msg.format("")):
+        fkc_sample([good, huge], huge.schedule, (5, 2), steps=20, generator=g)
+    with pytest.raises(NonFiniteError, match=msg.format(r" \(in 'Ensemble\[mean\]\(good, huge\)'\)")):
+        mf.sample(Ensemble([good, huge]), huge.schedule, (5, 2), steps=20, generator=g)
+
+
 def test_the_cli_shows_invalid_samples_and_exits_2(tmp_path):
     wf = tiny(tmp_path, models={**tiny(tmp_path)["models"], "bad": {"kind": "broken_after_half"}},
               methods=[{"name": "fine", "operator": "single", "models": ["a"]},

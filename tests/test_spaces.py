@@ -77,6 +77,32 @@ def test_config_round_trip_and_mismatch_is_refused():
         resolve_space([M(PointCloud(3)), M(Euclidean())])
 
 
+def test_a_cloud_model_fused_with_a_vector_model_names_both_spaces():
+    """Superposing a point-cloud model with a plain-vector one is a ConventionError naming both
+    models and their spaces (it was a TypeError about 'mask' from inside the vector model); a
+    model that declares no space and takes no mask= is named too."""
+    from molfuse.fusion import superpose
+
+    cloud = mf.CentredGaussianMixture({3: torch.zeros(1, 3, 3)}, [1.0], name="cloud")
+    flat = mf.GaussianMixture([[0.0, 0.0]], [1.0], name="flat")
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    with pytest.raises(ConventionError, match=r"space mismatch: 'flat' lives on Euclidean\(\) but 'cloud' on "
+                                              r"PointCloud\(centred=3\)"):
+        superpose([cloud, flat], cloud.schedule, (4, 3, 3), steps=20, mask=mask)
+
+    class Plain:
+        name = "plain"
+
+        def __call__(self, x, t, cond=None):
+            return -x
+
+    with pytest.raises(ConventionError, match=r"'plain' declares no space and takes no mask=, so it cannot run on "
+                                              r"PointCloud\(centred=3\) \(the space of 'cloud'\)"):
+        superpose([cloud, Plain()], cloud.schedule, (4, 3, 3), steps=20, mask=mask)
+    with pytest.raises(ConventionError, match=r"'m' lives on Euclidean\(\) but the space passed in on PointCloud"):
+        resolve_space([flat.__class__([[0.0]], [1.0], name="m")], PointCloud(3))
+
+
 def test_masked_score_models_get_the_mask_and_padding_stays_zero():
     from molfuse.evaluation.exactness_clouds import cloud_members, size_masks
 

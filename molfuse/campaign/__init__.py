@@ -33,7 +33,7 @@ Schema (``?`` = optional, default after ``=``)::
       - {name: str, operator: single, models: [a]}
       - {name, operator: superpose, models: [a, b, ...], mode?: or|and = or,
          temperature?: float = 1.0 (or only), bias?: [ℓ_i nats] | weights?: [ω_i] (ℓ = log ω),
-         ito_correction?: bool = (mode == and)}   # exact Itô log q along AND paths
+         ito_correction?: bool (and only) = true}   # exact Itô log q along AND paths; false: uncorrected
       - {name, operator: barycenter, models: [...], weights?: [λ_i] = uniform
          | fit: {data_from: <model>, n: int | data: {kind: <dataset kind>, ...},
                  window?: full|vanilla = full, n_mc?: 20000, heldout_fraction?: 0.2}}

@@ -83,6 +83,8 @@ def _draw(prep: Prepared, members: list, size: int, seed: int) -> dict:
         data = {k: getattr(d, k).detach().cpu().numpy() for k in ("x", "mask", "ito", "fallbacks", "chosen")
                 if getattr(d, k) is not None}
         data.update({f"col_{k}": torch.as_tensor(v).detach().cpu().numpy() for k, v in d.columns.items()})
+        if d.reason is not None and any(d.reason):  # some samples failed, named per sample
+            data["reason"] = np.array(d.reason, dtype=str)
     data.update(seed=np.int64(seed), wall_time_s=np.float64(time.perf_counter() - t0))
     return data
 

@@ -11,6 +11,7 @@ import torch
 from .. import fusion
 from ..base.checks import as_bool, as_choice, as_float, as_floats, as_int, as_simplex, fail, fields
 from ..base.seeds import derive_seed
+from ..errors import NonFiniteError
 from ..sampling import sample
 from ..training.data import build_data, check_data_spec
 from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
@@ -40,8 +41,12 @@ def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
         o["bias"] = as_floats(o["bias"], f"{path}.bias", k)
     if o["weights"] is not None:
         o["weights"] = as_simplex(o["weights"], f"{path}.weights", k, positive=True)
-    o["ito_correction"] = o["mode"] == "and" if o["ito_correction"] is None else \
+    if o["ito_correction"] is not None:
         as_bool(o["ito_correction"], f"{path}.ito_correction")
+    try:  # the Python API's rule: left out means the exact estimator (corrected for AND)
+        o["ito_correction"] = fusion.superposition.ito_correction_for(o["mode"], o["ito_correction"])
+    except ValueError as e:
+        fail(f"{path}.ito_correction", str(e))
     return o
 
 
@@ -199,16 +204,24 @@ def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -
         chosen = torch.multinomial(probs, n, replacement=True, generator=g)
         x = torch.full((n, *shape), math.nan, dtype=torch.get_default_dtype())
         ito = torch.full((n, k), math.nan, dtype=torch.float64)
-        mask = None
+        mask, reason = None, [""] * n
         for i, model in enumerate(members):
             idx = (chosen == i).nonzero().flatten()
-            if len(idx):
+            if not len(idx):
+                continue
+            try:
                 r = ctx.sde(model, len(idx), g, track=True)
-                x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
-                if r.mask is not None:
-                    mask = torch.zeros(n, shape[0], dtype=torch.bool) if mask is None else mask
-                    mask[idx] = r.mask.cpu()
-        return Draw(x, mask=mask, ito=ito, chosen=chosen)
+            except NonFiniteError as e:  # only this member's trajectories failed: the others stand
+                warnings.warn(f"{e}; its {len(idx)} samples marked invalid", stacklevel=2)
+                for j in idx.tolist():
+                    reason[j] = str(e)
+                continue
+            x[idx], ito[idx, i] = r.x.cpu().to(x.dtype), r.log_density.cpu()
+            if r.mask is not None:
+                if mask is None:  # a failed member's rows keep all nodes, as a failed chunk's do
+                    mask = torch.ones(n, shape[0], dtype=torch.bool)
+                mask[idx] = r.mask.cpu()
+        return Draw(x, mask=mask, ito=ito, chosen=chosen, reason=reason)
 
     return Prepared(draw, method.options["weights"], mixture=list(method.options["weights"]))
 

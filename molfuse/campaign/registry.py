@@ -103,7 +103,9 @@ class Draw:
     """One chunk from an operator: samples (n, ...), node masks (n, N) or None, Itô log q per
     member (n, K) float64 with NaN where not tracked, AND fallback counts (n,), chosen member
     per sample (n,), and the operator's own per-sample numbers ``columns`` (name -> (n,); e.g.
-    FKC's final log-weight and its chunk's ESS), which become ``per_sample.csv`` columns."""
+    FKC's final log-weight and its chunk's ESS), which become ``per_sample.csv`` columns;
+    ``reason`` (n,) says why a sample failed ("" for a good one) when only some of a chunk's
+    samples failed (random choice: one member's trajectories)."""
 
     x: torch.Tensor
     mask: torch.Tensor | None = None
@@ -111,6 +113,7 @@ class Draw:
     fallbacks: torch.Tensor | None = None
     chosen: torch.Tensor | None = None
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    reason: list[str] | None = None
 
 
 @dataclass

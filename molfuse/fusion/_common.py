@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from ..convert import ScoreFn, resolve_schedule, score_fn
 from ..schedules import Schedule
 from ..spaces import Space, resolve_space
 
-__all__ = ["check_members", "member_fns", "stack_scores"]
+__all__ = ["check_members", "member_fns", "member_probe", "stack_scores"]
 
 
 def check_members(models: Sequence[Any], what: str, minimum: int = 2) -> list[Any]:
@@ -40,3 +40,11 @@ def member_fns(models: Sequence[Any], schedule: Schedule | None,
 def stack_scores(fns: Sequence[ScoreFn], x: Tensor, t: Any, cond: Any = None, mask: Tensor | None = None) -> Tensor:
     """Member scores at (x, t) stacked on dim 1: (batch, K, ...)."""
     return torch.stack([f(x, t, cond, mask) for f in fns], dim=1)
+
+
+def member_probe(schedule: Schedule | None, space: Space, x: Tensor, t: float, cond: Any = None,
+                 mask: Tensor | None = None) -> Callable[[Any], Tensor]:
+    """``probe(model)``: that model's score at the pre-step point ``(x, t)``, (batch, ...); what
+    :func:`~molfuse.sampling.check_state` calls (only when the state failed) to find which member
+    inside an operator made it non-finite."""
+    return lambda m: score_fn(m, schedule, space)(x, t, cond, mask)

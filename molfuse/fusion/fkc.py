@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, reverse_step, time_grid
+from ..sampling import check_sampler_args, check_state, reverse_step, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
-from ._common import check_members, member_fns, stack_scores
+from ._common import check_members, member_fns, member_probe, stack_scores
 
 __all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "normalised_ess", "resample_indices", "size_groups"]
 
@@ -204,7 +204,8 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         log_w = log_w + fkc_log_weight_rate(s, b_dev, dla, g2, dof) * dtau
         if track:
             log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2, dof)
-        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)
+        x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
+        x = x if space.trivial else space.project(x, mask)
         idx, ess, resampled = torch.arange(n, device=device), [], False
         for rows in groups:
             log_w[rows] = log_w[rows] - log_w[rows].max()

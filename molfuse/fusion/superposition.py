@@ -13,15 +13,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..convert import model_name
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, reverse_step, step_noise, time_grid
+from ..sampling import check_sampler_args, check_state, reverse_step, step_noise, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
-from ._common import check_members, member_fns, stack_scores
+from ._common import check_members, member_fns, member_probe, stack_scores
 from .weights import LogWeights
 
-__all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "and_ito_correction", "MODES"]
+__all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "and_ito_correction", "ito_correction_for",
+           "MODES"]
 
 MODES = ("or", "and")
 
@@ -102,8 +104,30 @@ def and_weights(s: Tensor, noise: Tensor, dtau: float, g2: float, bias: Tensor,
     return kappa, bad, inc
 
 
+def ito_correction_for(mode: str, ito_correction: bool | None) -> bool:
+    """Whether AND's Itô estimate takes the exact correction (:func:`and_ito_correction`).
+
+    ``None``, the default of :func:`superpose` and of the workflow operator alike, is the exact
+    estimator: True for AND (MATH §4); OR has no correction to take. ``False`` opts into the
+    uncorrected AND estimator, which is cheaper but whose absolute ``log q`` is biased low.
+
+    Raises:
+        SamplerError: a value other than None / True / False, or True for OR.
+    """
+    if ito_correction is None:
+        return mode == "and"
+    if not isinstance(ito_correction, bool):
+        raise SamplerError(f"ito_correction must be true, false or left out (the exact AND estimator); "
+                           f"got {ito_correction!r}")
+    if ito_correction and mode != "and":
+        raise SamplerError(f"ito_correction only applies to mode 'and' (OR tracks log q with the plain Itô "
+                           f"estimator, which is exact there); got mode {mode!r}")
+    return ito_correction
+
+
 def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau: float,
-                       g2: float, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       g2: float, mask: Tensor | None = None,
+                       names: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
     """Scores and the Itô correction AND needs: ``−½ g² Δτ tr(P ∇s^i)`` per member (n, K).
 
     Solving AND with the step's own noise removes the noise component in the span of the
@@ -113,11 +137,22 @@ def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau:
     member and difference direction (∇s is symmetric for a true score). Rows that fall back
     to equal weights (full noise) must not get it. On a constrained space the score
     differences already lie on the subspace, so ``P`` projects within it (MATH §6).
+
+    Raises:
+        SamplerError: a member's score does not depend on ``x`` through autograd (a detached
+            or non-torch network), so ``∇s`` cannot be taken; ``names`` name the members.
     """
     n, k = x.shape[0], len(fns)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        s = stack_scores(fns, xg, t, cond, mask)
+        outs = [f(xg, t, cond, mask) for f in fns]
+        for i, o in enumerate(outs):
+            if not o.requires_grad:
+                who = names[i] if names is not None else f"member {i}"
+                raise SamplerError(f"superpose AND: the score of {who!r} is not differentiable in x (no autograd "
+                                   "graph), so the exact Itô correction cannot take ∇s; pass ito_correction=False "
+                                   "for the uncorrected estimator (only differences of its log q mean anything)")
+        s = torch.stack(outs, dim=1)
         diffs = (s[:, :-1] - s[:, -1:]).detach().reshape(n, k - 1, -1).to(torch.float64)
         q = torch.linalg.qr(diffs.transpose(1, 2)).Q.to(s.dtype)  # (n, D, K-1) orthonormal basis
         trace = torch.zeros(n, k, dtype=torch.float64, device=x.device)
@@ -149,7 +184,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
               generator: torch.Generator | None = None, cond: Any = None, t_end: float = 1e-3,
               method: str = "sde", noise_scale: float = 1.0, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None, progress: bool = False, tol: float = 1e-8,
-              ito_correction: bool = False, weights: Any = None, mask: Tensor | None = None,
+              ito_correction: bool | None = None, weights: Any = None, mask: Tensor | None = None,
               space: Space | None = None, grid_power: float = 1.0) -> SuperpositionResult:
     """Sample the superposition of K >= 2 models (SuperDiff OR / AND, MATH §4).
 
@@ -170,18 +205,21 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         method, noise_scale: only ``"sde"`` and ``1.0``; anything else breaks the estimator
             and is refused.
         tol: AND degeneracy threshold on the score-difference Gram matrix (relative).
-        ito_correction: AND only. Solving κ with the step's noise projects that noise off
-            the span of score differences, which biases the plain Itô estimate of ``log q``
-            low (by about 5 nats on the 2-D Gaussian checks, not shrinking with steps); the
-            estimates still move together, so κ is as MATH §4 prescribes. True adds the exact
-            correction (:func:`and_ito_correction`; K(K−1) vector-Jacobian products per step,
-            needs a differentiable model) to every increment and equalises the corrected
-            increments instead. Without it, only differences of AND's ``log_q`` mean anything.
+        ito_correction: AND only; the default (None) is the exact estimator, as in workflows
+            (:func:`ito_correction_for`). Solving κ with the step's noise projects that noise
+            off the span of score differences, which the plain Itô estimate of ``log q``
+            (MATH §3) does not see: the exact correction (:func:`and_ito_correction`) is added
+            to every increment and the corrected increments are equalised. It costs K(K−1)
+            vector-Jacobian products per step and needs differentiable members. ``False`` opts
+            into the uncorrected estimator: cheaper, κ still as MATH §4 prescribes, but its
+            ``log_q`` is biased low (about 5 nats per extra member on the 2-D Gaussian checks,
+            not shrinking with steps), so only differences of it mean anything.
         mask, space: node mask (n, N) and state space of point-cloud members (MATH §6); the
             Itô increments then use each sample's own degrees of freedom.
     """
     _check_superpose_args(mode, temperature, method, noise_scale)
     check_sampler_args(steps, t_end, method)
+    ito_correction = ito_correction_for(mode, ito_correction)
     models = check_members(models, "superpose", minimum=2)
     fns, schedule, space = member_fns(models, schedule, space)
     space.check(shape, mask)
@@ -206,7 +244,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
         corr = None
         if mode == "and" and ito_correction:
-            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask)
+            s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask, [model_name(m) for m in models])
         else:
             s = stack_scores(fns, x, t, cond, mask)  # (n, K, ...)
         noise = step_noise(space, x.shape, mask, g2, dtau, generator, device, dtype)
@@ -225,6 +263,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             log_q = log_q + (dof * dtau * dla)[:, None] + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
-        x = (x + dx).detach() if space.trivial else space.project((x + dx).detach(), mask)  # no float drift off the subspace
+        x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
+        x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
     return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end,
                                mask=mask)
