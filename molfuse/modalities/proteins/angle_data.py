@@ -9,7 +9,9 @@ cut every 16 / 32 residues). A whole-number ``stride`` re-cuts every window of e
 that fits the stretch of a chain piece the shipped fragments cover, every ``stride`` residues:
 angles are invariant to rigid motions, so each residue's angles are read from any fragment that
 holds its neighbours, and a window's SSE fractions are the mean of its residues' P-SEA codes
-(annotated on the shipped fragments). Windows of one protein overlap and are not independent
+(annotated on the shipped fragments; where fragments overlap, a residue keeps the code of the one
+it sits deepest in, so a re-cut window's fractions can differ from a shipped fragment's by a few
+residues at P-SEA's unreliable ends). Windows of one protein overlap and are not independent
 samples (count proteins, not windows); the card records both counts.
 """
 
@@ -30,27 +32,34 @@ __all__ = ["angle_data", "piece_windows", "ANGLE_DATA_KIND", "ANGLE_FIELDS"]
 
 ANGLE_FIELDS = {**TRACE_FIELDS, "stride": None}
 _SSE_CODE = {1: 0, 2: 1, 0: 2}  # stored sse ints (0 coil, 1 helix, 2 strand) -> SSE_COLUMNS index
+_COLUMNS = {"theta": 0.0, "tau": 0.0, "has_theta": False, "has_tau": False, "sse": -1, "depth": -1}
 
 
 def _piece_tables(data: Backbones) -> dict[int, dict[str, np.ndarray]]:
     """Per chain piece: angles and SSE per residue gathered from its fragments (float64 radians;
-    ``has_theta`` / ``has_tau`` where some fragment holds the residue's neighbours)."""
+    ``has_theta`` / ``has_tau`` where some fragment holds the residue's neighbours; ``sse`` from
+    the fragment where the residue is deepest inside, ``depth`` residues from the nearer end)."""
     theta, tau = chain_angles(torch.as_tensor(data.ca, dtype=torch.float64), torch.as_tensor(data.mask))
     theta, tau = theta.numpy(), tau.numpy()
     out: dict[int, dict[str, np.ndarray]] = {}
     for f in range(len(data)):
         p, s, n = int(data.piece[f]), int(data.start[f]), int(data.length[f])
         size = s + n
-        t = out.setdefault(p, {k: np.zeros(0) for k in ("theta", "tau", "has_theta", "has_tau", "sse")})
+        t = out.setdefault(p, {k: np.zeros(0) for k in _COLUMNS})
         if len(t["theta"]) < size:
             grow = size - len(t["theta"])
-            for k, fill in (("theta", 0.0), ("tau", 0.0), ("has_theta", False), ("has_tau", False), ("sse", -1)):
-                t[k] = np.concatenate([t[k], np.full(grow, fill, dtype=type(fill) if k != "sse" else np.int8)])
+            for k, fill in _COLUMNS.items():
+                t[k] = np.concatenate([t[k], np.full(grow, fill)])
         t["theta"][s + 1:s + n - 1] = theta[f, 1:n - 1]
         t["has_theta"][s + 1:s + n - 1] = True
         t["tau"][s + 1:s + n - 2] = tau[f, 1:n - 2]
         t["has_tau"][s + 1:s + n - 2] = True
-        t["sse"][s:s + n] = data.sse[f, :n]
+        # P-SEA is least reliable near a fragment's ends: each residue keeps the code of the
+        # fragment in which it sits farthest from both ends
+        depth = np.minimum(np.arange(n), n - 1 - np.arange(n))
+        better = depth > t["depth"][s:s + n]
+        t["sse"][s:s + n] = np.where(better, data.sse[f, :n], t["sse"][s:s + n])
+        t["depth"][s:s + n] = np.maximum(depth, t["depth"][s:s + n])
         t["protein"] = np.array([data.protein[f]])
     return out
 
