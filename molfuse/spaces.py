@@ -30,7 +30,7 @@ from torch import Tensor
 from .base.configured import Configured
 from .errors import ConventionError
 
-__all__ = ["Space", "Euclidean", "PointCloud", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
+__all__ = ["Space", "Euclidean", "PointCloud", "Chain", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
            "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition"]
 
 
@@ -170,8 +170,85 @@ class PointCloud(Space):
         return {"kind": self.kind, "centred": self.centred}
 
 
+class Chain(Space):
+    """Per-residue features of chains of several lengths, ``x`` (batch, N, F) with a residue mask
+    (batch, N) whose real residues are a prefix (MATH §6, angles).
+
+    Channel ``c`` of residue ``i`` is a degree of freedom when ``head_c <= i < n - tail_c`` for a
+    chain of n real residues: a Cα bond angle (i − 1, i, i + 1) exists for ``1 <= i <= n − 2``
+    (``trims`` (1, 1)), a virtual dihedral (i − 1 … i + 2) for ``1 <= i <= n − 3`` ((1, 2)).
+    Every other entry is padding and zero. The subspace is coordinate-aligned, so the projection
+    zeroes padding and nothing is centred; ``D = Σ_c max(0, n − head_c − tail_c)``.
+
+    Args:
+        trims: one ``(head, tail)`` pair of non-negative residue counts per channel.
+    """
+
+    kind = "chain"
+
+    def __init__(self, trims: Sequence[Sequence[int]]):
+        pairs = [tuple(p) for p in trims] if isinstance(trims, (list, tuple)) else None
+        if not pairs or any(len(p) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in p)
+                            for p in pairs):
+            raise ConventionError(f"Chain(trims=...) takes one (head, tail) pair of residue counts >= 0 per channel; "
+                                  f"got {trims!r}")
+        self.trims = [list(p) for p in pairs]
+
+    @property
+    def min_length(self) -> int:
+        """The shortest chain with at least one degree of freedom in every channel."""
+        return max(h + t for h, t in self.trims) + 1
+
+    def check(self, shape: Sequence[int], mask: Tensor | None) -> None:
+        if len(shape) != 3 or shape[2] != len(self.trims):
+            raise ConventionError(f"chain states are (batch, residues, {len(self.trims)}); got shape {tuple(shape)}")
+        if mask is None:
+            return
+        if tuple(mask.shape) != (shape[0], shape[1]) or mask.dtype != torch.bool:
+            raise ConventionError(f"the residue mask must be bool (batch, residues) = ({shape[0]}, {shape[1]}); "
+                                  f"got {mask.dtype} {tuple(mask.shape)}")
+        counts = mask.sum(1)
+        if bool((counts < self.min_length).any()):
+            raise ConventionError(f"{int((counts < self.min_length).sum())} chains are shorter than "
+                                  f"{self.min_length} residues (the trims {self.trims} leave a channel empty)")
+        prefix = torch.arange(shape[1], device=mask.device)[None, :] < counts[:, None]
+        if not bool((prefix == mask).all()):
+            raise ConventionError("the residue mask of a chain must mark a prefix (residues 0 .. n − 1 real, "
+                                  "then padding); a gap inside a chain is two chains")
+
+    def entries(self, shape: Sequence[int], mask: Tensor | None, device: Any = None) -> Tensor:
+        """(batch, N, F) bool: True on the degrees of freedom."""
+        b, n = int(shape[0]), int(shape[1])
+        counts = torch.full((b,), n, device=device) if mask is None else mask.sum(1).to(device)
+        i = torch.arange(n, device=device)[None, :, None]
+        head = torch.tensor([h for h, _ in self.trims], device=device)
+        tail = torch.tensor([t for _, t in self.trims], device=device)
+        return (i >= head) & (i < counts[:, None, None] - tail)
+
+    def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        lead = v.dim() - 3  # extra axes between batch and residues (members)
+        keep = self.entries((v.shape[0], v.shape[-2], v.shape[-1]), mask, v.device)
+        keep = keep.reshape(v.shape[0], *([1] * lead), *keep.shape[1:])
+        return torch.where(keep, v, torch.zeros((), dtype=v.dtype, device=v.device))
+
+    def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
+        b, n = int(shape[0]), int(shape[1])
+        counts = torch.full((b,), n, dtype=torch.long) if mask is None else mask.sum(1).cpu().long()
+        return sum((counts - h - t).clamp_min(0) for h, t in self.trims).to(torch.float64)
+
+    def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
+        if mask is not None:
+            keep = self.entries((a.shape[0], a.shape[-2], a.shape[-1]), mask, a.device)
+            keep = keep.reshape(a.shape[0], *([1] * lead), *keep.shape[1:]).to(torch.float64)
+            return (a.to(torch.float64) * b.to(torch.float64) * keep).flatten(-2).sum(-1)
+        return super().inner(a, b, None, lead)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "trims": [list(p) for p in self.trims]}
+
+
 EUCLIDEAN = Euclidean()
-SPACES: dict[str, type[Space]] = {"euclidean": Euclidean, "point_cloud": PointCloud}
+SPACES: dict[str, type[Space]] = {"euclidean": Euclidean, "point_cloud": PointCloud, "chain": Chain}
 
 
 def space_from_config(config: Mapping[str, Any] | None) -> Space:

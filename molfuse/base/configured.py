@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 __all__ = ["Configured"]
 
 
@@ -20,7 +22,7 @@ class Configured:
         return isinstance(other, family) and self.config() == other.config()
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted(self.config().items())))
+        return hash(json.dumps(self.config(), sort_keys=True, default=str))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")

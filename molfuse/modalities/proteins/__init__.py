@@ -43,6 +43,7 @@ workflow that asks for a hook whose package is missing is refused while it is re
 from __future__ import annotations
 
 import importlib.util as _ilu
+import math
 
 REQUIRES = ("biotite",)
 EXTRA = "proteins"
@@ -54,6 +55,9 @@ from typing import Any, Mapping  # noqa: E402
 
 from ... import plugins  # noqa: E402
 from ...errors import CheckpointError  # noqa: E402
+from .angles import (BOND_LENGTH, CHANNEL_MEAN, CHANNEL_STD, angle_space, chain_angles, decode_angles,  # noqa: E402
+                     encode_angles, nerf)
+from .angle_data import ANGLE_DATA_KIND, angle_data, piece_windows  # noqa: E402
 from .data import (ANGSTROM_PER_UNIT, DATA_KIND, NORMALISATION, POPULATIONS, SHIPPED, Backbones,  # noqa: E402
                    backbone_data, decode, encode, load_backbones, point_clouds, population)
 from .evaluate import build_evaluator, score_backbones, write_cif_samples, write_pdb_samples  # noqa: E402
@@ -78,7 +82,8 @@ __all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator",
            "unregister_metric_hook", "ESMFoldBackend", "Folder", "mpnn_self_consistency", "diversity_table",
            "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "set_distance",
            "circular_w1", "parse_evaluation",
-           "REQUIRES", "EXTRA",
+           "REQUIRES", "EXTRA", "BOND_LENGTH", "CHANNEL_MEAN", "CHANNEL_STD", "angle_space", "chain_angles",
+           "decode_angles", "encode_angles", "nerf", "ANGLE_DATA_KIND", "angle_data", "piece_windows",
            "ANGSTROM_PER_UNIT", "DATA_KIND", "NORMALISATION", "POPULATIONS", "SHIPPED",
            "Backbones", "backbone_data", "decode", "encode", "load_backbones", "point_clouds", "population",
            "assign_splits", "break_chain", "build", "collect", "deduplicate", "families", "window_starts", "RG_LAW",
@@ -95,14 +100,45 @@ def _net(**config: Any):
     return ProteinScoreNet(**config)
 
 
+def _angle_net(**config: Any):
+    """Architecture ``protein_angles``: the residue-sequence transformer on angle states."""
+    from .angle_net import AngleTransformer
+
+    return AngleTransformer(**config)
+
+
+def _check_angle_card(card: Mapping[str, Any]) -> None:
+    """An angle card: the chain space of :mod:`.angles`, shape (N, 4), normalisation
+    {representation: ca_angles, bond_length, channel_mean, channel_std} (4 finite values each)."""
+    norm, space, shape = card["normalisation"], card.get("space") or {}, list(card["shape"])
+    if space != angle_space().config():
+        raise CheckpointError(f"a proteins angle card lives on the space {angle_space().config()}; got {space}")
+    if len(shape) != 2 or shape[1] != 4:
+        raise CheckpointError(f"a proteins angle card's shape is [residues, 4] (cos/sin of θ and τ); got {shape}")
+    stats = [norm.get("channel_mean"), norm.get("channel_std")]
+    ok = all(isinstance(v, list) and len(v) == 4 and all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                          and math.isfinite(a) for a in v) for v in stats)
+    bond = norm.get("bond_length")
+    if not ok or not all(s > 0 for s in stats[1]) or isinstance(bond, bool) or not isinstance(bond, (int, float)) \
+            or not 2.0 <= bond <= 5.0:
+        raise CheckpointError("a proteins angle card needs normalisation {representation: ca_angles, bond_length in "
+                              "[2, 5] Å, channel_mean and channel_std of 4 finite values (std > 0)}; "
+                              f"got {dict(norm)}")
+
+
 def check_card(card: Mapping[str, Any]) -> None:
-    """Protein cards: centred point-cloud space, shape (N, 3), normalisation {representation: ca_trace,
-    angstrom_per_unit}, the net's ``angstrom_per_unit`` equal to the data's, no class labels.
+    """Protein cards: either Cα traces (centred point-cloud space, shape (N, 3), normalisation
+    {representation: ca_trace, angstrom_per_unit}, the net's ``angstrom_per_unit`` equal to the
+    data's) or angle states (:func:`_check_angle_card`); never class labels.
 
     Raises:
         CheckpointError: naming the entry that is wrong.
     """
     norm, space, shape = card["normalisation"], card.get("space") or {}, list(card["shape"])
+    if (card.get("conditioning") or {}).get("kind") == "class_label":
+        raise CheckpointError("proteins are conditioned on numeric properties (SSE fractions), not class labels")
+    if norm.get("representation") == "ca_angles":
+        return _check_angle_card(card)
     if space.get("kind") != "point_cloud" or space.get("centred") != 3:
         raise CheckpointError(f"a proteins card lives on a point_cloud space centred over 3 channels; got {space}")
     if len(shape) != 2 or shape[1] != 3:
@@ -116,8 +152,6 @@ def check_card(card: Mapping[str, Any]) -> None:
     if card["architecture"]["name"] == "protein_se3" and float(config.get("angstrom_per_unit", 10.0)) != float(apu):
         raise CheckpointError(f"the net reads positions at {config.get('angstrom_per_unit', 10.0)} Å per unit but the "
                               f"data were encoded at {apu} Å per unit")
-    if (card.get("conditioning") or {}).get("kind") == "class_label":
-        raise CheckpointError("proteins are conditioned on numeric properties (SSE fractions), not class labels")
 
 
 # Optional metric families (designability proxy, TM-score diversity) register here, before the
@@ -131,7 +165,8 @@ EVALUATOR = build_evaluator()
 MODALITY = plugins.Modality(
     name="proteins", requires=(*REQUIRES, "e3nn"), extra=EXTRA,
     description="protein backbones as Cα traces (real PDB fragments), judged by their geometry and P-SEA",
-    architectures={"protein_se3": _net}, data_kinds={"protein_backbones": DATA_KIND}, evaluator=EVALUATOR,
+    architectures={"protein_se3": _net, "protein_angles": _angle_net},
+    data_kinds={"protein_backbones": DATA_KIND, "protein_angles": ANGLE_DATA_KIND}, evaluator=EVALUATOR,
     reports={"backbone_reference": REFERENCE}, writers={"pdb": write_pdb_samples, "cif": write_cif_samples},
     check_card=check_card, set_distance=set_distance)
 

@@ -49,7 +49,7 @@ class Backbones:
 
     Attributes: ``ca`` (n, N, 3) float32 Å, centred per fragment; ``mask`` (n, N) bool;
     ``length`` (n,); ``split`` (n,) 0 train, 1 valid, 2 test; ``protein`` / ``family`` (n,)
-    indices into ``protein_name`` / families; ``start`` (n,) first residue in its piece;
+    indices into ``protein_name`` / families; ``start`` (n,) first residue in its chain piece ``piece`` (n,);
     ``sse`` (n, N) int8 0 coil, 1 helix, 2 strand, −1 padding; ``sse_fraction`` (n, 3)
     helix, strand, coil; ``aa`` (n, N) int8 indices into ``amino`` (−1 padding);
     ``protein_name`` / ``protein_file`` (P,) ``source:path:chain`` / ``source:path``.
@@ -62,6 +62,7 @@ class Backbones:
     protein: np.ndarray
     family: np.ndarray
     start: np.ndarray
+    piece: np.ndarray
     sse: np.ndarray
     sse_fraction: np.ndarray
     aa: np.ndarray
@@ -70,7 +71,8 @@ class Backbones:
     amino: np.ndarray
     record: dict
 
-    PER_FRAGMENT = ("ca", "mask", "length", "split", "protein", "family", "start", "sse", "sse_fraction", "aa")
+    PER_FRAGMENT = ("ca", "mask", "length", "split", "protein", "family", "start", "piece", "sse", "sse_fraction",
+                    "aa")
 
     def __len__(self) -> int:
         return len(self.length)
@@ -225,7 +227,14 @@ def encode(ca: np.ndarray, mask: np.ndarray, angstrom_per_unit: float = ANGSTROM
 
 
 def decode(x: Any, mask: Any, normalisation: Mapping[str, Any] = NORMALISATION) -> tuple[np.ndarray, np.ndarray]:
-    """Model-space states -> (Cα positions (n, N, 3) Å, zero on padding; masks (n, N) bool)."""
+    """Model-space states -> (Cα positions (n, N, 3) Å, zero on padding; masks (n, N) bool).
+
+    Cα-trace states are scaled back; angle states (``representation: ca_angles``) are rebuilt by
+    NeRF (:func:`.angles.decode_angles`)."""
+    if normalisation.get("representation") == "ca_angles":
+        from .angles import decode_angles
+
+        return decode_angles(x, mask, normalisation)
     x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
     _same_mask(x, mask)
