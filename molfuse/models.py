@@ -195,6 +195,12 @@ class CentredGaussianMixture:
     def sample_shape(self) -> tuple[int, int]:
         return (self.max_nodes, self.channels)
 
+    def means(self, n: int) -> Tensor:
+        """(K, n, F) float64 component means ``mu_k(n)`` of size n, on ``S_n``."""
+        if n not in self._index:
+            raise ConventionError(f"{self!r} has no template for n = {n} (templated sizes {self.sizes})")
+        return self._means[self._index[n], :, :n].clone()
+
     def _means_for(self, mask: Tensor) -> Tensor:
         sizes = mask.sum(1).tolist()
         missing = sorted({n for n in sizes if n not in self._index})
