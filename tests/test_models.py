@@ -56,7 +56,8 @@ ANGLES = ((1, 1), (1, 1), (1, 2), (1, 2))  # the protein angle state's trims
 
 def _chain_mixture(sched, gen, sizes=(5, 8, 12)):
     templates = {n: torch.randn(2, n, 4, generator=gen, dtype=torch.float64) for n in sizes}
-    return mf.CentredGaussianMixture(templates, [0.3, 0.7], [0.4, 0.6], schedule=sched, space=mf.Chain(ANGLES)), templates
+    mix = mf.CentredGaussianMixture(templates, [0.3, 0.7], [0.4, 0.6], schedule=sched, space=mf.Chain(ANGLES))
+    return mix, templates
 
 
 def test_masked_mixture_on_chains_is_the_plain_mixture_of_the_free_entries(sched, gen):
@@ -77,6 +78,10 @@ def test_masked_mixture_on_chains_is_the_plain_mixture_of_the_free_entries(sched
             assert abs(float(lp[i] - plain.log_prob(xi, t))) < 1e-10, (n, t)
             assert torch.allclose(s[i, :n][free], plain.score(xi, t)[0], atol=1e-10)
     assert torch.equal(mix.space.dof(x.shape, mask), (4 * sizes - 10).double())
+    # log q is the density of P x, so its gradient anywhere is the (projected) score
+    off = torch.randn(6, 12, 4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    (grad,) = torch.autograd.grad(mix.log_prob(off, 0.3, mask).sum(), off)
+    assert torch.allclose(grad, mix.score(off.detach(), 0.3, mask), atol=1e-12)
 
 
 def test_masked_mixture_samples_live_on_the_chain_subspace(sched, gen):
