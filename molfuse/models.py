@@ -1,8 +1,9 @@
 """Score-model protocol, analytic Gaussian mixtures (exact score and log q_t), ``bind``.
 
 :class:`GaussianMixture` lives on plain vectors; :class:`CentredGaussianMixture` on padded,
-centred point clouds of several sizes (MATH §6), so that every estimator can be checked
-against exact values on masked states too.
+masked states of several sizes (MATH §6) — centred point clouds by default, or any masked
+:class:`~molfuse.spaces.Space` such as the residue chains of :class:`~molfuse.spaces.Chain` — so
+that every estimator can be checked against exact values on masked states too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from .errors import ConventionError
 from .schedules import Schedule, VPSchedule
-from .spaces import EUCLIDEAN, PointCloud
+from .spaces import EUCLIDEAN, PointCloud, Space
 
 __all__ = ["ScoreModel", "GaussianMixture", "CentredGaussianMixture", "Bound", "bind"]
 
@@ -135,28 +136,35 @@ def _full_covs(c: Tensor, k: int, d: int) -> Tensor:
 
 
 class CentredGaussianMixture:
-    """Gaussian mixture on centred point clouds of several sizes; exact score and log q_t (MATH §6).
+    """Gaussian mixture on masked states of several sizes; exact score and log q_t (MATH §6).
 
-    For a cloud of n real nodes with F channels (the first ``centred`` of them centred) the
-    state lives on the subspace ``S_n`` of dimension ``D = n F - centred``. Component k is the
-    isotropic Gaussian ``N(mu_k(n), c_k I)`` on ``S_n`` with a template ``mu_k(n)`` per size;
-    at time t it is ``N(alpha_t mu_k(n), (alpha_t^2 c_k + sigma_t^2) I)`` on ``S_n``, so
-    ``log q_t(x) = logsumexp_k [log w_k - |x - alpha mu_k|^2 / (2 v_k) - D/2 log(2 pi v_k)]``
-    with densities taken against Lebesgue measure on ``S_n``.
+    A state ``x`` (batch, N, F) with n real nodes (or residues) lives on the subspace ``S_n`` of
+    its ``space``, of dimension ``D = space.dof``: ``n F - centred`` for a
+    :class:`~molfuse.spaces.PointCloud` (the default, 3 centred channels), ``Σ_c (n - head_c -
+    tail_c)`` for a :class:`~molfuse.spaces.Chain` (a coordinate-aligned subspace: the padding and
+    trimmed entries are zero and the rest is free). Component k is the isotropic Gaussian
+    ``N(mu_k(n), c_k I)`` on ``S_n`` with a template ``mu_k(n)`` per size; at time t it is
+    ``N(alpha_t mu_k(n), (alpha_t^2 c_k + sigma_t^2) I)`` on ``S_n``, so
+    ``log q_t(x) = logsumexp_k [log w_k - |P x - alpha mu_k|^2 / (2 v_k) - D/2 log(2 pi v_k)]``
+    with ``P`` the projection onto ``S_n`` and densities against Lebesgue measure on ``S_n``; the
+    score is ``P ∇`` of it (zero off the subspace).
 
     Args:
         templates: ``{n: (K, n, F) means}`` for every size n the mixture covers (projected
-            onto ``S_n`` here, so uncentred templates are fine).
+            onto ``S_n`` here, so uncentred or untrimmed templates are fine).
         variances: (K,) ``c_k > 0``.
         weights: (K,) component weights on the simplex (default uniform), the same for every n.
-        centred: leading channels that are centred (3 for 3-D positions).
+        centred: leading channels that are centred, for the default ``PointCloud(centred)``
+            (3 for 3-D positions); not with ``space``.
         max_nodes: N of the padded batch (default the largest n).
+        space: any masked space (``PointCloud``, ``Chain``) instead of ``PointCloud(centred)``.
     """
 
     prediction = "score"
 
-    def __init__(self, templates: dict, variances, weights=None, centred: int = 3, schedule: Schedule | None = None,
-                 name: str | None = None, max_nodes: int | None = None):
+    def __init__(self, templates: dict, variances, weights=None, centred: int | None = None,
+                 schedule: Schedule | None = None, name: str | None = None, max_nodes: int | None = None,
+                 space: Space | None = None):
         if not templates:
             raise ValueError("templates must map at least one size n to (K, n, F) means")
         self.sizes = sorted(int(n) for n in templates)
@@ -166,7 +174,7 @@ class CentredGaussianMixture:
         if w.shape != (k,) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6 or (self.variances <= 0).any():
             raise ValueError(f"need {k} positive variances and {k} weights on the simplex; got "
                              f"{self.variances.tolist()}, {w.tolist()}")
-        self.weights, self.space = w, PointCloud(centred)
+        self.weights, self.space = w, _masked_space(centred, space)
         self.schedule = schedule if schedule is not None else VPSchedule()
         self.name = name
         first = torch.as_tensor(templates[self.sizes[0]], dtype=torch.float64)
@@ -175,10 +183,14 @@ class CentredGaussianMixture:
         padded = torch.zeros(len(self.sizes), k, self.max_nodes, self.channels, dtype=torch.float64)
         for i, n in enumerate(self.sizes):
             mu = torch.as_tensor(templates[n], dtype=torch.float64)
+            try:
+                self.space.check(mu.shape, torch.ones(mu.shape[:2], dtype=torch.bool))
+            except ConventionError as e:
+                raise ConventionError(f"templates[{n}] of shape {tuple(mu.shape)} on {self.space!r}: {e}") from None
             if mu.shape != (k, n, self.channels) or n > self.max_nodes:
                 raise ValueError(f"templates[{n}] must be ({k}, {n}, {self.channels}) with n <= max_nodes; "
                                  f"got {tuple(mu.shape)}")
-            padded[i, :, :n] = self.space.project(mu, None)  # centred on its n nodes
+            padded[i, :, :n] = self.space.project(mu, None)  # on S_n: centred, trimmed
         self._means = padded  # (S, K, N, F)
         self._index = {n: i for i, n in enumerate(self.sizes)}
         self.node_counts = {n: 1.0 for n in self.sizes}  # what a sampler draws sizes from (uniform)
@@ -187,11 +199,18 @@ class CentredGaussianMixture:
     def sample_shape(self) -> tuple[int, int]:
         return (self.max_nodes, self.channels)
 
+    def means(self, n: int) -> Tensor:
+        """(K, n, F) float64 component means ``mu_k(n)`` of size n, on ``S_n``."""
+        if n not in self._index:
+            raise ConventionError(f"{self!r} has no template for n = {n} (templated sizes {self.sizes})")
+        return self._means[self._index[n], :, :n].clone()
+
     def _means_for(self, mask: Tensor) -> Tensor:
         sizes = mask.sum(1).tolist()
         missing = sorted({n for n in sizes if n not in self._index})
         if missing:
-            raise ConventionError(f"{self!r} has no template for clouds of {missing} nodes (sizes {self.sizes})")
+            raise ConventionError(f"{self!r} has no template for n = {missing} real nodes or residues "
+                                  f"(templated sizes {self.sizes})")
         return self._means[[self._index[n] for n in sizes]].to(mask.device)  # (B, K, N, F)
 
     def _terms(self, x: Tensor, t: Tensor | float, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -205,11 +224,10 @@ class CentredGaussianMixture:
         tt = torch.as_tensor(t, dtype=torch.float64, device=x.device).flatten().expand(x.shape[0])
         a = self.schedule.alpha(tt)[:, None]
         v = a**2 * self.variances.to(x.device) + self.schedule.sigma2(tt)[:, None]  # (B, K)
-        diff = x64[:, None] - a[:, :, None, None] * self._means_for(mask)
-        m = mask.to(torch.float64)[:, None, :, None]
+        diff = self.space.project(x64[:, None] - a[:, :, None, None] * self._means_for(mask), mask)  # P x - α μ_k
         dof = self.space.dof(x.shape, mask).to(x.device)[:, None]
-        logn = -0.5 * (diff * diff * m).flatten(2).sum(-1) / v - 0.5 * dof * torch.log(2 * math.pi * v)
-        return logn + torch.log(self.weights.to(x.device)), -diff * m / v[:, :, None, None]
+        logn = -0.5 * self.space.sqnorm(diff, mask, lead=1) / v - 0.5 * dof * torch.log(2 * math.pi * v)
+        return logn + torch.log(self.weights.to(x.device)), -diff / v[:, :, None, None]
 
     def log_prob(self, x: Tensor, t: Tensor | float = 0.0, mask: Tensor | None = None) -> Tensor:
         """Exact ``log q_t(x)`` on the subspace, nats, (B,) float64."""
@@ -217,7 +235,8 @@ class CentredGaussianMixture:
         return torch.logsumexp(logc, dim=-1)
 
     def score(self, x: Tensor, t: Tensor | float, mask: Tensor | None = None) -> Tensor:
-        """Exact score on the subspace (zero on padding, centred), (B, N, F) in the dtype of ``x``."""
+        """Exact score on the subspace (zero off it: padding, trimmed ends, centre of mass), (B, N, F)
+        in the dtype of ``x``."""
         logc, comp = self._terms(x, t, mask)
         resp = torch.softmax(logc, dim=-1)
         return (resp[:, :, None, None] * comp).sum(1).to(x.dtype)
@@ -242,8 +261,20 @@ class CentredGaussianMixture:
         return mu + self.variances[comp].sqrt()[:, None, None] * z, mask
 
     def __repr__(self) -> str:
-        return (f"CentredGaussianMixture(K={len(self.weights)}, sizes={self.sizes}, F={self.channels}"
+        return (f"CentredGaussianMixture(K={len(self.weights)}, sizes={self.sizes}, F={self.channels}, {self.space!r}"
                 f"{', name=' + self.name if self.name else ''})")
+
+
+def _masked_space(centred: int | None, space: Space | None) -> Space:
+    """``space``, or ``PointCloud(centred)`` (3 centred channels by default); a space without masks is refused."""
+    if space is None:
+        return PointCloud(3 if centred is None else centred)
+    if centred is not None:
+        raise ConventionError(f"CentredGaussianMixture takes either centred= (for PointCloud(centred)) or space=; "
+                              f"got centred={centred!r} and space={space!r}")
+    if not isinstance(space, Space) or space.trivial:
+        raise ConventionError(f"CentredGaussianMixture needs a masked space (PointCloud, Chain); got {space!r}")
+    return space
 
 
 class Bound:

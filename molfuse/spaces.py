@@ -203,6 +203,9 @@ class Chain(Space):
         if len(shape) != 3 or shape[2] != len(self.trims):
             raise ConventionError(f"chain states are (batch, residues, {len(self.trims)}); got shape {tuple(shape)}")
         if mask is None:
+            if shape[1] < self.min_length:
+                raise ConventionError(f"chains of {shape[1]} residues (no mask: all real) are shorter than "
+                                      f"{self.min_length} residues (the trims {self.trims} leave a channel empty)")
             return
         if tuple(mask.shape) != (shape[0], shape[1]) or mask.dtype != torch.bool:
             raise ConventionError(f"the residue mask must be bool (batch, residues) = ({shape[0]}, {shape[1]}); "
@@ -237,11 +240,10 @@ class Chain(Space):
         return sum((counts - h - t).clamp_min(0) for h, t in self.trims).to(torch.float64)
 
     def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
-        if mask is not None:
-            keep = self.entries((a.shape[0], a.shape[-2], a.shape[-1]), mask, a.device)
-            keep = keep.reshape(a.shape[0], *([1] * lead), *keep.shape[1:]).to(torch.float64)
-            return (a.to(torch.float64) * b.to(torch.float64) * keep).flatten(-2).sum(-1)
-        return super().inner(a, b, None, lead)
+        # over the degrees of freedom only: the trimmed ends are not free even when no mask is given
+        keep = self.entries((a.shape[0], a.shape[-2], a.shape[-1]), mask, a.device)
+        keep = keep.reshape(a.shape[0], *([1] * lead), *keep.shape[1:]).to(torch.float64)
+        return (a.to(torch.float64) * b.to(torch.float64) * keep).flatten(-2).sum(-1)
 
     def config(self) -> dict:
         return {"kind": self.kind, "trims": [list(p) for p in self.trims]}

@@ -3,7 +3,7 @@
 Which check catches which mistake (MATH §6): a wrong D shifts absolute log q (Itô and ODE
 likelihood) by about 6 nats per missing dimension but cancels in OR / AND κ. Noise that is
 not centred would let the centre of mass drift; molfuse's samplers re-project the state every
-step (so the drift cannot happen, and ``max_com`` checks it), and the uncentred start then
+step (so the drift cannot happen, and ``max_off`` checks it), and the uncentred start then
 shows as a log q about 1.5 nats too low (½ E|z_com|² = 3/2) at every size, which the Itô
 band below catches.
 """
@@ -41,7 +41,7 @@ def _band(bias, dof):
 
 
 def _ito_ok(t):
-    return bool((_band(t["bias_nats"], t["dof"]) & (t["max_com"] < 1e-9)).all())
+    return bool((_band(t["bias_nats"], t["dof"]) & (t["max_off"] < 1e-9)).all())
 
 
 def test_ito_log_q_per_size_and_its_failures():
@@ -81,7 +81,7 @@ def test_or_proportions_per_size():
 def test_and_balance_per_size_and_uncentred_noise():
     t = ec.and_by_size()
     assert (t["gap_and_nats"] < 0.05 * t["gap_single_nats"]).all() and (t["gap_and_nats"] < 0.5).all(), t
-    assert _band(t["ito_bias_nats"], t["dof"]).all() and (t["max_com"] < 1e-9).all()
+    assert _band(t["ito_bias_nats"], t["dof"]).all() and (t["max_off"] < 1e-9).all()
     bad = ec.and_by_size(space=Uncentred(3))
     assert not _band(bad["ito_bias_nats"], bad["dof"]).all()
 

@@ -49,3 +49,64 @@ def test_bad_inputs():
     gm = mf.GaussianMixture([[0.0, 0.0]], [1.0])
     with pytest.raises(mf.ConventionError, match="dim 2"):
         gm(torch.zeros(3, 5), torch.zeros(3))
+
+
+ANGLES = ((1, 1), (1, 1), (1, 2), (1, 2))  # the protein angle state's trims
+
+
+def _chain_mixture(sched, gen, sizes=(5, 8, 12)):
+    templates = {n: torch.randn(2, n, 4, generator=gen, dtype=torch.float64) for n in sizes}
+    mix = mf.CentredGaussianMixture(templates, [0.3, 0.7], [0.4, 0.6], schedule=sched, space=mf.Chain(ANGLES))
+    return mix, templates
+
+
+def test_masked_mixture_on_chains_is_the_plain_mixture_of_the_free_entries(sched, gen):
+    """On the coordinate-aligned chain subspace, a chain of n residues is a vector of its
+    D = 4n − 10 free entries: log q_t and the score must be a GaussianMixture's on those entries."""
+    mix, templates = _chain_mixture(sched, gen)
+    sizes = torch.tensor([5, 8, 12, 12, 5, 8])
+    mask = torch.arange(12)[None, :] < sizes[:, None]
+    keep = mix.space.entries((6, 12, 4), mask)
+    x = mix.space.project(torch.randn(6, 12, 4, generator=gen, dtype=torch.float64), mask)
+    for t in (0.0, 0.3, 0.8):
+        lp, s = mix.log_prob(x, t, mask), mix.score(x, t, mask)
+        assert torch.equal(s[~keep], torch.zeros_like(s[~keep]))
+        for i, n in enumerate(sizes.tolist()):
+            free = keep[i, :n]
+            plain = mf.GaussianMixture(templates[n][:, free], [0.3, 0.7], [0.4, 0.6], schedule=sched)
+            xi = x[i, :n][free][None]
+            assert abs(float(lp[i] - plain.log_prob(xi, t))) < 1e-10, (n, t)
+            assert torch.allclose(s[i, :n][free], plain.score(xi, t)[0], atol=1e-10)
+    assert torch.equal(mix.space.dof(x.shape, mask), (4 * sizes - 10).double())
+    # log q is the density of P x, so its gradient anywhere is the (projected) score
+    off = torch.randn(6, 12, 4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    (grad,) = torch.autograd.grad(mix.log_prob(off, 0.3, mask).sum(), off)
+    assert torch.allclose(grad, mix.score(off.detach(), 0.3, mask), atol=1e-12)
+
+
+def test_masked_mixture_samples_live_on_the_chain_subspace(sched, gen):
+    mix, _ = _chain_mixture(sched, gen, sizes=(8,))
+    x, mask = mix.sample(4000, gen)
+    keep = mix.space.entries(x.shape, mask)
+    assert torch.equal(x[~keep], torch.zeros_like(x[~keep]))
+    # E|x − μ_k|² = c_k D: the noise is the unit Gaussian of the 22-dimensional subspace
+    resid = torch.stack([x - mix.space.project(mix._means[0, k][None].expand_as(x), mask) for k in range(2)])
+    nearest = (resid**2).sum((2, 3)).min(0).values.mean()
+    assert 0.9 * (0.4 * 0.3 + 0.6 * 0.7) * 22 < float(nearest) < 1.1 * (0.4 * 0.3 + 0.6 * 0.7) * 22
+
+
+def test_masked_mixture_refuses_unmasked_spaces_and_short_templates(sched):
+    cloud = {3: torch.zeros(1, 3, 3)}
+    assert mf.CentredGaussianMixture(cloud, [1.0]).space == mf.PointCloud(3)  # the default, as before
+    assert mf.CentredGaussianMixture(cloud, [1.0], centred=0).space == mf.PointCloud(0)
+    with pytest.raises(mf.ConventionError, match="masked space"):
+        mf.CentredGaussianMixture(cloud, [1.0], space=mf.Euclidean())
+    with pytest.raises(mf.ConventionError, match=r"either centred= .* or space=; got centred=3"):
+        mf.CentredGaussianMixture(cloud, [1.0], centred=3, space=mf.PointCloud(3))
+    with pytest.raises(mf.ConventionError, match=r"templates\[3\].*shorter than 4 residues"):
+        mf.CentredGaussianMixture({3: torch.zeros(1, 3, 4)}, [1.0], space=mf.Chain(ANGLES))
+    with pytest.raises(mf.ConventionError, match=r"templates\[5\].*\(batch, residues, 4\)"):
+        mf.CentredGaussianMixture({5: torch.zeros(1, 5, 3)}, [1.0], space=mf.Chain(ANGLES))
+    mix = mf.CentredGaussianMixture({5: torch.zeros(1, 5, 4)}, [1.0], space=mf.Chain(ANGLES), max_nodes=8)
+    with pytest.raises(mf.ConventionError, match=r"no template for n = \[6\] real nodes"):
+        mix.log_prob(torch.zeros(1, 8, 4), 0.5, torch.arange(8)[None] < 6)

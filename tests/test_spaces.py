@@ -5,7 +5,7 @@ import torch
 
 import molfuse as mf
 from molfuse.errors import ConventionError
-from molfuse.spaces import EUCLIDEAN, Euclidean, PointCloud, resolve_space, space_from_config
+from molfuse.spaces import EUCLIDEAN, Chain, Euclidean, PointCloud, resolve_space, space_from_config
 
 
 def _mask(sizes, n_max):
@@ -135,3 +135,75 @@ def test_size_histograms_per_whole_number_condition():
     assert condition_key([0.5]) is None and condition_key([float("nan")]) is None
     assert node_counts_by_condition(mask, cond + 0.5) is None  # continuous conditions: marginal only
     assert node_counts_by_condition(mask, torch.arange(5.0)[:, None], max_keys=4) is None
+
+
+ANGLES = ((1, 1), (1, 1), (1, 2), (1, 2))  # the protein angle state: (cos θ, sin θ, cos τ, sin τ)
+
+
+def _chain_entries(n: int, n_max: int) -> torch.Tensor:
+    """(n_max, 4) bool: residue i carries θ for 1 <= i <= n − 2 and τ for 1 <= i <= n − 3."""
+    i = torch.arange(n_max)[:, None]
+    tail = torch.tensor([1, 1, 2, 2])
+    return (i >= 1) & (i < n - tail)
+
+
+def test_chain_projection_dof_and_noise_by_length():
+    space = Chain(ANGLES)
+    sizes = [4, 5, 8, 12]
+    mask = _mask(sizes, 12)
+    keep = torch.stack([_chain_entries(n, 12) for n in sizes])
+    v = torch.randn(4, 12, 4, dtype=torch.float64)
+    p = space.project(v, mask)
+    assert torch.equal(p, torch.where(keep, v, torch.zeros(())))  # coordinate-aligned: keep or zero
+    assert torch.equal(space.project(p, mask), p)
+    assert torch.equal(space.dof(v.shape, mask), torch.tensor([4.0 * n - 10 for n in sizes], dtype=torch.float64))
+    assert torch.equal(space.dof((2, 6, 4)), torch.tensor([14.0, 14.0], dtype=torch.float64))  # no mask: all real
+    members = torch.stack([v, 2 * v], 1)  # (batch, K, N, F): a member axis between batch and residues
+    assert torch.equal(space.project(members, mask)[:, 1], 2 * p)
+    z = space.noise((20000, 12, 4), _mask([8] * 20000, 12), torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(z[:, ~_chain_entries(8, 12)], torch.zeros_like(z[:, ~_chain_entries(8, 12)]))
+    assert abs(float((z * z).sum((1, 2)).mean()) - 22) < 3 * (2 * 22 / 20000) ** 0.5  # E|z|^2 = D = 22
+
+
+def test_chain_inner_runs_over_the_degrees_of_freedom_only():
+    space = Chain(ANGLES)
+    ones = torch.ones(3, 6, 4, dtype=torch.float64)
+    mask = _mask([4, 5, 6], 6)
+    assert torch.equal(space.inner(ones, ones, mask), space.dof(ones.shape, mask))
+    # without a mask every residue is real, but the trimmed ends are still not degrees of freedom
+    assert torch.equal(space.sqnorm(ones), space.dof(ones.shape))
+    stacked = torch.stack([ones, 3 * ones], 1)
+    assert torch.equal(space.inner(stacked, stacked, mask, lead=1)[:, 1], 9 * space.dof(ones.shape, mask))
+
+
+def test_chain_checks_shapes_prefix_masks_and_lengths():
+    space = Chain(ANGLES)
+    assert space.min_length == 4
+    with pytest.raises(ConventionError, match=r"\(batch, residues, 4\)"):
+        space.check((2, 6, 3), None)
+    with pytest.raises(ConventionError, match="bool"):
+        space.check((2, 6, 4), torch.ones(2, 6))
+    with pytest.raises(ConventionError, match="prefix"):
+        space.check((1, 6, 4), torch.tensor([[True, True, False, True, True, True]]))
+    with pytest.raises(ConventionError, match="1 chains are shorter than 4 residues"):
+        space.check((2, 6, 4), _mask([3, 6], 6))
+    with pytest.raises(ConventionError, match="shorter than 4 residues"):
+        space.check((2, 3, 4), None)  # no mask: all 3 residues real, still too short
+    space.check((2, 6, 4), _mask([4, 6], 6))
+    space.check((2, 4, 4), None)
+    for bad in ([], [(1,)], [(1, -1)], [(1, True)], "11", [(1.0, 1)]):
+        with pytest.raises(ConventionError, match="trims"):
+            Chain(bad)
+
+
+def test_chain_config_round_trip_equality_and_hash():
+    space = Chain(ANGLES)
+    again = space_from_config(space.config())
+    assert again == space and hash(again) == hash(space) and isinstance(again, Chain)
+    assert space.config() == {"kind": "chain", "trims": [[1, 1], [1, 1], [1, 2], [1, 2]]}
+    assert Chain([[1, 1], [1, 1], [1, 2], [1, 2]]) == space and len({space, again}) == 1
+    assert Chain(((1, 1), (1, 1), (1, 2), (2, 1))) != space and space != PointCloud(4) and space != EUCLIDEAN
+    with pytest.raises(ConventionError, match="trims"):
+        space_from_config({"kind": "chain", "trims": [[1, 1, 1]]})
+    with pytest.raises(ConventionError, match="space mismatch"):
+        resolve_space([type("M", (), {"space": space, "name": "m"})(), type("M", (), {"space": PointCloud(3)})()])
