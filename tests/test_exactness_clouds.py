@@ -58,8 +58,8 @@ def test_ito_log_q_per_size_and_its_failures():
 
 
 def test_ode_likelihood_per_size_and_a_wrong_dof():
-    good = ec.likelihood_by_size()
-    assert (good["max_abs_err_nats"] < 0.2).all(), good
+    good = ec.likelihood_by_size()  # the mixture's own log q_1 ends the integral: errors about 1e-6 nats
+    assert (good["max_abs_err_nats"] < 1e-3).all(), good
     wrong = ec.likelihood_by_size(space=WrongDof(3))
     assert (wrong["mae_nats"] > 10).all()
 
