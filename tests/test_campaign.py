@@ -245,3 +245,22 @@ def test_barycenter_fit_on_a_dataset_kind_needs_no_lightning(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     w = json.loads(out.stdout.strip().splitlines()[-1])
     assert np.isclose(sum(w), 1.0) and w[1] > w[0]  # the data sit on b's side
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys; a workflow (or training workflow) refuses them."""
+    path = tmp_path / "wf.yaml"
+    text = yaml.safe_dump(tiny(tmp_path), sort_keys=False)
+    path.write_text(text.replace("n_samples: 32\n", "n_samples: 32\nn_samples: 1000\n"))
+    line = text.splitlines().index("n_samples: 32") + 1
+    with pytest.raises(WorkflowError, match=rf"wf.yaml: line {line + 1}: duplicate key 'n_samples' "
+                                            rf"\(first at line {line}\)"):
+        load_workflow(path)
+    path.write_text(text.replace("    covs:\n    - 1.0\n", "    covs:\n    - 1.0\n    covs:\n    - 2.0\n", 1))
+    with pytest.raises(WorkflowError, match=r"duplicate key 'covs'"):
+        load_workflow(path)
+    from molfuse.training.workflow import load_train_workflow
+
+    path.write_text("name: t\narchitecture: {name: mlp, config: {dim: 2}}\ndata: {kind: x, n: 4, n: 8}\n")
+    with pytest.raises(WorkflowError, match=r"wf.yaml: line 3: duplicate key 'n' \(first at line 3\)"):
+        load_train_workflow(path)

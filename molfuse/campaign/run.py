@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import plugins
 from ..base.checks import fail
-from ..base.io import FolderLock, atomic_write, remove_stale_temporaries, write_json, write_text
+from ..base.io import FolderLock, atomic_write, parse_yaml, remove_stale_temporaries, write_json, write_text
 from ..base.provenance import config_diff, now
 from ..base.tables import ordered_columns
 from ..errors import WorkflowError
@@ -289,9 +289,11 @@ def _check_folder(folder: Path, config: dict) -> bool:
         return False
     fresh = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
     try:
-        old = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        old = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    except (WorkflowError, UnicodeDecodeError) as e:
         raise WorkflowError(f"{path} is not readable YAML ({e}); delete the folder or use another run name") from None
+    if not isinstance(old, dict):
+        raise WorkflowError(f"{path} is not a run's config (a mapping); delete the folder or use another run name")
     diffs = config_diff(_comparable(old), _comparable(fresh))
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
