@@ -82,3 +82,13 @@ def test_demo_workflow_ships_and_validates():
     wf = load_workflow(path, run_name="check")
     assert {m.operator for m in wf.methods} == {"single", "superpose", "barycenter", "ensemble", "random_choice"}
     assert Path(wf.output).name == "results"
+
+
+def test_python_dash_m_molfuse_runs_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "molfuse", "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(cli.__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("Usage: molfuse ") and "doctor" in out.stdout
