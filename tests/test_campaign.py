@@ -264,3 +264,19 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     path.write_text("name: t\narchitecture: {name: mlp, config: {dim: 2}}\ndata: {kind: x, n: 4, n: 8}\n")
     with pytest.raises(WorkflowError, match=r"wf.yaml: line 3: duplicate key 'n' \(first at line 3\)"):
         load_train_workflow(path)
+
+
+def test_n_samples_beyond_memory_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """10^12 samples used to run for minutes and die with MemoryError: refused while read, with the limit."""
+    with pytest.raises(WorkflowError, match=r"n_samples: 1000000000000 per method cannot be held: .* 6 method\(s\) "
+                                            r"x 1000000000000 .* at most \d+ samples per method fit here"):
+        load_workflow(tiny(tmp_path, n_samples=10**12))
+    from molfuse.campaign import parse
+
+    monkeypatch.setattr(parse, "_memory_bytes", lambda: (10**6, "this machine has"))
+    assert load_workflow(tiny(tmp_path, n_samples=550)).n_samples == 550  # 6 x 550 x 300 bytes of rows fit
+    with pytest.raises(WorkflowError, match=r"n_samples: 550 .* \(8 bytes per sample of shape \(2,\) \+ about 300 "
+                                            r"bytes per row\) = 1\.02e\+06 bytes, and this machine has 1e\+06 bytes; "
+                                            r"at most 541 samples per method fit here"):
+        run(tiny(tmp_path, n_samples=550))  # the samples' own bytes, once the models say their shape
+    assert not (tmp_path / "results").exists()

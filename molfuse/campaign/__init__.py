@@ -25,7 +25,7 @@ Schema (``?`` = optional, default after ``=``)::
           select?: {option, values: [...], data: {kind: ...}, n: 256, n_t: 4, seed: 0}}
                                  # weight merges of fine-tunes of `parent` (molfuse.campaign.merges)
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
-    n_samples?: int = 1000       # per method
+    n_samples?: int = 1000       # per method; refused when every method's samples and rows cannot fit in memory
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null,
                grid_power: 1.0}   # time grid t_k = t_end + (1 - t_end)(1 - k/steps)^p; p > 1: finer near t_end
                                   # threads null: 1 on CPU (runs sharing cores thrash at torch's default)

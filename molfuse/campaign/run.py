@@ -26,7 +26,7 @@ from ..schedules import schedule_from_config
 from .chunks import assemble_chunks, chunk_sizes, compute_chunk, plan_chunks
 from .executors import ExecutorSpec, parse_executor, run_tasks
 from .kinds import build_models
-from .parse import load_workflow, workflow_modality
+from .parse import check_sample_memory, load_workflow, workflow_modality
 from .registry import OPERATORS, Prepared, RunContext, sample_shape
 from .report import provenance, summary
 from .spec import MethodSpec, Workflow
@@ -271,6 +271,8 @@ def _check_shapes(wf: Workflow, models: dict[str, Any]) -> None:
         if len(set(shapes.values())) > 1:
             listed = ", ".join(f"{n} {s}" for n, s in shapes.items())
             fail(f"methods[{i}].models", f"models (and target / fit source) differ in sample shape: {listed}")
+    largest = max((sample_shape(m) for m in models.values()), key=math.prod)
+    check_sample_memory(wf.n_samples, len(wf.methods), largest)  # now that the sample shapes are known
 
 
 def _prepare(m: MethodSpec, i: int, models: dict[str, Any], ctx: RunContext) -> Prepared:
