@@ -149,7 +149,9 @@ class FolderLock:
     the holder (pid, host, start time) for the message another process gets.
 
     Raises:
-        FolderLockedError: another process holds the lock (the message names it).
+        FolderLockedError: another process holds the lock (the message names it), or the folder
+            is a file.
+        WorkflowError: the folder cannot be created or written (the message names it and why).
     """
 
     def __init__(self, folder: str | Path, what: str = "run"):
@@ -162,8 +164,12 @@ class FolderLock:
 
         if self.folder.exists() and not self.folder.is_dir():
             raise FolderLockedError(f"{self.folder} is a file, not a results folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise WorkflowError(f"{self.folder}: cannot create or write this folder ({type(e).__name__}: "
+                                f"{e.strerror or e}: {e.filename or self.folder}); choose a folder you can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,9 +47,8 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
         top["seed"] = seed
     if top["run_name"] is None:
         top["run_name"] = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(str(top["output"]))
-    if out.exists() and not out.is_dir():
-        fail("output", f"{str(out)!r} is a file; output is the folder that holds the results")
+    name, run = as_name(top["name"], "name"), as_name(str(top["run_name"]), "run_name")
+    _check_results_path(Path(str(top["output"])), name, run)
     models = parse_models(top["models"])
     target = top["target"]
     if target is not None and target not in models:
@@ -78,8 +77,7 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
     n_samples = as_int(top["n_samples"], "n_samples", 1)
     check_sample_memory(n_samples, len(parsed))
     return Workflow(
-        name=as_name(top["name"], "name"), seed=as_int(top["seed"], "seed", 0), output=str(top["output"]),
-        run_name=as_name(str(top["run_name"]), "run_name"), description=str(top["description"] or ""),
+        name=name, seed=as_int(top["seed"], "seed", 0), output=str(top["output"]), run_name=run, description=str(top["description"] or ""),
         schedule=check_schedule_spec(top["schedule"]), models=models, target=target,
         n_samples=n_samples, sampler=sampler, methods=parsed,
         evaluation=dict(evaluation or {}), reports=parse_reports(top["reports"]))
@@ -119,6 +117,20 @@ def check_sample_memory(n_samples: int, n_methods: int, shape: tuple[int, ...] |
          f"{ROW_BYTES} bytes per row) = {need:.3g} bytes, and {how} {memory:.3g} bytes; at most "
          f"{memory // (n_methods * per)} samples per method fit here. Lower n_samples, or split the work into "
          "replicate runs (molfuse run --seed k; molfuse replicates combines them)")
+
+
+def _check_results_path(out: Path, name: str, run_name: str) -> None:
+    """Refuse a results folder ``<output>/<name>/<run_name>`` that a file stands in the way of
+    (the output, a folder above it, or ``<output>/<name>``); nothing is created here."""
+    for parent in reversed(out.parents):
+        if parent.exists() and not parent.is_dir():
+            fail("output", f"{str(out)!r} cannot be a folder: {str(parent)!r} is a file")
+    if out.exists() and not out.is_dir():
+        fail("output", f"{str(out)!r} is a file; output is the folder that holds the results")
+    for path, key in ((out / name, "name"), (out / name / run_name, "run_name")):
+        if path.exists() and not path.is_dir():
+            fail(key, f"the results go to the folder {str(out / name / run_name)!r}, but {str(path)!r} is "
+                 f"a file; move it away, or change {key} (or output)")
 
 
 def workflow_modality(models: Mapping[str, ModelSpec]) -> plugins.Modality:
