@@ -29,7 +29,7 @@ from .kinds import build_models
 from .parse import check_sample_memory, load_workflow, workflow_modality
 from .registry import OPERATORS, Prepared, RunContext, sample_shape
 from .report import provenance, summary
-from .spec import MethodSpec, Workflow
+from .spec import MethodSpec, Workflow, comparable
 
 __all__ = ["RunResult", "run_workflow"]
 
@@ -139,7 +139,8 @@ def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec,
                  say: Callable) -> tuple[dict, dict]:
     """Every method's missing chunks drawn on the executor, then all chunks read back in order;
     also what drew them (the executor, chunks drawn, the phase's wall time)."""
-    planned = {m.name: plan_chunks(wf, m) for m in wf.methods}
+    shapes = {m.name: sample_shape(models[m.models[0]]) for m in wf.methods}
+    planned = {m.name: plan_chunks(wf, m, shapes[m.name]) for m in wf.methods}
     tasks = [t for todo, _ in planned.values() for t in todo]
     n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)) * len(wf.methods)
     if spec.kind != "serial":
@@ -156,7 +157,7 @@ def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec,
     if spec.kind != "serial":
         for p in remove_stale_temporaries(wf.folder):  # a worker killed mid-write leaves its temporary
             say(f"molfuse: removed {p} (a temporary file of a killed worker)")
-    return {m.name: assemble_chunks(wf, m, planned[m.name][1]) for m in wf.methods}, drawn
+    return {m.name: assemble_chunks(wf, m, planned[m.name][1], shapes[m.name]) for m in wf.methods}, drawn
 
 
 def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, models: dict, prepared: dict,
@@ -186,6 +187,9 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
     figures = ev.figure(ctx, method_runs) if ev.figure else []
     prov = provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed, modality.name)
     prov["executor"] = drawn
+    prov["chunk_files"] = {"config_sha256": wf.config_sha256, "rule": "each chunk records the run's config_sha256, "
+                           "its seed, its fields and its content digest; sha256: of each chunk file, in order",
+                           "sha256": {k: r["chunk_sha256"] for k, r in runs.items()}}
     if ev.provenance is not None:
         prov["evaluation"] = ev.provenance(ctx)
     write_json(wf.folder / "provenance.json", prov)
@@ -296,20 +300,12 @@ def _check_folder(folder: Path, config: dict) -> bool:
         raise WorkflowError(f"{path} is not readable YAML ({e}); delete the folder or use another run name") from None
     if not isinstance(old, dict):
         raise WorkflowError(f"{path} is not a run's config (a mapping); delete the folder or use another run name")
-    diffs = config_diff(_comparable(old), _comparable(fresh))
+    diffs = config_diff(comparable(old), comparable(fresh))
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise WorkflowError(f"{folder} holds a run of a different configuration ({shown}); refusing to mix "
                             "results. Use another run name (--name) or delete that folder to start over.")
     return True
-
-
-def _comparable(config: dict) -> dict:
-    """What must match to resume: all but where the folder is, how many threads ran and the
-    reports (they only read the metrics table)."""
-    out = {k: v for k, v in config.items() if k not in ("output", "run_name", "reports")}
-    out["sampler"] = {k: v for k, v in (out.get("sampler") or {}).items() if k != "threads"}
-    return out
 
 
 def _print_plan(wf: Workflow, say: Callable[..., None]) -> None:
