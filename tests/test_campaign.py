@@ -280,3 +280,33 @@ def test_n_samples_beyond_memory_is_refused_before_anything_runs(tmp_path, monke
                                             r"at most 541 samples per method fit here"):
         run(tiny(tmp_path, n_samples=550))  # the samples' own bytes, once the models say their shape
     assert not (tmp_path / "results").exists()
+
+
+def _rings_workflow(tmp_path, cond) -> dict:
+    """One property-conditioned molecule member (qm9_rings: one property, rings; mean 1.75, sd 1.22)."""
+    return {"name": "prompt", "output": str(tmp_path / "results"), "n_samples": 4,
+            "models": {"rings": {"kind": "checkpoint", "path": "models/molecules/qm9_rings", "cond": cond}},
+            "methods": [{"name": "alone", "operator": "single", "models": ["rings"]}]}
+
+
+def test_a_property_prompt_of_the_wrong_length_or_range_is_refused_while_read(tmp_path):
+    with pytest.raises(WorkflowError, match=r"models\.rings: cond: this net is conditioned on 1 property value "
+                                            r"\(rings\) \(its card's architecture num_properties\), got 2: \[3\.0, 4\.0\]"):
+        load_workflow(_rings_workflow(tmp_path, [3.0, 4.0]))
+    path = tmp_path / "wf.yaml"  # YAML 1.1 reads 1e30 as the string '1e30': a number all the same, but far out
+    path.write_text(yaml.safe_dump(_rings_workflow(tmp_path, [3.0])).replace("- 3.0", "- 1e30"))
+    with pytest.raises(WorkflowError, match=r"models\.rings: cond: rings = '1e30' is 8\.2e\+29 standard deviations "
+                                            r"from the training mean 1\.75 \(sd 1\.22\); beyond 50"):
+        load_workflow(path)
+    for bad in (["three"], [True], [float("nan")]):
+        with pytest.raises(WorkflowError, match=r"models\.rings: cond: (expected 1 property value|rings = nan)"):
+            load_workflow(_rings_workflow(tmp_path, bad))
+
+
+def test_a_property_prompt_as_a_numeric_string_is_a_number(tmp_path):
+    from molfuse.schedules import schedule_from_config
+
+    pytest.importorskip("e3nn")  # the molecules extra builds the net
+    wf = load_workflow(_rings_workflow(tmp_path, ["3"]))
+    model = campaign.build_models(wf, schedule_from_config(wf.schedule))["rings"]
+    assert model.cond == [3.0] and model.node_counts_given == "3"

@@ -16,7 +16,9 @@ Schema (``?`` = optional, default after ``=``)::
           guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
-                                 # checked against the card's conditioning kind and bound with
+                                 # checked against the card's conditioning kind (property values: one
+                                 # per property, numbers or numeric strings, within 50 training sd of
+                                 # the mean; checked while the workflow is read) and bound with
                                  # molfuse.bind; shape, space and modality from the card
       c: {kind: soup, paths: [<checkpoint>, ...], weights?: [w_i] = uniform, remove?: [<one of paths>],
           cond?: <label>}        # weight soup (MATH §5); remove: Soup.remove from the uniform soup
