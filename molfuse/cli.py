@@ -33,7 +33,31 @@ def demo_path() -> Path:
     return Path(molfuse.__file__).resolve().parents[1] / "workflows" / "demo.yaml"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupted(click.ClickException):
+    exit_code = 130  # the shell's code for Ctrl-C
+
+
+class _Group(click.Group):
+    """The command group, with a message instead of click's bare ``Aborted!`` (which it prints for
+    an ``EOFError`` or ``KeyboardInterrupt`` escaping a command) and instead of a traceback for
+    a file-system error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EOFError as e:
+            raise click.ClickException(f"a file ended before its content did (EOFError: {e or 'no data'}): an empty "
+                                       "or truncated input file; check the files the workflow names (data.source, "
+                                       "checkpoints) or rerun to redraw a damaged result") from None
+        except KeyboardInterrupt:
+            raise _Interrupted("interrupted (Ctrl-C); what was finished is kept: rerun the same command to resume "
+                               "(molfuse run: with the same --name)") from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e} ({type(e).__name__})") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(molfuse.__version__, prog_name="molfuse")
 def main() -> None:
     """molfuse: fuse pre-trained diffusion (score) models and evaluate the result.
