@@ -3,11 +3,15 @@
     molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto] [--seed N] [--allow-invalid]
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
-    molfuse doctor
+    molfuse replicates RUN RUN ... [--metrics a,b] [--out F.csv] [--by-n]
+    molfuse doctor     (versions, every extra, and which shipped workflows this install can run)
+
+``python -m molfuse`` is the same command.
 
 Exit status: 0 done; 1 refused (the message names the field or file); 2 the run finished but
 the sampler failed on some samples (NaN / inf; ``per_sample.csv`` says why; ``--allow-invalid``
-makes that 0). A modality's own verdict (an invalid molecule) is a metric, not a failure.
+makes that 0); 130 interrupted (Ctrl-C). A modality's own verdict (an invalid molecule) is a
+metric, not a failure.
 """
 
 from __future__ import annotations

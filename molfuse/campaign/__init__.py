@@ -67,8 +67,11 @@ YAML 1.1 reads ``1e-3`` as a string: numeric strings are accepted wherever a num
 A run locks its folder (a second run on it is refused), checks and writes ``config.yaml``
 before any work (a rerun with a different resolved config is refused), draws each method's
 ``n_samples`` in chunks with seeds from (seed, method, chunk) and saves each chunk atomically
-under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished chunks (an
-unreadable chunk is named and drawn again). A member returning NaN / inf makes its chunk's
+under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished chunks. Each chunk
+records the run's config hash, its seed, the fields its method produced and a digest of its
+content; an unreadable chunk, or one whose record does not match this run (another config or
+seed, a missing field, samples of another shape, content edited since), is named with what
+differs and drawn again; ``provenance.json`` lists every chunk file's sha256 (``chunk_files``). A member returning NaN / inf makes its chunk's
 samples invalid rows naming the member and t; ``molfuse run`` then exits with status 2.
 
 Modules, each importing only ones listed before it: ``registry`` (operators, what they get

@@ -92,7 +92,7 @@ def chunk_problem(data: dict, size: int, seed: int, config_hash: str, shape: tup
     return None
 
 
-def load_chunk(path: Path, size: int, seed: int, config_hash: str = "", shape: tuple[int, ...] | None = None
+def load_chunk(path: Path, size: int, seed: int, config_hash: str, shape: tuple[int, ...] | None = None
                ) -> dict | None:
     """A finished chunk of this run, or None when missing. An unreadable chunk, or one that is not
     this run's (:func:`chunk_problem`), is named in a warning saying what differs, deleted and

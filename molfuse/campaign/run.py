@@ -82,8 +82,10 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         count of invalid samples.
 
     Raises:
-        WorkflowError: malformed workflow, missing modality dependencies, a folder holding a
-            run of another config, a folder in use by another run, or an unknown executor.
+        WorkflowError: malformed workflow, missing modality dependencies, more samples than
+            memory holds, a results folder that cannot be created (a file in its way, no write
+            access), a folder holding a run of another config, a folder in use by another run,
+            a folder where a chunk goes, or an unknown executor.
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = now(), time.perf_counter()
