@@ -239,8 +239,8 @@ def doctor() -> None:
                + (f"ok ({torch.cuda.get_device_name(0)})" if cuda else "not available"))
     extras = {extra: _extra_missing(reqs) for extra, reqs in _extras().items()}
     for extra, (found, missing) in extras.items():
-        state = f"MISSING {', '.join(missing)}: pip install 'molfuse[{extra}]'" if missing else f"ok ({', '.join(found)})"
-        click.echo(f"extra   {extra:<13} {state}")
+        state = f"MISSING {', '.join(missing)}: pip install 'molfuse[{extra}]'" if missing else "ok"
+        click.echo(f"extra   {extra:<13} {state}" + ("" if missing else f" ({', '.join(found)})"))
     from . import plugins
 
     for m in plugins.modalities():
@@ -349,7 +349,8 @@ def _shipped_workflows(train_missing: list[str]) -> None:
         except (WorkflowError, CheckpointError) as e:
             why = str(e)
         bad += why is not None
-        click.echo(f"workflow {str(path.relative_to(root)):<44} " + ("ok" if why is None else f"CANNOT RUN HERE: {why}"))
+        state = "ok" if why is None else f"CANNOT RUN HERE: {why}"
+        click.echo(f"workflow {str(path.relative_to(root)):<44} {state}")
     click.echo(f"workflow {len(paths) - bad} of {len(paths)} shipped workflows can run here"
                + (f"; {bad} cannot (what to install is above)" if bad else ""))
 

@@ -291,7 +291,8 @@ def _rings_workflow(tmp_path, cond) -> dict:
 
 def test_a_property_prompt_of_the_wrong_length_or_range_is_refused_while_read(tmp_path):
     with pytest.raises(WorkflowError, match=r"models\.rings: cond: this net is conditioned on 1 property value "
-                                            r"\(rings\) \(its card's architecture num_properties\), got 2: \[3\.0, 4\.0\]"):
+                                            r"\(rings\) \(its card's architecture num_properties\), "
+                                            r"got 2: \[3\.0, 4\.0\]"):
         load_workflow(_rings_workflow(tmp_path, [3.0, 4.0]))
     path = tmp_path / "wf.yaml"  # YAML 1.1 reads 1e30 as the string '1e30': a number all the same, but far out
     path.write_text(yaml.safe_dump(_rings_workflow(tmp_path, [3.0])).replace("- 3.0", "- 1e30"))

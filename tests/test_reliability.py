@@ -354,7 +354,8 @@ def test_doctor_lists_every_extra_and_says_which_shipped_workflows_can_run():
     assert re.search(r"extra +designability +MISSING tmtools: pip install 'molfuse\[designability\]'", out.stdout)
     assert re.search(r"extra +test +ok \(pytest ", out.stdout)
     shipped = sorted(p.relative_to(ROOT / "workflows") for p in (ROOT / "workflows").rglob("*.yaml"))
-    said = {line.split()[1]: line for line in lines if line.startswith("workflow ") and line.split()[1].endswith(".yaml")}
+    said = {line.split()[1]: line for line in lines
+            if line.startswith("workflow ") and line.split()[1].endswith(".yaml")}
     assert sorted(said) == [str(p) for p in shipped]  # one line per shipped workflow
     assert said["demo.yaml"].endswith(" ok")
     bad = said["proteins/superdiff_helix_strand.yaml"]

@@ -168,8 +168,9 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise WorkflowError(f"{self.folder}: cannot create or write this folder ({type(e).__name__}: "
-                                f"{e.strerror or e}: {e.filename or self.folder}); choose a folder you can write") from None
+            why = f"{type(e).__name__}: {e.strerror or e}: {e.filename or self.folder}"
+            raise WorkflowError(f"{self.folder}: cannot create or write this folder ({why}); choose a folder you "
+                                "can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -71,8 +71,9 @@ under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished 
 records the run's config hash, its seed, the fields its method produced and a digest of its
 content; an unreadable chunk, or one whose record does not match this run (another config or
 seed, a missing field, samples of another shape, content edited since), is named with what
-differs and drawn again; ``provenance.json`` lists every chunk file's sha256 (``chunk_files``). A member returning NaN / inf makes its chunk's
-samples invalid rows naming the member and t; ``molfuse run`` then exits with status 2.
+differs and drawn again; ``provenance.json`` lists every chunk file's sha256 (``chunk_files``).
+A member returning NaN / inf makes its chunk's samples invalid rows naming the member and t;
+``molfuse run`` then exits with status 2.
 
 Modules, each importing only ones listed before it: ``registry`` (operators, what they get
 and return), ``spec`` (dataclasses), ``parse`` (load_workflow), ``kinds`` (checkpoint and soup

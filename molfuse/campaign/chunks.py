@@ -192,10 +192,10 @@ def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0, shape: tuple[i
     Raises:
         WorkflowError: a chunk is missing (its computation did not finish) or not this run's.
     """
-    chunks, digests = [], []
+    chunks, digests, config_hash = [], [], wf.config_sha256
     for i, size in enumerate(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)):
         path = chunk_path(wf.folder, m.name, i)
-        data = load_chunk(path, size, derive_seed(wf.seed, m.name, i), wf.config_sha256, shape)
+        data = load_chunk(path, size, derive_seed(wf.seed, m.name, i), config_hash, shape)
         if data is None:
             raise WorkflowError(f"{path}: chunk {i} of method {m.name} was not computed; rerun the same folder to resume")
         digests.append(sha256_file(path))

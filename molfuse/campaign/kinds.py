@@ -152,9 +152,10 @@ def property_values(card: dict, cond: Any) -> list[float]:
         if not math.isfinite(v) or abs(v) > torch.finfo(torch.float32).max:
             raise ValueError(f"cond: {label} = {vals[i]!r} is not a finite float32 number")
         if i < len(means) and i < len(sds) and sds[i] > 0 and abs(v - means[i]) > MAX_PROPERTY_SD * sds[i]:
-            raise ValueError(f"cond: {label} = {vals[i]!r} is {abs(v - means[i]) / sds[i]:.3g} standard deviations from "
-                             f"the training mean {means[i]:g} (sd {sds[i]:g}); beyond {MAX_PROPERTY_SD:g} the net's "
-                             "output is no longer a score (it overflows to NaN); give a value the net can extrapolate to")
+            z = abs(v - means[i]) / sds[i]
+            raise ValueError(f"cond: {label} = {vals[i]!r} is {z:.3g} standard deviations from the training mean "
+                             f"{means[i]:g} (sd {sds[i]:g}); beyond {MAX_PROPERTY_SD:g} the net's output is no longer "
+                             "a score (it overflows to NaN); give a value the net can extrapolate to")
     return out
 
 

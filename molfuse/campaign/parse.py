@@ -18,8 +18,8 @@ from ..schedules import check_schedule_spec
 from .registry import OPERATORS
 from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow
 
-__all__ = ["load_workflow", "workflow_modality", "parse_models", "parse_sampler", "parse_method", "parse_reports", "TOP_FIELDS",
-           "check_sample_memory", "ROW_BYTES"]
+__all__ = ["load_workflow", "workflow_modality", "parse_models", "parse_sampler", "parse_method", "parse_reports",
+           "TOP_FIELDS", "check_sample_memory", "ROW_BYTES"]
 
 TOP_FIELDS = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "run_name": None, "schedule": None,
               "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED,
@@ -77,7 +77,8 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
     n_samples = as_int(top["n_samples"], "n_samples", 1)
     check_sample_memory(n_samples, len(parsed))
     return Workflow(
-        name=name, seed=as_int(top["seed"], "seed", 0), output=str(top["output"]), run_name=run, description=str(top["description"] or ""),
+        name=name, seed=as_int(top["seed"], "seed", 0), output=str(top["output"]), run_name=run,
+        description=str(top["description"] or ""),
         schedule=check_schedule_spec(top["schedule"]), models=models, target=target,
         n_samples=n_samples, sampler=sampler, methods=parsed,
         evaluation=dict(evaluation or {}), reports=parse_reports(top["reports"]))
