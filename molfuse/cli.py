@@ -3,18 +3,25 @@
     molfuse run WORKFLOW.yaml [--out DIR] [--name NAME] [--device cpu|cuda|auto] [--seed N] [--allow-invalid]
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
-    molfuse doctor
+    molfuse replicates RUN RUN ... [--metrics a,b] [--out F.csv] [--by-n]
+    molfuse doctor     (versions, every extra, and which shipped workflows this install can run)
+
+``python -m molfuse`` is the same command.
 
 Exit status: 0 done; 1 refused (the message names the field or file); 2 the run finished but
 the sampler failed on some samples (NaN / inf; ``per_sample.csv`` says why; ``--allow-invalid``
-makes that 0). A modality's own verdict (an invalid molecule) is a metric, not a failure.
+makes that 0); 130 interrupted (Ctrl-C). A modality's own verdict (an invalid molecule) is a
+metric, not a failure.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -24,16 +31,36 @@ import molfuse
 
 __all__ = ["main", "demo_path"]
 
-# The extras that are no modality's: training and tests (pyproject.toml [project.optional-dependencies]).
-EXTRAS = {"train": ("lightning", "safetensors"), "test": ("pytest",)}
-
-
 def demo_path() -> Path:
     """``workflows/demo.yaml`` next to the package (a source checkout or editable install)."""
     return Path(molfuse.__file__).resolve().parents[1] / "workflows" / "demo.yaml"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupted(click.ClickException):
+    exit_code = 130  # the shell's code for Ctrl-C
+
+
+class _Group(click.Group):
+    """The command group, with a message instead of click's bare ``Aborted!`` (which it prints for
+    an ``EOFError`` or ``KeyboardInterrupt`` escaping a command) and instead of a traceback for
+    a file-system error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EOFError as e:
+            raise click.ClickException(f"a file ended before its content did (EOFError: {e or 'no data'}): an empty "
+                                       "or truncated input file; check the files the workflow names (data.source, "
+                                       "checkpoints) or rerun to redraw a damaged result") from None
+        except KeyboardInterrupt:
+            raise _Interrupted("interrupted (Ctrl-C); what was finished is kept: rerun the same command to resume "
+                               "(molfuse run: with the same --name)") from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e} ({type(e).__name__})") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(molfuse.__version__, prog_name="molfuse")
 def main() -> None:
     """molfuse: fuse pre-trained diffusion (score) models and evaluate the result.
@@ -199,7 +226,8 @@ def _exactness_checks(folder: Path) -> None:
 
 @main.command()
 def doctor() -> None:
-    """Versions, devices, optional extras, and a 2-second self-check of the sampler."""
+    """Versions, devices, every optional extra, which shipped workflows this install can run, and a
+    2-second self-check of the sampler."""
     import numpy as np
     import torch
 
@@ -209,8 +237,10 @@ def doctor() -> None:
     cuda = torch.cuda.is_available()
     click.echo(f"device  cpu ok ({torch.get_num_threads()} threads); cuda "
                + (f"ok ({torch.cuda.get_device_name(0)})" if cuda else "not available"))
-    for extra, modules in EXTRAS.items():
-        click.echo(f"extra   {extra:<10} {_modules_status(modules, extra)}")
+    extras = {extra: _extra_missing(reqs) for extra, reqs in _extras().items()}
+    for extra, (found, missing) in extras.items():
+        state = f"MISSING {', '.join(missing)}: pip install 'molfuse[{extra}]'" if missing else "ok"
+        click.echo(f"extra   {extra:<13} {state}" + ("" if missing else f" ({', '.join(found)})"))
     from . import plugins
 
     for m in plugins.modalities():
@@ -221,6 +251,7 @@ def doctor() -> None:
         click.echo(f"modality {m.name:<9} {status}" + (f" ({parts})" if parts and not missing else ""))
     for name, why in plugins.unavailable().items():
         click.echo(f"modality {name:<9} UNAVAILABLE: {why}")
+    _shipped_workflows(extras.get("train", ((), ()))[1])
     abs_err, bias, secs = _self_check()
     ok = abs_err < 1.5 and abs(bias) < 0.5  # a healthy Euler-Maruyama run at 200 steps: about 0.7 / 0.2
     click.echo(f"check   Itô log-density, 2-D Gaussian mixture, 200 steps: mean |estimate - exact| = {abs_err:.3f} "
@@ -229,18 +260,99 @@ def doctor() -> None:
         raise SystemExit(1)
 
 
-def _modules_status(modules: tuple[str, ...], extra: str) -> str:
+_REQ = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")  # name[extras] of a requirement
+_FOR_EXTRA = r"""extra\s*==\s*["']({})["']"""  # the marker of a requirement that belongs to an extra
+
+
+def _extras() -> dict[str, list[str]]:
+    """molfuse's optional extras and their requirements (``lightning>=2.4``), as installed (the
+    package metadata), else from the pyproject.toml of a source checkout."""
+    try:
+        meta = importlib.metadata.metadata("molfuse")
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+
+        path = Path(molfuse.__file__).resolve().parents[1] / "pyproject.toml"
+        return dict(tomllib.loads(path.read_text())["project"]["optional-dependencies"]) if path.is_file() else {}
+    out: dict[str, list[str]] = {e: [] for e in meta.get_all("Provides-Extra") or []}
+    for req in meta.get_all("Requires-Dist") or []:
+        m = re.search(_FOR_EXTRA.format("[^\"']+"), req)
+        if m:
+            out.setdefault(m[1], []).append(req.split(";")[0].strip())
+    return out
+
+
+def _distributions(req: str) -> list[str]:
+    """The distributions a requirement needs: its own, and those of its extras (``dask[distributed]``)."""
+    name, extras = _REQ.match(req).groups()
+    try:
+        deps = importlib.metadata.requires(name) or []
+    except importlib.metadata.PackageNotFoundError:
+        deps = []
+    out = [name]
+    for extra in filter(None, (e.strip() for e in (extras or "").split(","))):
+        out += [_REQ.match(d)[1] for d in deps if re.search(_FOR_EXTRA.format(re.escape(extra)), d)]
+    return list(dict.fromkeys(out))
+
+
+def _extra_missing(reqs: list[str]) -> tuple[list[str], list[str]]:
+    """``(found "name version", missing names)`` of an extra's requirements: a distribution counts
+    when it is installed and its top-level modules import."""
     found, missing = [], []
-    for module in modules:
+    norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731 - PEP 503 names
+    modules: dict[str, list[str]] = {}
+    for top, dists in importlib.metadata.packages_distributions().items():
+        for d in dists:
+            modules.setdefault(norm(d), []).append(top)
+    for name in dict.fromkeys(d for req in reqs for d in _distributions(req)):
         try:
-            mod = importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - any import failure means the extra is unusable
-            missing.append(module)
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
             continue
-        found.append(f"{module} {getattr(mod, '__version__', '?')}")
-    if missing:
-        return f"MISSING {', '.join(missing)}: pip install 'molfuse[{extra}]'"
-    return "ok (" + ", ".join(found) + ")"
+        tops = [t for t in modules.get(norm(name), []) if not t.startswith("_")]
+        if any(importlib.util.find_spec(t) is None for t in tops):
+            missing.append(name)
+        else:
+            found.append(f"{name} {version}")
+    return found, missing
+
+
+def _shipped_workflows(train_missing: list[str]) -> None:
+    """Each workflow under ``workflows/`` read as ``molfuse run`` / ``molfuse train`` would read it
+    (nothing is built or run): ok, or why this install cannot run it and what to install."""
+    import warnings
+
+    from .base.io import read_yaml
+    from .campaign import load_workflow
+    from .errors import CheckpointError, WorkflowError
+    from .training.workflow import expand_sweep, load_train_workflow
+
+    root = demo_path().parent
+    paths = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    if not paths:
+        click.echo("workflow (none shipped with this install: a source checkout has workflows/)")
+        return
+    bad = 0
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. few steps: a run's concern, not the install's
+                if "methods" in (read_yaml(path) or {}):
+                    load_workflow(path, run_name="doctor")
+                else:
+                    if train_missing:
+                        raise WorkflowError(f"training needs {', '.join(train_missing)}: pip install 'molfuse[train]'")
+                    for one in expand_sweep(path):
+                        load_train_workflow(one)
+            why = None
+        except (WorkflowError, CheckpointError) as e:
+            why = str(e)
+        bad += why is not None
+        state = "ok" if why is None else f"CANNOT RUN HERE: {why}"
+        click.echo(f"workflow {str(path.relative_to(root)):<44} {state}")
+    click.echo(f"workflow {len(paths) - bad} of {len(paths)} shipped workflows can run here"
+               + (f"; {bad} cannot (what to install is above)" if bad else ""))
 
 
 def _self_check(n: int = 512, steps: int = 200) -> tuple[float, float, float]:

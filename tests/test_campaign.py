@@ -258,3 +258,69 @@ def test_barycenter_fit_on_a_dataset_kind_needs_no_lightning(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     w = json.loads(out.stdout.strip().splitlines()[-1])
     assert np.isclose(sum(w), 1.0) and w[1] > w[0]  # the data sit on b's side
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys; a workflow (or training workflow) refuses them."""
+    path = tmp_path / "wf.yaml"
+    text = yaml.safe_dump(tiny(tmp_path), sort_keys=False)
+    path.write_text(text.replace("n_samples: 32\n", "n_samples: 32\nn_samples: 1000\n"))
+    line = text.splitlines().index("n_samples: 32") + 1
+    with pytest.raises(WorkflowError, match=rf"wf.yaml: line {line + 1}: duplicate key 'n_samples' "
+                                            rf"\(first at line {line}\)"):
+        load_workflow(path)
+    path.write_text(text.replace("    covs:\n    - 1.0\n", "    covs:\n    - 1.0\n    covs:\n    - 2.0\n", 1))
+    with pytest.raises(WorkflowError, match=r"duplicate key 'covs'"):
+        load_workflow(path)
+    from molfuse.training.workflow import load_train_workflow
+
+    path.write_text("name: t\narchitecture: {name: mlp, config: {dim: 2}}\ndata: {kind: x, n: 4, n: 8}\n")
+    with pytest.raises(WorkflowError, match=r"wf.yaml: line 3: duplicate key 'n' \(first at line 3\)"):
+        load_train_workflow(path)
+
+
+def test_n_samples_beyond_memory_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """10^12 samples used to run for minutes and die with MemoryError: refused while read, with the limit."""
+    with pytest.raises(WorkflowError, match=r"n_samples: 1000000000000 per method cannot be held: .* 6 method\(s\) "
+                                            r"x 1000000000000 .* at most \d+ samples per method fit here"):
+        load_workflow(tiny(tmp_path, n_samples=10**12))
+    from molfuse.campaign import parse
+
+    monkeypatch.setattr(parse, "_memory_bytes", lambda: (10**6, "this machine has"))
+    assert load_workflow(tiny(tmp_path, n_samples=550)).n_samples == 550  # 6 x 550 x 300 bytes of rows fit
+    with pytest.raises(WorkflowError, match=r"n_samples: 550 .* \(8 bytes per sample of shape \(2,\) \+ about 300 "
+                                            r"bytes per row\) = 1\.02e\+06 bytes, and this machine has 1e\+06 bytes; "
+                                            r"at most 541 samples per method fit here"):
+        run(tiny(tmp_path, n_samples=550))  # the samples' own bytes, once the models say their shape
+    assert not (tmp_path / "results").exists()
+
+
+def _rings_workflow(tmp_path, cond) -> dict:
+    """One property-conditioned molecule member (qm9_rings: one property, rings; mean 1.75, sd 1.22)."""
+    return {"name": "prompt", "output": str(tmp_path / "results"), "n_samples": 4,
+            "models": {"rings": {"kind": "checkpoint", "path": "models/molecules/qm9_rings", "cond": cond}},
+            "methods": [{"name": "alone", "operator": "single", "models": ["rings"]}]}
+
+
+def test_a_property_prompt_of_the_wrong_length_or_range_is_refused_while_read(tmp_path):
+    with pytest.raises(WorkflowError, match=r"models\.rings: cond: this net is conditioned on 1 property value "
+                                            r"\(rings\) \(its card's architecture num_properties\), "
+                                            r"got 2: \[3\.0, 4\.0\]"):
+        load_workflow(_rings_workflow(tmp_path, [3.0, 4.0]))
+    path = tmp_path / "wf.yaml"  # YAML 1.1 reads 1e30 as the string '1e30': a number all the same, but far out
+    path.write_text(yaml.safe_dump(_rings_workflow(tmp_path, [3.0])).replace("- 3.0", "- 1e30"))
+    with pytest.raises(WorkflowError, match=r"models\.rings: cond: rings = '1e30' is 8\.2e\+29 standard deviations "
+                                            r"from the training mean 1\.75 \(sd 1\.22\); beyond 50"):
+        load_workflow(path)
+    for bad in (["three"], [True], [float("nan")]):
+        with pytest.raises(WorkflowError, match=r"models\.rings: cond: (expected 1 property value|rings = nan)"):
+            load_workflow(_rings_workflow(tmp_path, bad))
+
+
+def test_a_property_prompt_as_a_numeric_string_is_a_number(tmp_path):
+    from molfuse.schedules import schedule_from_config
+
+    pytest.importorskip("e3nn")  # the molecules extra builds the net
+    wf = load_workflow(_rings_workflow(tmp_path, ["3"]))
+    model = campaign.build_models(wf, schedule_from_config(wf.schedule))["rings"]
+    assert model.cond == [3.0] and model.node_counts_given == "3"

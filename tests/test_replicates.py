@@ -67,3 +67,29 @@ def test_by_n_pools_draws_and_runs(tmp_path):
     res = CliRunner().invoke(main, ["replicates", *map(str, runs), "--by-n", "--metrics", "tv"])
     assert res.exit_code == 0, res.output
     assert "the draws of each n and the runs" in res.output and "| 16 | 0.65 ± 0.58 | 0.5 ± 0 |" in res.output
+
+
+@pytest.mark.parametrize("damage, said", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary", r"metrics.csv: not UTF-8 text"),
+    (b"", r"metrics.csv: not a metrics table \(EmptyDataError"),
+    (b"tv,bpd\n0.1,0.2\n", r"metrics.csv: not a metrics table \(no method column"),
+])
+def test_a_garbage_metrics_csv_is_named(tmp_path, damage, said):
+    good = _run(tmp_path / "good", 0, [0.1, 0.2])
+    bad = _run(tmp_path / "bad", 1, [0.1, 0.2])
+    (bad / "metrics.csv").write_bytes(damage)
+    with pytest.raises(WorkflowError, match=said):
+        combine_replicates([good, bad])
+    res = CliRunner().invoke(main, ["replicates", str(good), str(bad)])
+    assert res.exit_code == 1 and str(bad / "metrics.csv") in res.output and "Traceback" not in res.output, res.output
+
+
+def test_a_garbage_config_yaml_is_named(tmp_path):
+    good = _run(tmp_path / "good", 0, [0.1, 0.2])
+    bad = _run(tmp_path / "bad", 1, [0.1, 0.2])
+    (bad / "config.yaml").write_text("name: wf\nseed: 1\nseed: 2\n")
+    with pytest.raises(WorkflowError, match=r"config.yaml: line 3: duplicate key 'seed' \(first at line 2\)"):
+        combine_replicates([good, bad])
+    (bad / "config.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(WorkflowError, match=r"config.yaml: expected a run's config \(a mapping\), got list"):
+        combine_replicates([good, bad])

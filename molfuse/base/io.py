@@ -7,6 +7,7 @@ so a killed process never leaves a half-written file under a final name (RESULTS
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 from ..errors import FolderLockedError, WorkflowError
 
 __all__ = ["atomic_write", "write_text", "write_json", "jsonable", "sha256_bytes", "sha256_file",
-           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX", "read_yaml"]
+           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX", "read_yaml", "parse_yaml"]
 
 TMP_SUFFIX = ".tmp"
 _TMP = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$")  # .<name>.<pid>.tmp
@@ -148,7 +149,9 @@ class FolderLock:
     the holder (pid, host, start time) for the message another process gets.
 
     Raises:
-        FolderLockedError: another process holds the lock (the message names it).
+        FolderLockedError: another process holds the lock (the message names it), or the folder
+            is a file.
+        WorkflowError: the folder cannot be created or written (the message names it and why).
     """
 
     def __init__(self, folder: str | Path, what: str = "run"):
@@ -161,8 +164,13 @@ class FolderLock:
 
         if self.folder.exists() and not self.folder.is_dir():
             raise FolderLockedError(f"{self.folder} is a file, not a results folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            why = f"{type(e).__name__}: {e.strerror or e}: {e.filename or self.folder}"
+            raise WorkflowError(f"{self.folder}: cannot create or write this folder ({why}); choose a folder you "
+                                "can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -189,16 +197,72 @@ def read_yaml(source: str | Path | Mapping) -> Any:
     """A workflow: a YAML file's content, or a mapping given directly (copied).
 
     Raises:
-        WorkflowError: the file is missing, a folder, unreadable or not valid YAML.
+        WorkflowError: the file is missing, a folder, unreadable, not valid YAML or has a key
+            twice in one mapping (:func:`parse_yaml`).
     """
-    import yaml
-
     if isinstance(source, Mapping):
         return dict(source)
     path = Path(source)
     if not path.is_file():
         raise WorkflowError(f"workflow file {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise WorkflowError(f"{path}: not valid YAML: {e}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise WorkflowError(f"{path}: not valid YAML: not UTF-8 text ({e})") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` read as YAML (safe: plain data only), refusing a key given twice in one mapping.
+
+    Plain ``yaml.safe_load`` keeps the last of two equal keys without a word, so a typo'd copy
+    of ``n_samples`` silently wins; here it is an error naming the key and both lines.
+
+    Args:
+        text: the YAML document.
+        where: the file it came from, for messages.
+
+    Raises:
+        WorkflowError: ``"<where>: line 7: duplicate key 'n_samples' (first at line 5) ..."``, or
+            ``"<where>: not valid YAML: ..."``.
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise WorkflowError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise WorkflowError(f"{where}: not valid YAML: {e}") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_loader() -> type:
+    """A YAML SafeLoader whose mappings refuse a key given twice (merge keys ``<<`` may still be overridden)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor names it
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first at line {first}); YAML would "
+                                        "silently keep the last one. Give each key once")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader

@@ -16,7 +16,9 @@ Schema (``?`` = optional, default after ``=``)::
           guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
-                                 # checked against the card's conditioning kind and bound with
+                                 # checked against the card's conditioning kind (property values: one
+                                 # per property, numbers or numeric strings, within 50 training sd of
+                                 # the mean; checked while the workflow is read) and bound with
                                  # molfuse.bind; shape, space and modality from the card
       c: {kind: soup, paths: [<checkpoint>, ...], weights?: [w_i] = uniform, remove?: [<one of paths>],
           cond?: <label>}        # weight soup (MATH §5); remove: Soup.remove from the uniform soup
@@ -25,7 +27,7 @@ Schema (``?`` = optional, default after ``=``)::
           select?: {option, values: [...], data: {kind: ...}, n: 256, n_t: 4, seed: 0}}
                                  # weight merges of fine-tunes of `parent` (molfuse.campaign.merges)
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
-    n_samples?: int = 1000       # per method
+    n_samples?: int = 1000       # per method; refused when every method's samples and rows cannot fit in memory
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null,
                grid_power: 1.0}   # time grid t_k = t_end + (1 - t_end)(1 - k/steps)^p; p > 1: finer near t_end
                                   # threads null: 1 on CPU (runs sharing cores thrash at torch's default)
@@ -65,9 +67,13 @@ YAML 1.1 reads ``1e-3`` as a string: numeric strings are accepted wherever a num
 A run locks its folder (a second run on it is refused), checks and writes ``config.yaml``
 before any work (a rerun with a different resolved config is refused), draws each method's
 ``n_samples`` in chunks with seeds from (seed, method, chunk) and saves each chunk atomically
-under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished chunks (an
-unreadable chunk is named and drawn again). A member returning NaN / inf makes its chunk's
-samples invalid rows naming the member and t; ``molfuse run`` then exits with status 2.
+under ``samples/chunks/<method>/``, so rerunning the same folder keeps finished chunks. Each chunk
+records the run's config hash, its seed, the fields its method produced and a digest of its
+content; an unreadable chunk, or one whose record does not match this run (another config or
+seed, a missing field, samples of another shape, content edited since), is named with what
+differs and drawn again; ``provenance.json`` lists every chunk file's sha256 (``chunk_files``).
+A member returning NaN / inf makes its chunk's samples invalid rows naming the member and t;
+``molfuse run`` then exits with status 2.
 
 Modules, each importing only ones listed before it: ``registry`` (operators, what they get
 and return), ``spec`` (dataclasses), ``parse`` (load_workflow), ``kinds`` (checkpoint and soup

@@ -5,13 +5,19 @@ atomically under ``samples/chunks/<method>/``, reused on a rerun of the same fol
 (in this process or on a worker, :mod:`molfuse.campaign.executors`), :func:`assemble_chunks`
 reads a method's finished chunks back in order.
 
-A chunk file that cannot be read (truncated, empty, from another config) is named in a
-warning and drawn again. A member that returns NaN / inf does not stop the run: the chunk's
-samples become invalid rows whose reason names the member and the time t.
+A chunk proves it belongs to the run: it records the run's config hash
+(:meth:`~.spec.Workflow.config_sha256`), its seed, the fields the method produced and the
+sha256 of its content. A chunk that cannot be read, or whose record does not match (another
+config or seed, a field missing, samples of another shape or size, content edited since it was
+written) is named in a warning with what differs and drawn again. A member that returns NaN /
+inf does not stop the run: the chunk's samples become invalid rows whose reason names the
+member and the time t.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 import warnings
@@ -21,16 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base.io import atomic_write
+from ..base.io import atomic_write, sha256_file
 from ..base.seeds import derive_seed
 from ..errors import NonFiniteError, WorkflowError
 from .executors import ChunkTask
 from .registry import Prepared, sample_shape
 from .spec import MethodSpec, Workflow
 
-__all__ = ["assemble_chunks", "chunk_path", "chunk_sizes", "compute_chunk", "load_chunk", "plan_chunks"]
+__all__ = ["assemble_chunks", "chunk_path", "chunk_sizes", "compute_chunk", "load_chunk", "plan_chunks",
+           "chunk_problem", "content_digest"]
 
 _KEYS = ("x", "mask", "ito", "fallbacks", "chosen", "reason")
+_RECORD = ("config_hash", "seed", "fields", "digest", "wall_time_s")  # what a chunk says about itself
 
 
 def chunk_sizes(n: int, size: int) -> list[int]:
@@ -41,23 +49,77 @@ def chunk_path(folder: Path, method: str, i: int) -> Path:
     return folder / "samples" / "chunks" / method / f"chunk_{i:05d}.npz"
 
 
-def load_chunk(path: Path, size: int, seed: int) -> dict | None:
-    """A finished chunk, or None when missing. An unreadable chunk, or one another config made
-    (size or seed differ), is reported, deleted and drawn again."""
+def content_digest(data: dict) -> str:
+    """sha256 over a chunk's arrays (name, dtype, shape and bytes, by name) but its ``digest`` and
+    timing, so that the same chunk drawn in this process or on a worker has the same digest."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in data if k not in ("digest", "wall_time_s")):
+        a = np.ascontiguousarray(data[key])
+        h.update(json.dumps([key, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def chunk_problem(data: dict, size: int, seed: int, config_hash: str, shape: tuple[int, ...] | None) -> str | None:
+    """Why a chunk read from disk is not this run's chunk (a phrase after its path), or None.
+
+    Args:
+        data: the chunk's arrays.
+        size, seed: the chunk's sample count and derived seed in this run.
+        config_hash: this run's :meth:`~.spec.Workflow.config_sha256`.
+        shape: one sample's shape (the models'), or None not to check it.
+    """
+    missing = [k for k in _RECORD if k not in data]
+    if missing:
+        return f"records no {', '.join(missing)} (written by an older molfuse, or not by molfuse)"
+    if str(data["config_hash"]) != config_hash:
+        return (f"was made by another configuration (config hash {str(data['config_hash'])[:12]}, this run's "
+                f"{config_hash[:12]})")
+    if int(data["seed"]) != seed:
+        return f"records seed {int(data['seed'])}, but this chunk's seed is {seed}"
+    lacks = [str(k) for k in np.atleast_1d(data["fields"]) if str(k) not in data]
+    if lacks:
+        return f"lacks {', '.join(lacks)}, which this method produces"
+    x = data["x"]
+    if x.ndim < 1 or len(x) != size or (shape is not None and tuple(x.shape[1:]) != tuple(shape)):
+        want = f"({size}, {', '.join(map(str, shape))})" if shape is not None else f"{size} samples"
+        return f"holds x of shape {tuple(x.shape)}, but this chunk is {want}"
+    rows = [f"{k} {tuple(v.shape)}" for k, v in data.items() if k not in _RECORD and (v.ndim < 1 or len(v) != size)]
+    if rows:
+        return f"has fields of the wrong length for {size} samples: {', '.join(rows)}"
+    if str(data["digest"]) != content_digest(data):
+        return "does not match the content digest recorded when it was written (edited since)"
+    return None
+
+
+def load_chunk(path: Path, size: int, seed: int, config_hash: str, shape: tuple[int, ...] | None = None
+               ) -> dict | None:
+    """A finished chunk of this run, or None when missing. An unreadable chunk, or one that is not
+    this run's (:func:`chunk_problem`), is named in a warning saying what differs, deleted and
+    drawn again.
+
+    Raises:
+        WorkflowError: a folder, or a file in the way of the chunk's folder, sits where the chunk
+            goes (molfuse does not delete folders).
+    """
+    blocked = [(p, "a file") for p in path.parents[:3] if p.exists() and not p.is_dir()]  # method, chunks/, samples/
+    blocked += [(path, "a folder")] if path.is_dir() else []
+    if blocked:
+        where, what = blocked[-1]
+        raise WorkflowError(f"{where} is {what} where molfuse keeps the run's chunks ({path.name} goes in "
+                            f"{path.parent}); move it away or use another run name (--name)")
     if not path.exists():
         return None
-    why = None
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        why = f"unreadable ({type(e).__name__}: {str(e)[:80] or 'empty file'})"
+        why = f"is unreadable ({type(e).__name__}: {str(e)[:80] or 'empty file'})"
     else:
-        if data.get("x") is None or len(data["x"]) != size or int(data.get("seed", -1)) != seed:
-            why = "made by another configuration (size or seed differ)"
+        why = chunk_problem(data, size, seed, config_hash, shape)
     if why is None:
         return data
-    warnings.warn(f"{path} is {why}; drawing this chunk again", stacklevel=2)
+    warnings.warn(f"{path} {why}; drawing this chunk again", stacklevel=2)
     path.unlink(missing_ok=True)
     return None
 
@@ -89,14 +151,23 @@ def _draw(prep: Prepared, members: list, size: int, seed: int) -> dict:
     return data
 
 
-def plan_chunks(wf: Workflow, m: MethodSpec) -> tuple[list[ChunkTask], int]:
-    """The chunks of method ``m`` still to draw (a missing or unreadable file), and how many are reused."""
-    todo, reused = [], 0
+def _sealed(data: dict, config_hash: str) -> dict:
+    """``data`` with its record: the run's config hash, the fields the method produced, its digest."""
+    data = {**data, "config_hash": np.str_(config_hash),
+            "fields": np.array(sorted(k for k in data if k not in _RECORD), dtype=str)}
+    data["digest"] = np.str_(content_digest(data))
+    return data
+
+
+def plan_chunks(wf: Workflow, m: MethodSpec, shape: tuple[int, ...] | None = None) -> tuple[list[ChunkTask], int]:
+    """The chunks of method ``m`` still to draw (missing, unreadable or not this run's), and how
+    many are reused. ``shape``: one sample's shape, checked against each chunk's ``x``."""
+    todo, reused, config_hash = [], 0, wf.config_sha256
     for i, size in enumerate(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)):
         seed = derive_seed(wf.seed, m.name, i)
         path = chunk_path(wf.folder, m.name, i)
-        if load_chunk(path, size, seed) is None:
-            todo.append(ChunkTask(m.name, i, size, seed, str(path)))
+        if load_chunk(path, size, seed, config_hash, shape) is None:
+            todo.append(ChunkTask(m.name, i, size, seed, str(path), config_hash))
         else:
             reused += 1
     return todo, reused
@@ -111,23 +182,26 @@ def compute_chunk(task: ChunkTask, payload: tuple[Prepared, list], threads: int 
     if threads:
         torch.set_num_threads(threads)
     prep, members = payload
-    data = _draw(prep, members, task.size, task.seed)
+    data = _sealed(_draw(prep, members, task.size, task.seed), task.config_hash)
     atomic_write(task.path, lambda fh: np.savez(fh, **data))
     return float(data["wall_time_s"])
 
 
-def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0) -> dict:
-    """Method ``m``'s finished chunks concatenated in order, with per-sample chunk and seed.
+def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0, shape: tuple[int, ...] | None = None) -> dict:
+    """Method ``m``'s finished chunks concatenated in order, with per-sample chunk and seed, and
+    each chunk file's sha256 (``chunk_sha256``, for provenance.json).
 
     Raises:
-        WorkflowError: a chunk is missing (its computation did not finish).
+        WorkflowError: a chunk is missing (its computation did not finish) or not this run's.
     """
-    chunks = []
+    chunks, digests, config_hash = [], [], wf.config_sha256
     for i, size in enumerate(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)):
         path = chunk_path(wf.folder, m.name, i)
-        data = load_chunk(path, size, derive_seed(wf.seed, m.name, i))
+        data = load_chunk(path, size, derive_seed(wf.seed, m.name, i), config_hash, shape)
         if data is None:
             raise WorkflowError(f"{path}: chunk {i} of method {m.name} was not computed; rerun the same folder to resume")
+        digests.append(sha256_file(path))
+        data = {k: v for k, v in data.items() if k not in ("config_hash", "fields", "digest")}
         data["chunk"] = np.full(size, i)
         chunks.append(data)
     cols = sorted({k for c in chunks for k in c if k.startswith("col_")})
@@ -135,6 +209,7 @@ def assemble_chunks(wf: Workflow, m: MethodSpec, reused: int = 0) -> dict:
            for k in (*_KEYS, "chunk", *cols) if any(k in c for c in chunks)}
     out["seed"] = np.concatenate([np.full(len(c["x"]), int(c["seed"]), dtype=np.int64) for c in chunks])
     out["chunk_seeds"] = [int(c["seed"]) for c in chunks]
+    out["chunk_sha256"] = digests
     out["wall_time_s"] = float(sum(float(c["wall_time_s"]) for c in chunks))
     out["reused"], out["generated"] = reused, len(chunks) - reused
     if not math.isfinite(out["wall_time_s"]):

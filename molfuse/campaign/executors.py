@@ -51,13 +51,15 @@ class ExecutorSpec:
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk to compute: the method, its index, size and derived seed, and the file it goes to."""
+    """One chunk to compute: the method, its index, size and derived seed, the file it goes to and
+    the run's config hash (recorded in the chunk)."""
 
     method: str
     index: int
     size: int
     seed: int
     path: str
+    config_hash: str = ""
 
 
 def parse_executor(text: str | None, threads: int | None = 1) -> ExecutorSpec:

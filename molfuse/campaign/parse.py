@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,8 @@ from ..schedules import check_schedule_spec
 from .registry import OPERATORS
 from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow
 
-__all__ = ["load_workflow", "workflow_modality", "parse_models", "parse_sampler", "parse_method", "parse_reports", "TOP_FIELDS"]
+__all__ = ["load_workflow", "workflow_modality", "parse_models", "parse_sampler", "parse_method", "parse_reports",
+           "TOP_FIELDS", "check_sample_memory", "ROW_BYTES"]
 
 TOP_FIELDS = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "run_name": None, "schedule": None,
               "models": REQUIRED, "target": None, "n_samples": 1000, "sampler": None, "methods": REQUIRED,
@@ -44,9 +47,8 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
         top["seed"] = seed
     if top["run_name"] is None:
         top["run_name"] = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(str(top["output"]))
-    if out.exists() and not out.is_dir():
-        fail("output", f"{str(out)!r} is a file; output is the folder that holds the results")
+    name, run = as_name(top["name"], "name"), as_name(str(top["run_name"]), "run_name")
+    _check_results_path(Path(str(top["output"])), name, run)
     models = parse_models(top["models"])
     target = top["target"]
     if target is not None and target not in models:
@@ -72,12 +74,64 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
     modality = workflow_modality(models)
     if modality.evaluator is not None and modality.evaluator.parse is not None:
         modality.evaluator.parse(dict(evaluation or {}), "evaluation")  # its own schema, checked before anything runs
+    n_samples = as_int(top["n_samples"], "n_samples", 1)
+    check_sample_memory(n_samples, len(parsed))
     return Workflow(
-        name=as_name(top["name"], "name"), seed=as_int(top["seed"], "seed", 0), output=str(top["output"]),
-        run_name=as_name(str(top["run_name"]), "run_name"), description=str(top["description"] or ""),
+        name=name, seed=as_int(top["seed"], "seed", 0), output=str(top["output"]), run_name=run,
+        description=str(top["description"] or ""),
         schedule=check_schedule_spec(top["schedule"]), models=models, target=target,
-        n_samples=as_int(top["n_samples"], "n_samples", 1), sampler=sampler, methods=parsed,
+        n_samples=n_samples, sampler=sampler, methods=parsed,
         evaluation=dict(evaluation or {}), reports=parse_reports(top["reports"]))
+
+
+# What one sample costs in memory besides its own arrays: its per_sample.csv row (measured 313
+# bytes in pandas for the vectors' 17 columns; the images' and molecules' tables are wider).
+ROW_BYTES = 300
+
+
+def _memory_bytes() -> tuple[int, str]:
+    """This machine's physical memory in bytes, and how it was found."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine has"
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
+        return 64 << 30, "assuming"
+
+
+def check_sample_memory(n_samples: int, n_methods: int, shape: tuple[int, ...] | None = None) -> None:
+    """Refuse ``n_samples`` that cannot fit: a run holds every method's samples and their table
+    rows in memory at once (chunks are assembled per method, then every method is evaluated
+    and written together), at least ``n_methods * n_samples * (4 * prod(shape) + ROW_BYTES)``
+    bytes (float32 samples; the shape is unknown, so not counted, while the workflow is read).
+
+    Raises:
+        WorkflowError: naming ``n_samples``, the estimate, the machine's memory and the largest
+            ``n_samples`` it can hold.
+    """
+    per = ROW_BYTES + (4 * math.prod(shape) if shape is not None else 0)
+    need = n_methods * n_samples * per
+    memory, how = _memory_bytes()
+    if need <= memory:
+        return
+    what = f"{4 * math.prod(shape)} bytes per sample of shape {shape} + " if shape is not None else ""
+    fail("n_samples", f"{n_samples} per method cannot be held: a run keeps every method's samples and their "
+         f"per_sample.csv rows in memory at once, at least {n_methods} method(s) x {n_samples} x ({what}about "
+         f"{ROW_BYTES} bytes per row) = {need:.3g} bytes, and {how} {memory:.3g} bytes; at most "
+         f"{memory // (n_methods * per)} samples per method fit here. Lower n_samples, or split the work into "
+         "replicate runs (molfuse run --seed k; molfuse replicates combines them)")
+
+
+def _check_results_path(out: Path, name: str, run_name: str) -> None:
+    """Refuse a results folder ``<output>/<name>/<run_name>`` that a file stands in the way of
+    (the output, a folder above it, or ``<output>/<name>``); nothing is created here."""
+    for parent in reversed(out.parents):
+        if parent.exists() and not parent.is_dir():
+            fail("output", f"{str(out)!r} cannot be a folder: {str(parent)!r} is a file")
+    if out.exists() and not out.is_dir():
+        fail("output", f"{str(out)!r} is a file; output is the folder that holds the results")
+    for path, key in ((out / name, "name"), (out / name / run_name, "run_name")):
+        if path.exists() and not path.is_dir():
+            fail(key, f"the results go to the folder {str(out / name / run_name)!r}, but {str(path)!r} is "
+                 f"a file; move it away, or change {key} (or output)")
 
 
 def workflow_modality(models: Mapping[str, ModelSpec]) -> plugins.Modality:

@@ -14,14 +14,15 @@ metric as an n × family table (``molfuse replicates … --by-n``).
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from ..base.io import parse_yaml
 from ..errors import WorkflowError
 from .reports import by_n_name
 
@@ -29,10 +30,33 @@ __all__ = ["by_n_replicate_table", "by_n_replicates", "combine_replicates", "rep
 
 
 def _read(folder: Path) -> tuple[dict, pd.DataFrame]:
+    """A finished run's ``config.yaml`` (a mapping) and ``metrics.csv`` (with a ``method`` column).
+
+    Raises:
+        WorkflowError: either file is missing, not UTF-8 text, or not what a run writes (the
+            message names the file).
+    """
     cfg, met = folder / "config.yaml", folder / "metrics.csv"
     if not cfg.is_file() or not met.is_file():
         raise WorkflowError(f"{folder}: not a finished run folder (needs config.yaml and metrics.csv)")
-    return yaml.safe_load(cfg.read_text()) or {}, pd.read_csv(met)
+    config = parse_yaml(_text(cfg), str(cfg)) or {}
+    if not isinstance(config, dict):
+        raise WorkflowError(f"{cfg}: expected a run's config (a mapping), got {type(config).__name__}")
+    try:
+        metrics = pd.read_csv(io.StringIO(_text(met)))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise WorkflowError(f"{met}: not a metrics table ({type(e).__name__}: {str(e).strip()[:120]})") from None
+    if "method" not in metrics.columns:
+        raise WorkflowError(f"{met}: not a metrics table (no method column; columns: {list(metrics.columns)[:8]})")
+    return config, metrics
+
+
+def _text(path: Path) -> str:
+    """``path`` as UTF-8 text; a binary or mis-encoded file is a WorkflowError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise WorkflowError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); is it a file a run wrote?") from None
 
 
 def _replicate_runs(folders: Sequence[str | Path]) -> tuple[list, list, list[str], list[str]]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import plugins
 from ..base.checks import fail
-from ..base.io import FolderLock, atomic_write, remove_stale_temporaries, write_json, write_text
+from ..base.io import FolderLock, atomic_write, parse_yaml, remove_stale_temporaries, write_json, write_text
 from ..base.provenance import config_diff, now
 from ..base.tables import ordered_columns
 from ..errors import WorkflowError
@@ -26,10 +26,10 @@ from ..schedules import schedule_from_config
 from .chunks import assemble_chunks, chunk_sizes, compute_chunk, plan_chunks
 from .executors import ExecutorSpec, parse_executor, run_tasks
 from .kinds import build_models
-from .parse import load_workflow, workflow_modality
+from .parse import check_sample_memory, load_workflow, workflow_modality
 from .registry import OPERATORS, Prepared, RunContext, sample_shape
 from .report import provenance, summary
-from .spec import MethodSpec, Workflow
+from .spec import MethodSpec, Workflow, comparable
 
 __all__ = ["RunResult", "run_workflow"]
 
@@ -82,8 +82,10 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
         count of invalid samples.
 
     Raises:
-        WorkflowError: malformed workflow, missing modality dependencies, a folder holding a
-            run of another config, a folder in use by another run, or an unknown executor.
+        WorkflowError: malformed workflow, missing modality dependencies, more samples than
+            memory holds, a results folder that cannot be created (a file in its way, no write
+            access), a folder holding a run of another config, a folder in use by another run,
+            a folder where a chunk goes, or an unknown executor.
     """
     say = print if verbose else (lambda *a, **k: None)
     started, t0 = now(), time.perf_counter()
@@ -139,7 +141,8 @@ def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec,
                  say: Callable) -> tuple[dict, dict]:
     """Every method's missing chunks drawn on the executor, then all chunks read back in order;
     also what drew them (the executor, chunks drawn, the phase's wall time)."""
-    planned = {m.name: plan_chunks(wf, m) for m in wf.methods}
+    shapes = {m.name: sample_shape(models[m.models[0]]) for m in wf.methods}
+    planned = {m.name: plan_chunks(wf, m, shapes[m.name]) for m in wf.methods}
     tasks = [t for todo, _ in planned.values() for t in todo]
     n_chunks = len(chunk_sizes(wf.n_samples, wf.sampler.chunk_size)) * len(wf.methods)
     if spec.kind != "serial":
@@ -156,7 +159,7 @@ def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec,
     if spec.kind != "serial":
         for p in remove_stale_temporaries(wf.folder):  # a worker killed mid-write leaves its temporary
             say(f"molfuse: removed {p} (a temporary file of a killed worker)")
-    return {m.name: assemble_chunks(wf, m, planned[m.name][1]) for m in wf.methods}, drawn
+    return {m.name: assemble_chunks(wf, m, planned[m.name][1], shapes[m.name]) for m in wf.methods}, drawn
 
 
 def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, models: dict, prepared: dict,
@@ -186,6 +189,9 @@ def _finish(wf: Workflow, ctx: plugins.EvalContext, modality: plugins.Modality, 
     figures = ev.figure(ctx, method_runs) if ev.figure else []
     prov = provenance(wf, models, prepared, runs, dev, started, time.perf_counter() - t0, resumed, modality.name)
     prov["executor"] = drawn
+    prov["chunk_files"] = {"config_sha256": wf.config_sha256, "rule": "each chunk records the run's config_sha256, "
+                           "its seed, its fields and its content digest; sha256: of each chunk file, in order",
+                           "sha256": {k: r["chunk_sha256"] for k, r in runs.items()}}
     if ev.provenance is not None:
         prov["evaluation"] = ev.provenance(ctx)
     write_json(wf.folder / "provenance.json", prov)
@@ -271,6 +277,8 @@ def _check_shapes(wf: Workflow, models: dict[str, Any]) -> None:
         if len(set(shapes.values())) > 1:
             listed = ", ".join(f"{n} {s}" for n, s in shapes.items())
             fail(f"methods[{i}].models", f"models (and target / fit source) differ in sample shape: {listed}")
+    largest = max((sample_shape(m) for m in models.values()), key=math.prod)
+    check_sample_memory(wf.n_samples, len(wf.methods), largest)  # now that the sample shapes are known
 
 
 def _prepare(m: MethodSpec, i: int, models: dict[str, Any], ctx: RunContext) -> Prepared:
@@ -289,23 +297,17 @@ def _check_folder(folder: Path, config: dict) -> bool:
         return False
     fresh = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
     try:
-        old = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        old = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    except (WorkflowError, UnicodeDecodeError) as e:
         raise WorkflowError(f"{path} is not readable YAML ({e}); delete the folder or use another run name") from None
-    diffs = config_diff(_comparable(old), _comparable(fresh))
+    if not isinstance(old, dict):
+        raise WorkflowError(f"{path} is not a run's config (a mapping); delete the folder or use another run name")
+    diffs = config_diff(comparable(old), comparable(fresh))
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
         raise WorkflowError(f"{folder} holds a run of a different configuration ({shown}); refusing to mix "
                             "results. Use another run name (--name) or delete that folder to start over.")
     return True
-
-
-def _comparable(config: dict) -> dict:
-    """What must match to resume: all but where the folder is, how many threads ran and the
-    reports (they only read the metrics table)."""
-    out = {k: v for k, v in config.items() if k not in ("output", "run_name", "reports")}
-    out["sampler"] = {k: v for k, v in (out.get("sampler") or {}).items() if k != "threads"}
-    return out
 
 
 def _print_plan(wf: Workflow, say: Callable[..., None]) -> None:

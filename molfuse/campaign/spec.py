@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ModelSpec", "SamplerSpec", "MethodSpec", "Workflow"]
+from ..base.io import jsonable
+
+__all__ = ["ModelSpec", "SamplerSpec", "MethodSpec", "Workflow", "comparable"]
+
+
+def comparable(config: dict) -> dict:
+    """What must match to resume a run folder: the resolved config but where the folder is, how
+    many threads ran and the reports (they only read the metrics table)."""
+    out = {k: v for k, v in config.items() if k not in ("output", "run_name", "reports")}
+    out["sampler"] = {k: v for k, v in (out.get("sampler") or {}).items() if k != "threads"}
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,13 @@ class Workflow:
     @property
     def folder(self) -> Path:
         return Path(self.output) / self.name / self.run_name
+
+    @property
+    def config_sha256(self) -> str:
+        """sha256 of the :func:`comparable` config (canonical JSON): what every chunk of this
+        run records, so a chunk of another run or config is never reused."""
+        text = json.dumps(jsonable(comparable(self.to_config())), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def to_config(self) -> dict:
         return {
