@@ -109,3 +109,17 @@ def test_size_histograms_per_whole_number_condition():
     assert condition_key([0.5]) is None and condition_key([float("nan")]) is None
     assert node_counts_by_condition(mask, cond + 0.5) is None  # continuous conditions: marginal only
     assert node_counts_by_condition(mask, torch.arange(5.0)[:, None], max_keys=4) is None
+
+
+def test_size_histograms_refuse_negative_counts_and_bad_keys():
+    from molfuse.spaces import node_count_distribution, size_histogram
+
+    assert size_histogram({"4": 1, 5: 2.5}, max_nodes=5) == {4: 1.0, 5: 2.5}
+    with pytest.raises(ConventionError, match=r"member 1's node_counts\[4\]: expected a finite count >= 0; got -2"):
+        node_count_distribution([{4: 1}, {4: -2, 5: 3}])  # was dropped silently
+    with pytest.raises(ConventionError, match=r"member 0's node_counts: key 'five' is not a node count"):
+        node_count_distribution([{"five": 5}])
+    with pytest.raises(ConventionError, match="member 0 has no node counts"):
+        node_count_distribution([{}])
+    with pytest.raises(ConventionError, match=r"x: node count 6 exceeds the model's 5 nodes"):
+        size_histogram({6: 1}, max_nodes=5, what="x")

@@ -14,9 +14,11 @@ A checkpoint folder holds::
         space                    the state space (MATH §6), e.g. {kind: euclidean} or
                                  {kind: point_cloud, centred: 3}
         shape                    one sample's shape, e.g. [1, 28, 28] (point clouds: [max nodes, channels])
-        node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling)
+        node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling);
+                                 point clouds only, 1 <= n <= shape[0], counts >= 0, one positive
         node_counts_by_condition?  {"3" or "3,4": {n: count}}: the same per whole-number
                                  condition value (a prompted sampler draws n from p(n | c))
+        node_counts_by_style?    {style: {n: count}}: the same per style of a style student
         normalisation            the modality's map between data and model space (e.g. images:
                                  x_model = scale * pixels + shift, with levels)
         conditioning             {kind: none | class_label | properties, null_cond, cond_drop_prob}
@@ -46,13 +48,14 @@ from ..convert import PREDICTIONS
 from ..errors import CheckpointError, ConventionError
 from ..nets import build
 from ..schedules import Schedule, schedule_from_config
-from ..spaces import space_from_config
+from ..spaces import PointCloud, Space, size_histogram, space_from_config
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "WEIGHTS_FILE",
            "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
 CONDITIONS = ("none", "class_label", "properties", "style")
+SIZE_FIELDS = ("node_counts", "node_counts_by_condition", "node_counts_by_style")  # size histograms (MATH §6)
 
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -228,9 +231,34 @@ def check_card(card: Mapping[str, Any], where: str) -> None:
                               f"cond_drop_prob}}; got {cond!r}")
     try:
         schedule_from_config(card.get("schedule"))
-        space_from_config(card.get("space"))
+        space = space_from_config(card.get("space"))
+        check_sizes(card, space)
     except ConventionError as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def check_sizes(card: Mapping[str, Any], space: Space) -> None:
+    """The card's size histograms (``node_counts`` and its per-condition / per-style versions) are
+    :func:`~molfuse.spaces.size_histogram` s of node counts up to ``shape[0]``, on point-cloud cards only.
+
+    Raises:
+        ConventionError: naming the field (``node_counts_by_condition['3']``) and the bad entry.
+    """
+    for field in SIZE_FIELDS:
+        value = card.get(field)
+        if value is None:
+            continue
+        if not isinstance(space, PointCloud):
+            raise ConventionError(f"{field}: only point-cloud cards have node counts; this card's space is "
+                                  f"{space.config()}")
+        if field == "node_counts":
+            size_histogram(value, card["shape"][0], field)
+            continue
+        if not isinstance(value, Mapping):
+            raise ConventionError(f"{field}: expected a mapping {{key: {{node count: how many}}}}; got {value!r}")
+        for key, hist in value.items():
+            if hist is not None or field != "node_counts_by_style":  # a teacher without sizes: its style has none
+                size_histogram(hist, card["shape"][0], f"{field}[{key!r}]")
 
 
 def check_state(net: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
