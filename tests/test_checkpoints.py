@@ -234,3 +234,25 @@ def test_a_workflow_names_the_card_with_bad_sizes(cloud_ckpt, tmp_path):
     with pytest.raises(WorkflowError, match=rf"models.a: {cloud_ckpt / 'card.json'}: node_counts\['5'\]: expected a "
                                             r"finite count >= 0; got -1"):
         run_workflow(wf, progress=False, verbose=False)
+
+
+def test_files_that_link_out_of_the_checkpoint_folder_are_refused(trained, tmp_path):
+    """The path rules refuse ``../`` and absolute names; a link's target must stay inside too."""
+    _, folder = trained
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("model.safetensors", "card.json"):
+        (folder / name).rename(elsewhere / name)
+        (folder / name).symlink_to(elsewhere / name)
+        with pytest.raises(CheckpointError, match=rf"{folder / 'card.json'}: the (card|weights file {name}) is a "
+                                                  rf"link to {elsewhere / name}, outside the checkpoint folder"):
+            load_model(folder)
+        (folder / name).unlink()
+        (elsewhere / name).rename(folder / name)
+    (folder / "v2.safetensors").symlink_to("model.safetensors")  # a link inside the folder is its own file
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "weights": {**card["weights"], "file": "v2.safetensors"}}))
+    assert load_model(folder).checkpoint == folder / "v2.safetensors"
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder, target_is_directory=True)  # the folder itself may be a link
+    assert load_model(linked).name == "tiny"

@@ -24,7 +24,8 @@ A checkpoint folder holds::
         conditioning             {kind: none | class_label | properties, null_cond, cond_drop_prob}
         data                     description of the training data
         seed, steps, final_losses, training (hyper-parameters), licence, rebuild
-        weights                  {file, sha256, bytes}: file is a bare name inside the folder
+        weights                  {file, sha256, bytes}: file is a bare name inside the folder (a
+                                 card or weights file that is a link out of the folder is refused)
         molfuse_version, created
 
 Anything else the caller puts in the card (name, description, class names) is kept as is.
@@ -119,6 +120,7 @@ def read_card(folder_or_card: str | Path) -> tuple[dict, Path]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint card at {path} (a checkpoint folder holds {CARD_FILE} and "
                               f"{WEIGHTS_FILE}; train one with `molfuse train`)")
+    inside_folder(path, path, "the card")
     try:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -150,15 +152,17 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
     path) and ``name``.
 
     Raises:
-        CheckpointError: missing or unreadable files, sha256 mismatch (tampered / swapped
-            weights), unknown or unavailable modality or architecture, or weights that do not
-            fit it (the message names the missing, unexpected and mis-shaped keys).
+        CheckpointError: missing or unreadable files, a card or weights file that is a symbolic
+            link out of the checkpoint folder, sha256 mismatch (tampered / swapped weights),
+            unknown or unavailable modality or architecture, or weights that do not fit it (the
+            message names the missing, unexpected and mis-shaped keys).
     """
     st = _safetensors()
     card, card_path = read_card(folder_or_card)
     weights = card_path.parent / card["weights"].get("file", WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: weights file {weights} is missing")
+    inside_folder(weights, card_path, f"the weights file {weights.name}")
     blob = weights.read_bytes()  # hash and parse the same bytes
     digest = sha256_bytes(blob)
     if digest != card["weights"]["sha256"]:
@@ -184,6 +188,20 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
     net.card, net.checkpoint = card, weights
     net.name = card.get("name") or card_path.parent.name
     return net
+
+
+def inside_folder(path: Path, card_path: Path, what: str) -> None:
+    """Refuse a file of a checkpoint whose real location (symbolic links followed) is not in the
+    checkpoint folder: a folder holds its own files (the folder itself may be a link).
+
+    Raises:
+        CheckpointError: naming the file, where it leads and the folder.
+    """
+    folder = card_path.parent.resolve()
+    real = path.resolve()
+    if real.parent != folder:
+        raise CheckpointError(f"{card_path}: {what} is a link to {real}, outside the checkpoint folder "
+                              f"{folder}; a checkpoint reads only its own files (copy the file in: cp -L)")
 
 
 def _safetensors() -> Any:
