@@ -300,3 +300,19 @@ def test_molfuse_train_reports_workflow_errors(tmp_path, change, field):
     path.write_text(yaml.safe_dump({**TINY, **change}))
     res = CliRunner().invoke(cli.main, ["train", str(path), "--out", str(tmp_path)])
     assert res.exit_code == 1 and field in res.output, res.output
+
+
+# ---------------------------------------------------------------- training data that cannot be right
+def test_a_garbage_npz_as_data_source_is_refused_before_anything_is_written(tmp_path):
+    pytest.importorskip("biotite")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x80\x04not an archive" * 20)
+    wf = {"name": "prot", "output": str(tmp_path / "out"), "architecture": {"name": "mlp", "config": {"dim": 3}},
+          "data": {"kind": "protein_backbones", "source": str(garbage)}}
+    path = tmp_path / "prot.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    res = CliRunner().invoke(cli.main, ["train", str(path)])
+    assert res.exit_code == 1, res.output
+    assert (f"data (protein_backbones): backbones file {garbage} is not a valid numeric .npz file: it is not a "
+            "(complete) zip archive of .npy arrays; molfuse never reads pickled data") in res.output
+    assert "allow_pickle" not in res.output and not (tmp_path / "out").exists()

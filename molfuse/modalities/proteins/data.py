@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ... import plugins
+from ...base.io import load_npz
 from ...base.provenance import REPO_ROOT
 from ...spaces import PointCloud
 
@@ -102,11 +103,11 @@ def load_backbones(path: str | Path | None = None) -> Backbones:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no backbones file; rebuild it with "
                                 "python -m molfuse.modalities.proteins.build_data --out data/proteins")
-    with np.load(path, allow_pickle=False) as z:
-        record = json.loads(str(z["record"]))
-        record["splits"] = [str(s) for s in z["split_names"]]
-        keys = [f.name for f in fields(Backbones) if f.name != "record"]
-        return Backbones(**{k: z[k] for k in keys}, record=record)
+    z = load_npz(path, "backbones file")  # arrays only, never unpickled (DataError naming the file)
+    record = json.loads(str(z["record"]))
+    record["splits"] = [str(s) for s in z["split_names"]]
+    keys = [f.name for f in fields(Backbones) if f.name != "record"]
+    return Backbones(**{k: z[k] for k in keys}, record=record)
 
 
 def encode(ca: np.ndarray, mask: np.ndarray, angstrom_per_unit: float = ANGSTROM_PER_UNIT
