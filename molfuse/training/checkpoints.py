@@ -51,8 +51,8 @@ from ..nets import build
 from ..schedules import Schedule, schedule_from_config
 from ..spaces import PointCloud, Space, size_histogram, space_from_config
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "WEIGHTS_FILE",
-           "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "check_card", "check_sizes",
+           "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS", "SIZE_FIELDS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
 CONDITIONS = ("none", "class_label", "properties", "style")
