@@ -382,3 +382,21 @@ def test_fine_tuning_a_model_of_fewer_nodes_is_refused_naming_both(tmp_path):
                                             r"nodes \(padded to 12\) on a model of 9 nodes$"):
         train_from_workflow(wf, progress=False, verbose=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_molecules_of_more_atoms_than_the_normalisation_allows_are_refused_before_training(tmp_path):
+    pytest.importorskip("e3nn")
+    pytest.importorskip("rdkit")
+    from molfuse.modalities.molecules import normalisation_for
+    from molfuse.spaces import node_masks
+    from molfuse.training.checkpoints import CheckpointError
+
+    net = build("molecule_e3nn", {"num_types": 4, "scalars": 8, "vectors": 2, "layers": 1})
+    mask = node_masks(torch.tensor([12, 9, 10]), 12)
+    x = torch.randn(3, 12, 7) * mask[..., None]
+    with pytest.raises(CheckpointError, match=r"^card: shape \[12, 7\]: 12 atoms per molecule, but the "
+                                              r"normalisation's max_atoms is 9$"):
+        train(net, StateDataset(x, mask), VPSchedule(), _config(steps=2), tmp_path, progress=False,
+              card_extra={"modality": "molecules", "space": {"kind": "point_cloud", "centred": 3},
+                          "normalisation": normalisation_for("implicit")})
+    assert not any(tmp_path.iterdir())

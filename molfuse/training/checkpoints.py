@@ -52,7 +52,7 @@ from ..schedules import Schedule, schedule_from_config
 from ..spaces import PointCloud, Space, size_histogram, space_from_config
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "check_card", "check_sizes",
-           "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS", "SIZE_FIELDS"]
+           "check_modality_card", "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS", "SIZE_FIELDS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
 CONDITIONS = ("none", "class_label", "properties", "style")
@@ -79,8 +79,9 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any],
         The folder.
 
     Raises:
-        CheckpointError: the card is incomplete, or ``build(architecture)`` would not accept
-            these weights (so a card that cannot be loaded is never written).
+        CheckpointError: the card is incomplete, its modality refuses it, or
+            ``build(architecture)`` would not accept these weights (so a card that cannot be
+            loaded is never written).
     """
     st_save = _safetensors().save
     folder = Path(folder)
@@ -96,6 +97,7 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any],
     card["conditioning"] = {"kind": "none", "null_cond": None, "cond_drop_prob": 0.0, **(card.get("conditioning") or {})}
     card["shape"] = [int(s) for s in card["shape"]]
     check_card(card, "card")
+    check_modality_card(card, "card")
     if storage is not None and storage not in STORAGE_DTYPES:
         raise CheckpointError(f"storage dtype {storage!r}: expected one of {sorted(STORAGE_DTYPES)}")
     cast = STORAGE_DTYPES.get(storage)
@@ -214,12 +216,25 @@ def _safetensors() -> Any:
     return SimpleNamespace(save=st.save, load=st.load, SafetensorError=SafetensorError)
 
 
-def _build(card: dict, card_path: Path) -> nn.Module:
-    arch = card["architecture"]
+def check_modality_card(card: Mapping[str, Any], where: str) -> None:
+    """The entries the card's modality owns (normalisation, shape, ...), checked by the modality.
+
+    Raises:
+        CheckpointError: ``"<where>: <the modality's message>"``, or the modality is unknown or
+            not installed (with its install hint).
+    """
     try:
         modality = plugins.modality(card["modality"])
         if modality.check_card is not None:
             modality.check_card(card)
+    except (plugins.MissingModalityError, CheckpointError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def _build(card: dict, card_path: Path) -> nn.Module:
+    arch = card["architecture"]
+    check_modality_card(card, str(card_path))
+    try:
         return build(arch["name"], arch["config"])
     except plugins.MissingModalityError as e:
         raise CheckpointError(f"{card_path}: {e}") from None
