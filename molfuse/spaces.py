@@ -259,7 +259,7 @@ def size_histogram(counts: Any, max_nodes: int | None = None, what: str = "node_
         counts: a non-empty mapping from node counts ``1 <= n <= max_nodes`` (ints, or strings of
             digits as a card stores them) to finite counts >= 0, at least one of them positive.
         max_nodes: the padded state's node count (a card's ``shape[0]``); None: no upper bound.
-        what: names the histogram in errors, e.g. ``"card.json: node_counts"``.
+        what: names the histogram in errors, e.g. ``"node_counts_by_condition['3']"``.
 
     Raises:
         ConventionError: naming ``what`` and the first bad key or count.

@@ -52,7 +52,8 @@ from ..schedules import Schedule, schedule_from_config
 from ..spaces import PointCloud, Space, size_histogram, space_from_config
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "check_card", "check_sizes",
-           "check_modality_card", "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS", "SIZE_FIELDS"]
+           "check_modality_card", "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION",
+           "CONDITIONS", "SIZE_FIELDS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
 CONDITIONS = ("none", "class_label", "properties", "style")
@@ -271,8 +272,8 @@ def check_card(card: Mapping[str, Any], where: str) -> None:
 
 
 def check_sizes(card: Mapping[str, Any], space: Space) -> None:
-    """The card's size histograms (``node_counts`` and its per-condition / per-style versions) are
-    :func:`~molfuse.spaces.size_histogram` s of node counts up to ``shape[0]``, on point-cloud cards only.
+    """The card's size histograms (``node_counts`` and its per-condition / per-style versions): each
+    a :func:`~molfuse.spaces.size_histogram` of node counts up to ``shape[0]``, on point-cloud cards only.
 
     Raises:
         ConventionError: naming the field (``node_counts_by_condition['3']``) and the bad entry.

@@ -9,6 +9,7 @@ reads it as a :class:`StateDataset`. Nothing here needs lightning.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -154,11 +155,14 @@ def check_states(x: Tensor, mask: Tensor | None, schedule: Schedule, source: str
         raise DataError(f"{source}: states of shape {list(x.shape[1:])} do not fit the model's shape "
                         f"{list(shape)}{nodes}")
     flat = x.reshape(len(x), -1)
+    limit = state_limit(schedule)
+    lo, hi = (float(v) for v in torch.aminmax(flat))  # NaN if any value is; no copy of the data
+    if math.isfinite(lo) and math.isfinite(hi) and max(-lo, hi) <= limit:
+        return
     bad = ~torch.isfinite(flat)
     if bool(bad.any()):
         raise DataError(f"{source}: {int(bad.sum())} of {flat.numel()} values are NaN or inf (in "
                         f"{int(bad.any(1).sum())} of {len(x)} samples)")
-    limit = state_limit(schedule)
     big = flat.abs() > limit
     if bool(big.any()):
         raise DataError(f"{source}: {int(big.sum())} of {flat.numel()} values (in {int(big.any(1).sum())} of {len(x)} "
