@@ -6,7 +6,7 @@ Part of the base layer: imported by everything, importing nothing of molfuse.
 from __future__ import annotations
 
 __all__ = ["ConventionError", "MergeError", "WeightsError", "WorkflowError", "SamplerError", "NonFiniteError",
-           "CheckpointError", "FolderLockedError"]
+           "CheckpointError", "FolderLockedError", "DataError"]
 
 
 class ConventionError(ValueError):
@@ -39,3 +39,8 @@ class CheckpointError(ValueError):
 
 class FolderLockedError(WorkflowError):
     """Another process is writing the same results folder."""
+
+
+class DataError(ValueError):
+    """A data file or array is unusable (not a numeric npz, non-finite or absurd values, masks that do
+    not fit the model); the message names the source and what is wrong."""

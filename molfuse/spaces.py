@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
@@ -31,7 +32,8 @@ from .base.configured import Configured
 from .errors import ConventionError
 
 __all__ = ["Space", "Euclidean", "PointCloud", "Chain", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
-           "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition"]
+           "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition",
+           "size_histogram"]
 
 
 class Space(Configured, ABC):
@@ -325,14 +327,16 @@ def node_count_distribution(counts: Sequence[Mapping[Any, float]], weights: Sequ
 
     Raises:
         ValueError: unknown rule, empty histograms, or (product) no node count all members support.
+        ConventionError: a histogram that :func:`size_histogram` refuses (negative counts,
+            keys that are not node counts).
     """
     if rule not in ("mixture", "product"):
         raise ValueError(f"rule must be 'mixture' or 'product'; got {rule!r}")
     hists = []
     for i, c in enumerate(counts):
-        h = {int(k): float(v) for k, v in (c or {}).items() if float(v) > 0}
-        if not h:
-            raise ValueError(f"member {i} has no node counts (its card needs node_counts)")
+        if not c:
+            raise ConventionError(f"member {i} has no node counts (its card needs node_counts)")
+        h = {k: v for k, v in size_histogram(c, what=f"member {i}'s node_counts").items() if v > 0}
         total = sum(h.values())
         hists.append({k: v / total for k, v in h.items()})
     k = len(hists)
@@ -347,6 +351,45 @@ def node_count_distribution(counts: Sequence[Mapping[Any, float]], weights: Sequ
         raise ValueError("the members share no node count (their size histograms do not overlap), so a product "
                          f"of their densities has no support: {[sorted(h) for h in hists]}")
     return {n: v / total for n, v in out.items() if v > 0}
+
+
+def size_histogram(counts: Any, max_nodes: int | None = None, what: str = "node_counts") -> dict[int, float]:
+    """A size histogram ``{n: count}`` checked and with integer keys (JSON writes them as strings).
+
+    Args:
+        counts: a non-empty mapping from node counts ``1 <= n <= max_nodes`` (ints, or strings of
+            digits as a card stores them) to finite counts >= 0, at least one of them positive.
+        max_nodes: the padded state's node count (a card's ``shape[0]``); None: no upper bound.
+        what: names the histogram in errors, e.g. ``"node_counts_by_condition['3']"``.
+
+    Raises:
+        ConventionError: naming ``what`` and the first bad key or count.
+    """
+    if not isinstance(counts, Mapping) or not counts:
+        raise ConventionError(f"{what}: expected a non-empty mapping {{node count: how many}}; got {counts!r}")
+    out: dict[int, float] = {}
+    for key, value in counts.items():
+        n = _node_count(key)
+        if n is None or n < 1:
+            raise ConventionError(f"{what}: key {key!r} is not a node count (a whole number >= 1)")
+        if max_nodes is not None and n > max_nodes:
+            raise ConventionError(f"{what}: node count {n} exceeds the model's {max_nodes} nodes (shape[0])")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConventionError(f"{what}[{key!r}]: expected a finite count >= 0; got {value!r}")
+        out[n] = float(value)
+    if not any(v > 0 for v in out.values()):
+        raise ConventionError(f"{what}: every count is zero; a size histogram needs at least one positive count")
+    return out
+
+
+def _node_count(key: Any) -> int | None:
+    """``key`` as an int when it is one (or a string of digits), else None."""
+    if isinstance(key, str):
+        return int(key) if key.isascii() and key.isdigit() else None
+    try:
+        return None if isinstance(key, bool) else operator.index(key)
+    except TypeError:
+        return None
 
 
 def condition_key(values: Any) -> str | None:

@@ -171,3 +171,88 @@ def test_weights_outside_the_checkpoint_folder_are_refused(trained, tmp_path, na
     (folder / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="weights.file must be a file name inside the checkpoint folder"):
         load_model(folder)
+
+
+@pytest.fixture
+def cloud_ckpt(tmp_path):
+    """A point-cloud checkpoint (the tests' toyclouds modality): 8 padded nodes, sizes 4 and 5."""
+    import toyclouds
+
+    toyclouds.register()
+    net = build("cloud_mlp", {"hidden": 8})
+    return save_checkpoint(tmp_path / "cloud", net, {
+        "modality": "toyclouds", "architecture": net.architecture, "schedule": mf.VPSchedule(), "shape": [8, 3],
+        "space": {"kind": "point_cloud", "centred": 3}, "node_counts": {4: 3, 5: 2}})
+
+
+def _edit_card(folder, **entries):
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, **entries}))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("node_counts", {"12": 5}, r"node_counts: node count 12 exceeds the model's 8 nodes \(shape\[0\]\)"),
+    ("node_counts", {}, r"node_counts: expected a non-empty mapping \{node count: how many\}; got \{\}"),
+    ("node_counts", {"4": 0, "5": 0}, r"node_counts: every count is zero"),
+    ("node_counts", {"4": -3, "5": 2}, r"node_counts\['4'\]: expected a finite count >= 0; got -3"),
+    ("node_counts", {"five": 5}, r"node_counts: key 'five' is not a node count \(a whole number >= 1\)"),
+    ("node_counts", {"0": 5}, r"node_counts: key '0' is not a node count"),
+    ("node_counts", [4, 5], r"node_counts: expected a non-empty mapping"),
+    ("node_counts_by_condition", {"3": {"9": 1}}, r"node_counts_by_condition\['3'\]: node count 9 exceeds"),
+    ("node_counts_by_style", {"a": {"4": -1}}, r"node_counts_by_style\['a'\]\['4'\]: expected a finite count"),
+])
+def test_bad_size_histograms_in_a_card_name_the_card_and_the_field(cloud_ckpt, field, value, message):
+    assert load_model(cloud_ckpt).card["node_counts"] == {"4": 3, "5": 2}
+    _edit_card(cloud_ckpt, **{field: value})
+    with pytest.raises(CheckpointError, match=f"^{cloud_ckpt / 'card.json'}: {message}"):
+        load_model(cloud_ckpt)
+
+
+def test_a_card_with_bad_sizes_is_never_written(tmp_path, cloud_ckpt):
+    net = load_model(cloud_ckpt)
+    card = {k: v for k, v in net.card.items() if k != "weights"}
+    with pytest.raises(CheckpointError, match=r"^card: node_counts: node count 9 exceeds the model's 8 nodes"):
+        save_checkpoint(tmp_path / "bad", net, {**card, "node_counts": {9: 1}})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_node_counts_on_a_euclidean_card_are_refused(trained):
+    _, folder = trained
+    _edit_card(folder, node_counts={"2": 1})
+    with pytest.raises(CheckpointError, match=r"card.json: node_counts: only point-cloud cards have node counts"):
+        load_model(folder)
+
+
+def test_a_workflow_names_the_card_with_bad_sizes(cloud_ckpt, tmp_path):
+    from molfuse.campaign import run_workflow
+    from molfuse.errors import WorkflowError
+
+    _edit_card(cloud_ckpt, node_counts={"4": 2, "5": -1})
+    wf = {"name": "sizes", "output": str(tmp_path / "runs"), "n_samples": 4, "sampler": {"steps": 20, "threads": 1},
+          "models": {"a": {"kind": "checkpoint", "path": str(cloud_ckpt)}},
+          "methods": [{"name": "a", "operator": "single", "models": ["a"]}]}
+    with pytest.raises(WorkflowError, match=rf"models.a: {cloud_ckpt / 'card.json'}: node_counts\['5'\]: expected a "
+                                            r"finite count >= 0; got -1"):
+        run_workflow(wf, progress=False, verbose=False)
+
+
+def test_files_that_link_out_of_the_checkpoint_folder_are_refused(trained, tmp_path):
+    """The path rules refuse ``../`` and absolute names; a link's target must stay inside too."""
+    _, folder = trained
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("model.safetensors", "card.json"):
+        (folder / name).rename(elsewhere / name)
+        (folder / name).symlink_to(elsewhere / name)
+        with pytest.raises(CheckpointError, match=rf"{folder / 'card.json'}: the (card|weights file {name}) is a "
+                                                  rf"link to {elsewhere / name}, outside the checkpoint folder"):
+            load_model(folder)
+        (folder / name).unlink()
+        (elsewhere / name).rename(folder / name)
+    (folder / "v2.safetensors").symlink_to("model.safetensors")  # a link inside the folder is its own file
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "weights": {**card["weights"], "file": "v2.safetensors"}}))
+    assert load_model(folder).checkpoint == folder / "v2.safetensors"
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder, target_is_directory=True)  # the folder itself may be a link
+    assert load_model(linked).name == "tiny"

@@ -207,3 +207,17 @@ def test_chain_config_round_trip_equality_and_hash():
         space_from_config({"kind": "chain", "trims": [[1, 1, 1]]})
     with pytest.raises(ConventionError, match="space mismatch"):
         resolve_space([type("M", (), {"space": space, "name": "m"})(), type("M", (), {"space": PointCloud(3)})()])
+
+
+def test_size_histograms_refuse_negative_counts_and_bad_keys():
+    from molfuse.spaces import node_count_distribution, size_histogram
+
+    assert size_histogram({"4": 1, 5: 2.5}, max_nodes=5) == {4: 1.0, 5: 2.5}
+    with pytest.raises(ConventionError, match=r"member 1's node_counts\[4\]: expected a finite count >= 0; got -2"):
+        node_count_distribution([{4: 1}, {4: -2, 5: 3}])  # was dropped silently
+    with pytest.raises(ConventionError, match=r"member 0's node_counts: key 'five' is not a node count"):
+        node_count_distribution([{"five": 5}])
+    with pytest.raises(ConventionError, match="member 0 has no node counts"):
+        node_count_distribution([{}])
+    with pytest.raises(ConventionError, match=r"x: node count 6 exceeds the model's 5 nodes"):
+        size_histogram({6: 1}, max_nodes=5, what="x")

@@ -19,7 +19,9 @@ from molfuse import ConventionError, GaussianMixture, VPSchedule, WorkflowError,
 from molfuse.training.checkpoints import load_model, read_card  # noqa: E402
 from molfuse.losses import denoising_loss, drop_condition, dsm_loss  # noqa: E402
 from molfuse.nets import build  # noqa: E402
-from molfuse.training import DiffusionModule, StepBatches, TrainConfig, train  # noqa: E402
+from molfuse.errors import DataError  # noqa: E402
+from molfuse.training import (DiffusionModule, StateDataset, StepBatches, TrainConfig, train,  # noqa: E402
+                              train_from_workflow)
 
 ARCH = {"name": "mlp", "config": {"dim": 2, "hidden": 32, "depth": 2, "time_dim": 16}}
 GM = GaussianMixture([[-2.0, 0.0], [2.0, 0.5]], [0.3, 0.3])
@@ -300,3 +302,101 @@ def test_molfuse_train_reports_workflow_errors(tmp_path, change, field):
     path.write_text(yaml.safe_dump({**TINY, **change}))
     res = CliRunner().invoke(cli.main, ["train", str(path), "--out", str(tmp_path)])
     assert res.exit_code == 1 and field in res.output, res.output
+
+
+# ---------------------------------------------------------------- training data that cannot be right
+def test_a_garbage_npz_as_data_source_is_refused_before_anything_is_written(tmp_path):
+    pytest.importorskip("biotite")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x80\x04not an archive" * 20)
+    wf = {"name": "prot", "output": str(tmp_path / "out"), "architecture": {"name": "mlp", "config": {"dim": 3}},
+          "data": {"kind": "protein_backbones", "source": str(garbage)}}
+    path = tmp_path / "prot.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    res = CliRunner().invoke(cli.main, ["train", str(path)])
+    assert res.exit_code == 1, res.output
+    assert (f"data (protein_backbones): backbones file {garbage} is not a valid numeric .npz file: it is not a "
+            "(complete) zip archive of .npy arrays; molfuse never reads pickled data") in res.output
+    assert "allow_pickle" not in res.output and not (tmp_path / "out").exists()
+
+
+def test_training_data_far_out_of_range_is_refused_naming_the_source(tmp_path):
+    """Coordinates x1e30 used to train (loss 1.02): the noised data never reach the prior."""
+    wf = {**TINY, "output": str(tmp_path / "out"),
+          "data": {"kind": "gaussian_mixture_samples", "means": [[1e30, 0.0], [0.0, 1.0]], "covs": [0.1, 0.1],
+                   "n": 64}}
+    with pytest.raises(WorkflowError, match=r"^data \(gaussian_mixture_samples\): (\d+) of 128 values \(in \1 of 64 "
+                                            r"samples\) exceed 1522 in size \(largest 1e\+30\); noised to t = 1 by "
+                                            r"\{'kind': 'vp', .*\} they would lie over 10 standard deviations from "
+                                            r"the N\(0, I\) prior\. Check the data's units"):
+        train_from_workflow(wf, progress=False, verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), r"^the training data: 3 of 1024 values are NaN or inf \(in 3 of 512 samples\)$"),
+    (float("inf"), r"NaN or inf \(in 3 of 512 samples\)"),
+    (1e30, r"^the training data: 3 of 1024 values \(in 3 of 512 samples\) exceed 1522 in size"),
+])
+def test_train_refuses_non_finite_or_absurd_states(tmp_path, value, message):
+    x = _data().tensors[0].clone()
+    x[[5, 9, 11], 0] = value
+    with pytest.raises(DataError, match=message):
+        train(build(**ARCH), TensorDataset(x), VPSchedule(), _config(steps=2), tmp_path,
+              card_extra={"modality": "vectors", "architecture": ARCH}, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_mask_with_more_nodes_than_the_model_is_refused(tmp_path):
+    import toyclouds
+    from molfuse.spaces import node_masks
+
+    toyclouds.register()
+    net = build("cloud_mlp", {"hidden": 8})
+    mask = node_masks(torch.tensor([12, 10, 12, 11]), 12)
+    x = torch.randn(4, 12, 3) * mask[..., None]
+    card = {"modality": "toyclouds", "space": {"kind": "point_cloud", "centred": 3}}
+    with pytest.raises(DataError, match=r"^the training data: states of shape \[12, 3\] do not fit the model's shape "
+                                        r"\[9, 3\]: masks of up to 12 real nodes \(padded to 12\) on a model of 9 nodes"):
+        train(net, StateDataset(x, mask), VPSchedule(), _config(steps=2), tmp_path, progress=False,
+              card_extra={**card, "shape": [9, 3]})
+    with pytest.raises(ConventionError, match=r"node_counts: node count 13 exceeds the model's 12 nodes"):
+        train(net, StateDataset(x, mask), VPSchedule(), _config(steps=2), tmp_path, progress=False,
+              card_extra={**card, "node_counts": {12: 2, 13: 1}})  # refused before training, not when shipping
+    assert not any(tmp_path.iterdir())
+
+
+def test_fine_tuning_a_model_of_fewer_nodes_is_refused_naming_both(tmp_path):
+    import toyclouds
+
+    toyclouds.register()
+    base = {"seed": 0, "architecture": {"name": "cloud_mlp", "config": {"hidden": 8}},
+            "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1}}
+    parent = train_from_workflow({**base, "name": "nine", "output": str(tmp_path / "a"),
+                                  "data": {"kind": "toy_clouds", "n": 16, "sizes": [4, 5], "max_nodes": 9}},
+                                 progress=False, verbose=False)
+    wf = {**base, "name": "twelve", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
+          "data": {"kind": "toy_clouds", "n": 16, "sizes": [11, 12], "max_nodes": 12}}
+    with pytest.raises(WorkflowError, match=rf"^init_from: {parent.checkpoint}: data \(toy_clouds\): states of shape "
+                                            r"\[12, 3\] do not fit the model's shape \[9, 3\]: masks of up to 12 real "
+                                            r"nodes \(padded to 12\) on a model of 9 nodes$"):
+        train_from_workflow(wf, progress=False, verbose=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_molecules_of_more_atoms_than_the_normalisation_allows_are_refused_before_training(tmp_path):
+    pytest.importorskip("e3nn")
+    pytest.importorskip("rdkit")
+    from molfuse.modalities.molecules import normalisation_for
+    from molfuse.spaces import node_masks
+    from molfuse.training.checkpoints import CheckpointError
+
+    net = build("molecule_e3nn", {"num_types": 4, "scalars": 8, "vectors": 2, "layers": 1})
+    mask = node_masks(torch.tensor([12, 9, 10]), 12)
+    x = torch.randn(3, 12, 7) * mask[..., None]
+    with pytest.raises(CheckpointError, match=r"^card: shape \[12, 7\]: 12 atoms per molecule, but the "
+                                              r"normalisation's max_atoms is 9$"):
+        train(net, StateDataset(x, mask), VPSchedule(), _config(steps=2), tmp_path, progress=False,
+              card_extra={"modality": "molecules", "space": {"kind": "point_cloud", "centred": 3},
+                          "normalisation": normalisation_for("implicit")})
+    assert not any(tmp_path.iterdir())

@@ -14,17 +14,19 @@ import math
 import os
 import re
 import socket
+import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import FolderLockedError, WorkflowError
+from ..errors import DataError, FolderLockedError, WorkflowError
 
 __all__ = ["atomic_write", "write_text", "write_json", "jsonable", "sha256_bytes", "sha256_file",
-           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX", "read_yaml", "parse_yaml"]
+           "remove_stale_temporaries", "FolderLock", "TMP_SUFFIX", "read_yaml", "parse_yaml", "load_npz"]
 
 TMP_SUFFIX = ".tmp"
 _TMP = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$")  # .<name>.<pid>.tmp
@@ -266,3 +268,57 @@ def _strict_loader() -> type:
             return super().construct_mapping(node, deep=deep)
 
     return StrictLoader
+
+
+def load_npz(path: str | Path, what: str = "npz file", require: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, read without unpickling anything.
+
+    numpy takes a file that is not a zip archive for a pickle and advises ``allow_pickle=True``;
+    molfuse never unpickles data, so such a file is refused as not an npz, like an archive that is
+    truncated, holds arrays of Python objects or members that are not arrays.
+
+    Args:
+        path: the archive.
+        what: what the file is, for errors (``"backbones file"``, ``"QM9 cache"``).
+        require: names of arrays it must hold.
+
+    Returns:
+        ``{name: array}`` in the archive's order, loaded into memory.
+
+    Raises:
+        DataError: naming ``what``, the file and the problem (missing, a folder, not a valid numeric
+            npz, an array of objects, a required array absent with the ones present).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    bad = f"{what} {path} is not a valid numeric .npz file"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{bad}: it is not a (complete) zip archive of .npy arrays; molfuse never reads pickled data")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                arrays[name] = _npz_member(z, name, bad)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{bad} ({type(e).__name__}: {str(e)[:120] or 'no detail'})") from None
+    missing = [k for k in require if k not in arrays]
+    if missing:
+        raise DataError(f"{what} {path} has no array {', '.join(map(repr, missing))}; it has: "
+                        f"{', '.join(map(repr, arrays)) or 'no arrays'}")
+    return arrays
+
+
+def _npz_member(z: Any, name: str, bad: str) -> np.ndarray:
+    """One member of an open npz as an array (DataError for objects or non-array members)."""
+    try:
+        value = z[name]
+    except ValueError as e:
+        if "pickle" not in str(e):
+            raise
+        raise DataError(f"{bad}: array {name!r} holds Python objects, which would need unpickling") from None
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{bad}: member {name!r} is not a .npy array")
+    return value

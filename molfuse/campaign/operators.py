@@ -13,7 +13,7 @@ from ..base.checks import as_bool, as_choice, as_float, as_floats, as_int, as_si
 from ..base.seeds import derive_seed
 from ..errors import NonFiniteError
 from ..sampling import sample
-from ..training.data import build_data, check_data_spec
+from ..training.data import build_data, check_data_spec, check_states, data_source
 from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
 from .spec import MethodSpec
 
@@ -143,6 +143,8 @@ def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[li
     f = method.options["fit"]
     g = ctx.generator(method.name, "fit")
     data, mask, source = _fit_data(f, ctx, g)
+    what = f"fit.data ({data_source(source['data'])})" if "data" in source else f"fit.data_from ({f['data_from']})"
+    check_states(data, mask, ctx.schedule, what, sample_shape(members[0]))  # e.g. 12-node clouds, 9-node members
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fusion.fit_barycenter_weights(members, data, ctx.schedule, window=f["window"], n_mc=f["n_mc"],

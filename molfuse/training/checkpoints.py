@@ -14,15 +14,18 @@ A checkpoint folder holds::
         space                    the state space (MATH §6), e.g. {kind: euclidean} or
                                  {kind: point_cloud, centred: 3}
         shape                    one sample's shape, e.g. [1, 28, 28] (point clouds: [max nodes, channels])
-        node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling)
+        node_counts?             {n: count}: the sizes of the training clouds (drawn when sampling);
+                                 point clouds only, 1 <= n <= shape[0], counts >= 0, one positive
         node_counts_by_condition?  {"3" or "3,4": {n: count}}: the same per whole-number
                                  condition value (a prompted sampler draws n from p(n | c))
+        node_counts_by_style?    {style: {n: count}}: the same per style of a style student
         normalisation            the modality's map between data and model space (e.g. images:
                                  x_model = scale * pixels + shift, with levels)
         conditioning             {kind: none | class_label | properties, null_cond, cond_drop_prob}
         data                     description of the training data
         seed, steps, final_losses, training (hyper-parameters), licence, rebuild
-        weights                  {file, sha256, bytes}: file is a bare name inside the folder
+        weights                  {file, sha256, bytes}: file is a bare name inside the folder (a
+                                 card or weights file that is a link out of the folder is refused)
         molfuse_version, created
 
 Anything else the caller puts in the card (name, description, class names) is kept as is.
@@ -46,13 +49,15 @@ from ..convert import PREDICTIONS
 from ..errors import CheckpointError, ConventionError
 from ..nets import build
 from ..schedules import Schedule, schedule_from_config
-from ..spaces import space_from_config
+from ..spaces import PointCloud, Space, size_histogram, space_from_config
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "WEIGHTS_FILE",
-           "CARD_FILE", "FORMAT", "FORMAT_VERSION", "CONDITIONS"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "check_card", "check_sizes",
+           "check_modality_card", "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION",
+           "CONDITIONS", "SIZE_FIELDS"]
 
 WEIGHTS_FILE, CARD_FILE, FORMAT, FORMAT_VERSION = "model.safetensors", "card.json", "molfuse-checkpoint", 2
 CONDITIONS = ("none", "class_label", "properties", "style")
+SIZE_FIELDS = ("node_counts", "node_counts_by_condition", "node_counts_by_style")  # size histograms (MATH §6)
 
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -75,8 +80,9 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any],
         The folder.
 
     Raises:
-        CheckpointError: the card is incomplete, or ``build(architecture)`` would not accept
-            these weights (so a card that cannot be loaded is never written).
+        CheckpointError: the card is incomplete, its modality refuses it, or
+            ``build(architecture)`` would not accept these weights (so a card that cannot be
+            loaded is never written).
     """
     st_save = _safetensors().save
     folder = Path(folder)
@@ -92,6 +98,7 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any],
     card["conditioning"] = {"kind": "none", "null_cond": None, "cond_drop_prob": 0.0, **(card.get("conditioning") or {})}
     card["shape"] = [int(s) for s in card["shape"]]
     check_card(card, "card")
+    check_modality_card(card, "card")
     if storage is not None and storage not in STORAGE_DTYPES:
         raise CheckpointError(f"storage dtype {storage!r}: expected one of {sorted(STORAGE_DTYPES)}")
     cast = STORAGE_DTYPES.get(storage)
@@ -116,6 +123,7 @@ def read_card(folder_or_card: str | Path) -> tuple[dict, Path]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint card at {path} (a checkpoint folder holds {CARD_FILE} and "
                               f"{WEIGHTS_FILE}; train one with `molfuse train`)")
+    inside_folder(path, path, "the card")
     try:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -147,15 +155,17 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
     path) and ``name``.
 
     Raises:
-        CheckpointError: missing or unreadable files, sha256 mismatch (tampered / swapped
-            weights), unknown or unavailable modality or architecture, or weights that do not
-            fit it (the message names the missing, unexpected and mis-shaped keys).
+        CheckpointError: missing or unreadable files, a card or weights file that is a symbolic
+            link out of the checkpoint folder, sha256 mismatch (tampered / swapped weights),
+            unknown or unavailable modality or architecture, or weights that do not fit it (the
+            message names the missing, unexpected and mis-shaped keys).
     """
     st = _safetensors()
     card, card_path = read_card(folder_or_card)
     weights = card_path.parent / card["weights"].get("file", WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: weights file {weights} is missing")
+    inside_folder(weights, card_path, f"the weights file {weights.name}")
     blob = weights.read_bytes()  # hash and parse the same bytes
     digest = sha256_bytes(blob)
     if digest != card["weights"]["sha256"]:
@@ -183,6 +193,20 @@ def load_model(folder_or_card: str | Path, device: str | torch.device = "cpu") -
     return net
 
 
+def inside_folder(path: Path, card_path: Path, what: str) -> None:
+    """Refuse a file of a checkpoint whose real location (symbolic links followed) is not in the
+    checkpoint folder: a folder holds its own files (the folder itself may be a link).
+
+    Raises:
+        CheckpointError: naming the file, where it leads and the folder.
+    """
+    folder = card_path.parent.resolve()
+    real = path.resolve()
+    if real.parent != folder:
+        raise CheckpointError(f"{card_path}: {what} is a link to {real}, outside the checkpoint folder "
+                              f"{folder}; a checkpoint reads only its own files (copy the file in: cp -L)")
+
+
 def _safetensors() -> Any:
     """``safetensors.torch`` (with ``SafetensorError``), or a CheckpointError naming the extra."""
     try:
@@ -193,12 +217,25 @@ def _safetensors() -> Any:
     return SimpleNamespace(save=st.save, load=st.load, SafetensorError=SafetensorError)
 
 
-def _build(card: dict, card_path: Path) -> nn.Module:
-    arch = card["architecture"]
+def check_modality_card(card: Mapping[str, Any], where: str) -> None:
+    """The entries the card's modality owns (normalisation, shape, ...), checked by the modality.
+
+    Raises:
+        CheckpointError: ``"<where>: <the modality's message>"``, or the modality is unknown or
+            not installed (with its install hint).
+    """
     try:
         modality = plugins.modality(card["modality"])
         if modality.check_card is not None:
             modality.check_card(card)
+    except (plugins.MissingModalityError, CheckpointError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def _build(card: dict, card_path: Path) -> nn.Module:
+    arch = card["architecture"]
+    check_modality_card(card, str(card_path))
+    try:
         return build(arch["name"], arch["config"])
     except plugins.MissingModalityError as e:
         raise CheckpointError(f"{card_path}: {e}") from None
@@ -228,9 +265,34 @@ def check_card(card: Mapping[str, Any], where: str) -> None:
                               f"cond_drop_prob}}; got {cond!r}")
     try:
         schedule_from_config(card.get("schedule"))
-        space_from_config(card.get("space"))
+        space = space_from_config(card.get("space"))
+        check_sizes(card, space)
     except ConventionError as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def check_sizes(card: Mapping[str, Any], space: Space) -> None:
+    """The card's size histograms (``node_counts`` and its per-condition / per-style versions): each
+    a :func:`~molfuse.spaces.size_histogram` of node counts up to ``shape[0]``, on point-cloud cards only.
+
+    Raises:
+        ConventionError: naming the field (``node_counts_by_condition['3']``) and the bad entry.
+    """
+    for field in SIZE_FIELDS:
+        value = card.get(field)
+        if value is None:
+            continue
+        if not isinstance(space, PointCloud):
+            raise ConventionError(f"{field}: only point-cloud cards have node counts; this card's space is "
+                                  f"{space.config()}")
+        if field == "node_counts":
+            size_histogram(value, card["shape"][0], field)
+            continue
+        if not isinstance(value, Mapping):
+            raise ConventionError(f"{field}: expected a mapping {{key: {{node count: how many}}}}; got {value!r}")
+        for key, hist in value.items():
+            if hist is not None or field != "node_counts_by_style":  # a teacher without sizes: its style has none
+                size_histogram(hist, card["shape"][0], f"{field}[{key!r}]")
 
 
 def check_state(net: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:

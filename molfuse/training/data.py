@@ -9,7 +9,8 @@ reads it as a :class:`StateDataset`. Nothing here needs lightning.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -18,9 +19,13 @@ from torch.utils.data import Dataset, TensorDataset
 from .. import plugins
 from ..base.checks import REQUIRED, fail, fields
 from ..base.seeds import derive_seed
-from ..errors import WorkflowError
+from ..errors import DataError, WorkflowError
+from ..schedules import Schedule
 
-__all__ = ["StateDataset", "as_state_dataset", "split", "check_data_spec", "build_data"]
+__all__ = ["StateDataset", "as_state_dataset", "split", "check_data_spec", "build_data", "check_states", "state_limit",
+           "data_source", "PRIOR_SDS"]
+
+PRIOR_SDS = 10.0  # how far (in prior standard deviations) alpha_1 x may lie from the prior's centre
 
 
 class StateDataset(Dataset):
@@ -109,3 +114,58 @@ def build_data(spec: Mapping[str, Any], path: str = "data") -> plugins.TrainingD
         return plugins.data_kind(kind).build({k: v for k, v in spec.items() if k != "kind"})
     except (ValueError, TypeError) as e:
         raise e if isinstance(e, WorkflowError) else WorkflowError(f"{path} ({kind}): {e}") from None
+
+
+def state_limit(schedule: Schedule) -> float:
+    """The largest ``|x|`` (model space) a training state may have under ``schedule``: noised to
+    ``t = 1`` its mean ``alpha_1 x`` must lie within :data:`PRIOR_SDS` standard deviations of the
+    prior N(0, prior_std² I) the samplers start from (MATH §1); 1522 for the default VP path."""
+    return PRIOR_SDS * schedule.prior_std() / float(schedule.alpha(1.0))
+
+
+def data_source(description: Any) -> str:
+    """A short name of training data for messages: ``"qm9, source small"`` from its description."""
+    if not isinstance(description, Mapping):
+        return "the training data"
+    parts = [str(description.get("kind", "data"))]
+    if description.get("source") is not None:
+        parts.append(f"source {description['source']}")
+    return ", ".join(parts)
+
+
+def check_states(x: Tensor, mask: Tensor | None, schedule: Schedule, source: str,
+                 shape: Sequence[int] | None = None) -> None:
+    """Refuse training states no model of ``schedule`` can learn from (before any training).
+
+    Args:
+        x: (n, ...) states in model space (after the modality's normalisation).
+        mask: (n, N) bool node masks of point clouds, or None.
+        schedule: the noising path; sets the range (:func:`state_limit`).
+        source: names the data in messages (:func:`data_source`).
+        shape: the model's one-sample shape (a card's ``shape``), if it is fixed already.
+
+    Raises:
+        DataError: naming ``source``: states of another shape than the model's (for point clouds,
+            more real nodes than the model has), NaN / inf values, or values beyond the range, with
+            how many entries of how many samples.
+    """
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        nodes = "" if mask is None else (f": masks of up to {int(mask.sum(1).max())} real nodes (padded to "
+                                         f"{x.shape[1]}) on a model of {shape[0]} nodes")
+        raise DataError(f"{source}: states of shape {list(x.shape[1:])} do not fit the model's shape "
+                        f"{list(shape)}{nodes}")
+    flat = x.reshape(len(x), -1)
+    limit = state_limit(schedule)
+    lo, hi = (float(v) for v in torch.aminmax(flat))  # NaN if any value is; no copy of the data
+    if math.isfinite(lo) and math.isfinite(hi) and max(-lo, hi) <= limit:
+        return
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        raise DataError(f"{source}: {int(bad.sum())} of {flat.numel()} values are NaN or inf (in "
+                        f"{int(bad.any(1).sum())} of {len(x)} samples)")
+    big = flat.abs() > limit
+    if bool(big.any()):
+        raise DataError(f"{source}: {int(big.sum())} of {flat.numel()} values (in {int(big.any(1).sum())} of {len(x)} "
+                        f"samples) exceed {limit:.4g} in size (largest {float(flat.abs().max()):.3g}); noised to t = 1 "
+                        f"by {schedule.config()} they would lie over {PRIOR_SDS:g} standard deviations from the N(0, I) "
+                        "prior. Check the data's units and the modality's normalisation")

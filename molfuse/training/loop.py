@@ -38,9 +38,9 @@ from ..errors import WorkflowError
 from ..nets import build
 from ..schedules import Schedule
 from ..spaces import space_from_config
-from .checkpoints import check_state, save_checkpoint
+from .checkpoints import check_modality_card, check_sizes, check_state, save_checkpoint
 from .config import RESUMABLE, TrainConfig, recorded
-from .data import StateDataset, as_state_dataset, split
+from .data import StateDataset, as_state_dataset, check_states, data_source, split
 from .module import DiffusionModule, LastCheckpoint, RankAgreement, StepBatches
 
 __all__ = ["train", "final_losses", "resume_step"]
@@ -78,6 +78,12 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         multi-process run other than global rank 0.
 
     Raises:
+        DataError: states with NaN / inf or absurdly large values for ``schedule``, or of another
+            shape than ``card_extra["shape"]`` (:func:`~.data.check_states`), before any training.
+        ConventionError: masks that do not fit the states, or a card ``node_counts`` that does not
+            fit the shape.
+        CheckpointError: the card's modality refuses the card (e.g. molecules: more atoms than
+            the normalisation's ``max_atoms``).
         WorkflowError: the processes of a multi-process run end with different weights.
     """
     out_dir = Path(out_dir)
@@ -97,7 +103,10 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
     card.setdefault("space", {"kind": "euclidean"})
     space = space_from_config(card["space"])
     space.check(data.x.shape, data.mask)
+    check_states(data.x, data.mask, schedule, data_source(card.get("data")), card.get("shape"))
     card.setdefault("shape", list(data.x.shape[1:]))
+    check_sizes(card, space)  # the card's node_counts and its modality's entries: refused now, not when shipping
+    check_modality_card({"normalisation": {}, "conditioning": {"kind": "none"}, **card, "architecture": arch}, "card")
     data, null = _conditioning(net, data, config) if objective is None else (data, None)
     kind = "none"
     if objective is not None:

@@ -25,7 +25,7 @@ import yaml
 from .. import plugins
 from ..base.io import FolderLock, atomic_write, jsonable, sha256_file, write_json, write_text
 from ..base.provenance import VERSION, git_state, machine, now
-from ..errors import CheckpointError, WorkflowError
+from ..errors import CheckpointError, DataError, WorkflowError
 from ..base.tables import markdown_table
 from ..nets import build
 from ..plugins import TrainingData
@@ -33,7 +33,7 @@ from ..schedules import schedule_from_config
 from ..spaces import node_counts_by_condition
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, load_model, read_card
 from .config import recorded
-from .data import build_data
+from .data import build_data, check_states, data_source
 from .loop import train
 from .workflow import TrainWorkflow, expand_sweep, load_train_workflow
 
@@ -89,13 +89,17 @@ def train_from_workflow(source: str | Path | Mapping, output: str | Path | None 
     wf = load_train_workflow(source, output=output, device=device, devices=devices, num_nodes=num_nodes)
     schedule = schedule_from_config(wf.schedule)
     data = build_data(wf.data)
+    try:  # NaN / inf, absurd sizes: refused before any folder is written
+        check_states(data.x, data.mask, schedule, f"data ({data_source(data.description)})")
+    except DataError as e:
+        raise WorkflowError(str(e)) from None
     modality = plugins.data_kind_modality(wf.data["kind"])
     L.seed_everything(wf.seed, verbose=False)
     try:
         net = build(wf.architecture["name"], wf.architecture["config"])
     except (ValueError, TypeError) as e:
         raise WorkflowError(f"architecture.config: {wf.architecture['name']} rejects {wf.architecture['config']}: {e}") from None
-    init = _init_from(wf, net, schedule, data.normalisation, modality) if wf.init_from else None
+    init = _init_from(wf, net, schedule, data, modality) if wf.init_from else None
     card_extra = lambda extra: {  # noqa: E731
         "name": wf.name, "description": wf.description, "modality": modality, "architecture": wf.architecture,
         "space": data.space, "shape": list(data.x.shape[1:]),
@@ -182,15 +186,19 @@ def train_sweep(source: str | Path | Mapping, output: str | Path | None = None, 
     return out
 
 
-def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, norm: Mapping[str, Any],
-               modality: str) -> dict:
+def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: TrainingData, modality: str) -> dict:
     """Copy the weights of the checkpoint ``wf.init_from`` into ``net`` (fine-tuning) after
-    checking it was trained in the same convention; returns its card entry."""
+    checking it was trained in the same convention and on states of the data's shape; returns
+    its card entry."""
     try:
         src = load_model(wf.init_from)
     except CheckpointError as e:
         raise WorkflowError(f"init_from: {e}") from None
-    card = src.card
+    card, norm = src.card, data.normalisation
+    try:  # e.g. 12-node clouds on a model of 9 nodes
+        check_states(data.x, data.mask, schedule, f"data ({data_source(data.description)})", card["shape"])
+    except DataError as e:
+        raise WorkflowError(f"init_from: {wf.init_from}: {e}") from None
     mismatch = [what for what, a, b in (
         ("modality", card["modality"], modality),
         ("architecture", {"name": card["architecture"]["name"], "config": card["architecture"]["config"]},

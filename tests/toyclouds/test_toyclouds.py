@@ -109,3 +109,17 @@ def test_numeric_property_conditions_travel_from_data_to_card_to_workflow(clouds
     with pytest.raises(WorkflowError, match="models.small: cond: expected property values"):
         run_workflow({**run, "run_name": "bad", "models": {**run["models"], "small": {
             "kind": "checkpoint", "path": str(ckpt.checkpoint), "cond": "big"}}}, progress=False, verbose=False)
+
+
+def test_a_barycenter_fit_on_clouds_larger_than_its_members_is_refused(clouds):
+    """12-node clouds used to fit λ of 8-node members: refused naming both, as training data are."""
+    out, ckpts = clouds
+    wf = {"name": "toy_fit", "output": str(out / "runs"), "run_name": "big", "n_samples": 4,
+          "sampler": {"steps": 20, "threads": 1},
+          "models": {s: {"kind": "checkpoint", "path": str(c.checkpoint)} for s, c in ckpts.items()},
+          "methods": [{"name": "bary", "operator": "barycenter", "models": ["ring", "rod"],
+                       "fit": {"data": {"kind": "toy_clouds", "n": 16, "sizes": [11, 12], "max_nodes": 12}}}]}
+    with pytest.raises(WorkflowError, match=r"^methods\[0\] \(bary\): fit.data \(toy_clouds\): states of shape \[12, 3\] "
+                                            r"do not fit the model's shape \[8, 3\]: masks of up to 12 real nodes "
+                                            r"\(padded to 12\) on a model of 8 nodes$"):
+        run_workflow(wf, progress=False, verbose=False)

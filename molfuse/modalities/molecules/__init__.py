@@ -61,6 +61,9 @@ def _check_card(card: Mapping[str, Any]) -> None:
         raise CheckpointError(f"a molecules card needs normalisation {{alphabet, hydrogens, type_scale}}; got {dict(norm)}")
     if list(card["shape"])[1:] != [3 + len(norm["alphabet"])]:
         raise CheckpointError(f"shape {card['shape']} does not fit 3 positions + {len(norm['alphabet'])} types")
+    if isinstance(norm.get("max_atoms"), int) and card["shape"][0] > norm["max_atoms"]:
+        raise CheckpointError(f"shape {card['shape']}: {card['shape'][0]} atoms per molecule, but the "
+                              f"normalisation's max_atoms is {norm['max_atoms']}")
 
 
 MODALITY = plugins.Modality(

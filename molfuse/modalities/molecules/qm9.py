@@ -20,13 +20,15 @@ import importlib.util
 import json
 import os
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ...base.io import atomic_write, write_text
+from ...base.io import atomic_write, load_npz, write_text
 from ...base.provenance import REPO_ROOT, VERSION, now
+from ...errors import DataError
 from .elements import WITH_H
 
 __all__ = ["QM9", "load_qm9", "load_small", "split", "full_available", "PROPERTIES", "SMALL_PATH", "SPLIT_SEED",
@@ -91,6 +93,9 @@ def full_available() -> bool:
     return importlib.util.find_spec("qm9pack") is not None or _cache_path().is_file()
 
 
+_FIELDS = tuple(f.name for f in fields(QM9))
+
+
 def _csv_files() -> list[Path]:
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
@@ -126,8 +131,11 @@ def load_qm9(cache: bool = True) -> QM9:
     """All of QM9 from the qm9pack wheel (parsed once, then cached; about 30 s the first time)."""
     path = _cache_path()
     if cache and path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return QM9(**{k: z[k] for k in z.files})
+        try:
+            z = load_npz(path, "QM9 cache", require=_FIELDS)
+            return QM9(**{f: z[f] for f in _FIELDS})
+        except DataError as e:  # damaged or from elsewhere: parse again and replace it
+            warnings.warn(f"{e}; parsing QM9 again", stacklevel=2)
     data = _parse()
     if cache:
         atomic_write(path, lambda fh: np.savez_compressed(fh, **data.__dict__))
@@ -147,9 +155,8 @@ def load_small(path: str | Path = SMALL_PATH) -> dict[str, QM9]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; rebuild it: python -m molfuse.modalities.molecules.qm9 "
                                 "--out data/molecules")
-    with np.load(path, allow_pickle=False) as z:
-        return {part: QM9(**{k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(part + "/")})
-                for part in ("train", "test")}
+    z = load_npz(path, "shipped QM9 subset", require=[f"{p}/{f}" for p in ("train", "test") for f in _FIELDS])
+    return {part: QM9(**{f: z[f"{part}/{f}"] for f in _FIELDS}) for part in ("train", "test")}
 
 
 def main(argv: list[str] | None = None) -> None:

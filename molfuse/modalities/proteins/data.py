@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ... import plugins
+from ...base.io import load_npz
 from ...base.provenance import REPO_ROOT
 from ...spaces import PointCloud
 
@@ -113,8 +114,7 @@ def load_backbones(path: str | Path | None = None) -> Backbones:
         what = "is a folder" if path.is_dir() else "no such file"
         raise FileNotFoundError(f"{path}: {what}; the shipped backbones are rebuilt with "
                                 "python -m molfuse.modalities.proteins.build_data --out data/proteins")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = _arrays(z, path)
+    arrays = load_npz(path, "backbones file", require=(*ARRAYS, "record", "split_names"))  # never unpickled
     record = _record(arrays["record"], path)
     record["splits"] = [str(s) for s in arrays["split_names"]]
     data = Backbones(**{k: arrays[k] for k in ARRAYS}, record=record)
@@ -123,22 +123,6 @@ def load_backbones(path: str | Path | None = None) -> Backbones:
 
 
 ARRAYS = tuple(f.name for f in fields(Backbones) if f.name != "record")
-
-
-def _arrays(z: Any, path: Path) -> dict[str, np.ndarray]:
-    """The arrays a :class:`Backbones` needs, read from an open npz, each named when missing or pickled."""
-    missing = [k for k in (*ARRAYS, "record", "split_names") if k not in z.files]
-    if missing:
-        names = ", ".join(repr(k) for k in missing)
-        raise ValueError(f"{path} has no array {names}; it has: {', '.join(repr(k) for k in z.files) or 'none'}")
-    out = {}
-    for k in (*ARRAYS, "record", "split_names"):
-        try:
-            out[k] = z[k]
-        except ValueError:  # numpy refuses object arrays when allow_pickle=False
-            raise ValueError(f"{path}: array {k!r} holds Python objects; only plain arrays are read "
-                             "(never unpickled)") from None
-    return out
 
 
 def _record(value: np.ndarray, path: Path) -> dict:
