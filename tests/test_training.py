@@ -315,7 +315,7 @@ def test_a_garbage_npz_as_data_source_is_refused_before_anything_is_written(tmp_
     path.write_text(yaml.safe_dump(wf))
     res = CliRunner().invoke(cli.main, ["train", str(path)])
     assert res.exit_code == 1, res.output
-    assert (f"data (protein_backbones): backbones file {garbage} is not a valid numeric .npz file: it is not a "
+    assert (f"data (protein_backbones): source {garbage} is not a valid numeric .npz file: it is not a "
             "(complete) zip archive of .npy arrays; molfuse never reads pickled data") in res.output
     assert "allow_pickle" not in res.output and not (tmp_path / "out").exists()
 

@@ -283,7 +283,10 @@ def _source(source: str | Path | None) -> Backbones:
     try:
         return load_backbones(source)
     except (OSError, ValueError) as e:
-        raise ValueError(f"source {e}" if str(e).startswith(path) else f"source {path}: {e}") from None
+        msg = str(e)
+        if msg.startswith(f"backbones file {path}"):  # load_npz's own prefix: name the file once
+            msg = msg[len("backbones file "):]
+        raise ValueError(f"source {msg}" if msg.startswith(path) else f"source {path}: {msg}") from None
 
 
 def backbone_data(spec: dict) -> plugins.TrainingData:
