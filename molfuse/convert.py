@@ -100,11 +100,14 @@ def score_fn(model: Any, schedule: Schedule | None, space: Space | None = None) 
     schedule = resolve_schedule([model], schedule)
     space = resolve_space([model], space)
     name = model_name(model)
+    nodes = _card_nodes(model)
 
     def fn(x: Tensor, t: Tensor | float, cond: Any = None, mask: Tensor | None = None) -> Tensor:
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         kwargs = {} if cond is None else {"cond": cond}
         if not space.trivial:
+            if nodes is not None:
+                _check_nodes(name, nodes, x, mask)
             x = space.project(x, mask)
             if mask is not None:
                 kwargs["mask"] = mask
@@ -119,6 +122,21 @@ def score_fn(model: Any, schedule: Schedule | None, space: Space | None = None) 
         return s if space.trivial else space.project(s, mask)
 
     return fn
+
+
+def _card_nodes(model: Any) -> int | None:
+    """The node count of a checkpoint's states (its card's ``shape[0]``), if it has a card."""
+    card = getattr(model, "card", None)
+    shape = card.get("shape") if isinstance(card, dict) else None
+    return int(shape[0]) if isinstance(shape, (list, tuple)) and shape else None
+
+
+def _check_nodes(name: str, nodes: int, x: Tensor, mask: Tensor | None) -> None:
+    """Refuse states with more real nodes than the model was built for (MATH §6)."""
+    real = int(mask.sum(1).max()) if mask is not None and mask.numel() else (x.shape[1] if x.dim() > 1 else 0)
+    if real > nodes:
+        raise ConventionError(f"{name} was trained on states of at most {nodes} nodes (its card's shape) but got "
+                              f"{real} real nodes{' (mask)' if mask is not None else ''}; draw at most {nodes}")
 
 
 def _when(t: Tensor) -> str:

@@ -92,6 +92,14 @@ def test_tampered_weights_are_refused(trained):
         load_model(folder)
 
 
+def test_a_card_that_names_a_key_twice_is_refused(trained):
+    _, folder = trained
+    text = (folder / "card.json").read_text()
+    (folder / "card.json").write_text(text.replace('"name": "tiny"', '"name": "tiny", "name": "other"', 1))
+    with pytest.raises(CheckpointError, match=r"card\.json: key 'name' is given twice in one object"):
+        load_model(folder)
+
+
 def test_wrong_architecture_config_is_refused(trained):
     _, folder = trained
     card = json.loads((folder / "card.json").read_text())

@@ -65,3 +65,26 @@ def test_power_grid_samples_the_same_target():
     x = mf.sample(gm, sched, (4000, 1), steps=200, generator=torch.Generator().manual_seed(0), grid_power=2.0).x
     assert abs(float((x > 0).float().mean()) - 0.7) < 0.03
     assert abs(float(x[x > 0].std()) - 0.2 ** 0.5) < 0.03
+
+
+def test_a_checkpoint_is_not_sampled_with_more_nodes_than_its_card_holds():
+    """A 9-atom model asked for 12-atom clouds (the Python API, not only training data) is refused,
+    naming the model and both counts; as many nodes as the card holds, or fewer, run."""
+    import pytest
+
+    from molfuse.errors import ConventionError
+    from molfuse.spaces import PointCloud
+
+    class Net(torch.nn.Module):
+        prediction, space, name = "eps", PointCloud(3), "nine_atoms"
+        card = {"shape": [9, 3]}
+
+        def forward(self, x, t, cond=None, mask=None):
+            return torch.zeros_like(x)
+
+    sched = mf.VPSchedule()
+    big = torch.arange(12)[None, :] < torch.tensor([[12], [10]])
+    with pytest.raises(ConventionError, match=r"nine_atoms was trained on states of at most 9 nodes .* got 12 real"):
+        mf.sample(Net(), sched, (2, 12, 3), steps=2, mask=big)
+    ok = torch.arange(12)[None, :] < torch.tensor([[9], [4]])
+    assert mf.sample(Net(), sched, (2, 12, 3), steps=2, mask=ok).x.shape == (2, 12, 3)

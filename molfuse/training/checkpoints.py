@@ -116,6 +116,20 @@ def save_checkpoint(folder: str | Path, net: nn.Module, card: Mapping[str, Any],
     return folder
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object that names a key twice is refused (json keeps the last one without a word)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"key {key!r} is given twice in one object; JSON would silently keep the last one")
+        out[key] = value
+    return out
+
+
 def read_card(folder_or_card: str | Path) -> tuple[dict, Path]:
     """The card of a checkpoint (folder or ``card.json`` path), checked, and the path it was read from."""
     path = Path(folder_or_card)
@@ -125,9 +139,11 @@ def read_card(folder_or_card: str | Path) -> tuple[dict, Path]:
                               f"{WEIGHTS_FILE}; train one with `molfuse train`)")
     inside_folder(path, path, "the card")
     try:
-        card = json.loads(path.read_text())
+        card = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a valid JSON card: {e}") from None
+    except _DuplicateKey as e:
+        raise CheckpointError(f"{path}: {e}") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a molfuse checkpoint card (format must be {FORMAT!r})")
     if card.get("format_version") != FORMAT_VERSION:
