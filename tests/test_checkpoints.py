@@ -227,7 +227,7 @@ def test_a_card_with_bad_sizes_is_never_written(tmp_path, cloud_ckpt):
 def test_node_counts_on_a_euclidean_card_are_refused(trained):
     _, folder = trained
     _edit_card(folder, node_counts={"2": 1})
-    with pytest.raises(CheckpointError, match=r"card.json: node_counts: only point-cloud cards have node counts"):
+    with pytest.raises(CheckpointError, match=r"card.json: node_counts: only cards of a masked space \(point clouds, chains\) have node counts"):
         load_model(folder)
 
 

@@ -49,7 +49,7 @@ from ..convert import PREDICTIONS
 from ..errors import CheckpointError, ConventionError
 from ..nets import build
 from ..schedules import Schedule, schedule_from_config
-from ..spaces import PointCloud, Space, size_histogram, space_from_config
+from ..spaces import Space, size_histogram, space_from_config
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_model", "read_card", "check_state", "check_card", "check_sizes",
            "check_modality_card", "inside_folder", "WEIGHTS_FILE", "CARD_FILE", "FORMAT", "FORMAT_VERSION",
@@ -289,7 +289,8 @@ def check_card(card: Mapping[str, Any], where: str) -> None:
 
 def check_sizes(card: Mapping[str, Any], space: Space) -> None:
     """The card's size histograms (``node_counts`` and its per-condition / per-style versions): each
-    a :func:`~molfuse.spaces.size_histogram` of node counts up to ``shape[0]``, on point-cloud cards only.
+    a :func:`~molfuse.spaces.size_histogram` of node counts up to ``shape[0]``, on cards of a masked
+    space only (point clouds, chains).
 
     Raises:
         ConventionError: naming the field (``node_counts_by_condition['3']``) and the bad entry.
@@ -298,9 +299,9 @@ def check_sizes(card: Mapping[str, Any], space: Space) -> None:
         value = card.get(field)
         if value is None:
             continue
-        if not isinstance(space, PointCloud):
-            raise ConventionError(f"{field}: only point-cloud cards have node counts; this card's space is "
-                                  f"{space.config()}")
+        if space.trivial:
+            raise ConventionError(f"{field}: only cards of a masked space (point clouds, chains) have node counts; "
+                                  f"this card's space is {space.config()}")
         if field == "node_counts":
             size_histogram(value, card["shape"][0], field)
             continue
