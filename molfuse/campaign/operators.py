@@ -13,10 +13,9 @@ from ..base.checks import REQUIRED, as_bool, as_choice, as_float, as_floats, as_
 from ..base.seeds import derive_seed
 from ..errors import NonFiniteError
 from ..sampling import sample
-from ..spaces import resolve_space
 from ..training.data import build_data, check_data_spec
-from .potentials import check_potential_list, energy_columns, resolve_potentials, total_energy
 from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
+from .potentials import check_potential_list, energy_columns, probe_potentials, resolve_potentials, total_energy
 from .spec import MethodSpec
 
 __all__: list[str] = []  # the operators are reached through the registry (molfuse.campaign.OPERATORS)
@@ -295,29 +294,12 @@ def _prepare_steer(method: MethodSpec, members: list, ctx: RunContext) -> Prepar
     o, modality = method.options, plugins.modality(members[0].modality)
     norm = getattr(members[0], "normalisation", None) or {}
     potential = total_energy(o["potentials"], modality, norm)
-    _probe(potential, members, ctx, method.name)
+    probe_potentials(potential, members, ctx.layout, ctx.generator(method.name, "potential-probe"), ctx.device)
     columns = lambda x, mask: energy_columns(o["potentials"], modality, norm, x, mask)  # noqa: E731
     draw = _fkc_draw(o, members, ctx, {"potential": potential, "ramp": o["ramp"], "columns": columns})
     info = {**_fkc_info(o), "ramp": o["ramp"], "potentials": [dict(p) for p in o["potentials"]]}
     energies = tuple(f"energy_{p['name']}" for p in o["potentials"])
     return Prepared(draw, None, info, metric_columns=(*_FKC_METRICS, *energies))
-
-
-def _probe(potential: Callable, members: list, ctx: RunContext, name: str) -> None:
-    """Call the potentials once on two noise states of the members' layout before any sampling, so a
-    parameter only the state can refuse (a coordinate past the dimension) stops the run here
-    (a ValueError, which the run names as ``methods[i] (name): potentials: ...``)."""
-    g = ctx.generator(name, "potential-probe")
-    shape, mask = ctx.layout(members, 2, g, "product")
-    x = resolve_space(members).noise(shape, mask, g, ctx.device)
-    try:
-        u = potential(x, mask)
-    except Exception as e:  # a potential's own failure, whatever its type, named before sampling starts
-        raise ValueError(f"potentials: evaluating them on a state of shape {tuple(shape)} failed: "
-                         f"{type(e).__name__}: {e}") from None
-    if not isinstance(u, torch.Tensor) or tuple(u.shape) != (2,):
-        raise ValueError(f"potentials: the energies must have shape (batch,) = (2,) for a state of shape "
-                         f"{tuple(shape)}; got {tuple(u.shape) if isinstance(u, torch.Tensor) else u!r}")
 
 
 register_operator("single", _prepare_single, min_models=1, max_models=1)

@@ -4,8 +4,8 @@ Read in two passes, both while the workflow is read: :func:`check_potential_list
 shape, before the models' modality is known) and :func:`resolve_potentials` (each name in the
 modality's :attr:`~molfuse.plugins.Modality.potentials`, each parameter one its function takes,
 of the type of its default, within its bounds). At run time :func:`total_energy` composes them into
-the one energy ``U = Σ_j w_j U_j`` the sampler tilts by (MATH §8), and :func:`energy_columns` gives
-each potential's energy of the final samples.
+the one energy ``U = Σ_j w_j U_j`` the sampler tilts by (MATH §8), :func:`probe_potentials` calls it
+once before any sampling, and :func:`energy_columns` gives each potential's energy of the final samples.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from torch import Tensor
 
 from .. import plugins
 from ..base.checks import REQUIRED, as_bool, as_float, as_floats, as_int, fail
+from ..spaces import resolve_space
 
-__all__ = ["check_potential_list", "resolve_potentials", "potential_params", "total_energy", "energy_columns"]
+__all__ = ["check_potential_list", "resolve_potentials", "potential_params", "total_energy", "energy_columns",
+           "probe_potentials"]
 
 
 def check_potential_list(v: Any, path: str) -> list[dict]:
@@ -120,3 +122,20 @@ def energy_columns(specs: Sequence[Mapping[str, Any]], modality: plugins.Modalit
     with torch.no_grad():
         return {f"energy_{name}": fn(x, mask, normalisation, **p).detach().to(torch.float64).cpu()
                 for name, _, fn, p in _parts(specs, modality)}
+
+
+def probe_potentials(potential: Callable[[Tensor, Tensor | None], Tensor], members: Sequence[Any],
+                     layout: Callable[..., tuple], generator: torch.Generator, device: Any) -> None:
+    """Call ``potential`` once on two noise states of the members' layout (``RunContext.layout``)
+    before any sampling, so a parameter only the state can refuse (a coordinate past the dimension)
+    stops the run there: a ValueError, which the run names as ``methods[i] (name): potentials: ...``."""
+    shape, mask = layout(members, 2, generator, "product")
+    x = resolve_space(members).noise(shape, mask, generator, device)
+    try:
+        u = potential(x, mask)
+    except Exception as e:  # a potential's own failure, whatever its type, named before sampling starts
+        raise ValueError(f"potentials: evaluating them on a state of shape {tuple(shape)} failed: "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(u, Tensor) or tuple(u.shape) != (2,):
+        raise ValueError(f"potentials: the energies must have shape (batch,) = (2,) for a state of shape "
+                         f"{tuple(shape)}; got {tuple(u.shape) if isinstance(u, Tensor) else u!r}")
