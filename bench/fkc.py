@@ -4,6 +4,7 @@ steps on closed-form targets.
 
     python bench/fkc.py            # cost on MLP eps-nets (D = 64, K = 2, n = 512, 200 steps); error table
     python bench/fkc.py --quick    # smoke run, a few seconds
+    python bench/fkc.py --cost-only   # the cost ratios only (about 4 min on a shared core)
 
 Prints ``name: value`` lines (``#`` lines are comments):
 
@@ -141,6 +142,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--cost-only", action="store_true", help="skip the KS error table")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     quick = a.quick
@@ -153,6 +155,8 @@ def main() -> None:
     for name, (med, mins) in steering_cost(dim, n, steps, repeats).items():
         print(f"{name}: {med:.3f}")
         print(f"{name}_min: {mins:.3f}")
+    if a.cost_only:
+        return
     if quick:
         error_table([200], [50], a.seeds or 1)
     else:
