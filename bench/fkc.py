@@ -1,8 +1,10 @@
 """Feynman–Kac correctors (MATH §7): what the weights cost against the plain sampler at equal steps,
-and the error against the number of particles and steps on closed-form targets.
+what steering by a potential adds (MATH §8), and the error against the number of particles and
+steps on closed-form targets.
 
     python bench/fkc.py            # cost on MLP eps-nets (D = 64, K = 2, n = 512, 200 steps); error table
     python bench/fkc.py --quick    # smoke run, a few seconds
+    python bench/fkc.py --cost-only   # the cost ratios only (about 4 min on a shared core)
 
 Prints ``name: value`` lines (``#`` lines are comments):
 
@@ -10,6 +12,11 @@ Prints ``name: value`` lines (``#`` lines are comments):
   sum (``fusion.Ensemble(rule="sum")``), same steps and batch; the median of per-repeat ratios, the
   two run back to back in each repeat (the machine's noise cancels). ``fkc_cost_ratio_k2_min``:
   min over min.
+- ``steer_cost_ratio_k1``: ``fkc_sample`` of one MLP net steered by a pairwise potential (the
+  64 coordinates as 16 points in 4-D, ``Σ relu(1 − d_ij)²``, a clash-like energy on x̂0 each step)
+  over the plain reverse SDE of that net; ``steer_over_fkc_k2``: the steered FKC product of two nets
+  over the unsteered one. Medians of per-repeat ratios, the two run back to back in alternating
+  order; ``_min``: min over min.
 - ``ks_<case>_n<particles>_s<steps>``: the median KS distance (over ``--seeds`` seeds) of FKC
   samples to the exact 1-D target at t_end (the product of two mixtures, ``q^3`` of a mixture),
   with extra noise σ² = 3 g²; ``ks_<case>_plain_s<steps>``: the plain score sum's.
@@ -62,6 +69,41 @@ def cost(dim: int, n: int, steps: int, repeats: int) -> tuple[float, float]:
     return statistics.median(ratios), min(fk) / min(pl)
 
 
+def clash_like(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(n,) ``Σ_{i<j} relu(1 − d_ij)²`` over the D coordinates read as D / 4 points in 4-D."""
+    p = x.reshape(x.shape[0], -1, 4)
+    d = torch.cdist(p, p)
+    return torch.relu(1.0 - d).pow(2).triu(1).flatten(1).sum(1)
+
+
+def _ratio(first, second, repeats: int) -> tuple[float, float]:
+    """Median of per-repeat time ratios first / second, run back to back in alternating order; min / min."""
+    ratios, a_s, b_s = [], [], []
+    for r in range(repeats):
+        if r % 2:
+            b, a = _time(lambda: second(r)), _time(lambda: first(r))
+        else:
+            a, b = _time(lambda: first(r)), _time(lambda: second(r))
+        ratios.append(a / b)
+        a_s.append(a)
+        b_s.append(b)
+    return statistics.median(ratios), min(a_s) / min(b_s)
+
+
+def steering_cost(dim: int, n: int, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Steered against unsteered samplers on the same MLP nets (MATH §8 costs one potential call per step)."""
+    sch = VPSchedule()
+    torch.manual_seed(0)
+    nets = [build("mlp", {"dim": dim, "hidden": 256, "depth": 3, "time_dim": 32}).eval() for _ in range(2)]
+    g = lambda r: torch.Generator().manual_seed(r)  # noqa: E731
+    fkc = lambda members, r, **kw: fusion.fkc_sample(members, sch, (n, dim), steps=steps, generator=g(r), **kw)  # noqa: E731
+    with torch.no_grad():
+        one = _ratio(lambda r: fkc(nets[:1], r, potential=clash_like),
+                     lambda r: sample(nets[0], sch, (n, dim), steps=steps, generator=g(r)), repeats)
+        two = _ratio(lambda r: fkc(nets, r, potential=clash_like), lambda r: fkc(nets, r), repeats)
+    return {"steer_cost_ratio_k1": one, "steer_over_fkc_k2": two}
+
+
 def ks(x: np.ndarray, log_density) -> float:
     xs = torch.linspace(-8.0, 8.0, 20001, dtype=torch.float64)
     lp = log_density(xs[:, None])
@@ -100,6 +142,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--cost-only", action="store_true", help="skip the KS error table")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     quick = a.quick
@@ -109,6 +152,11 @@ def main() -> None:
     med, mins = cost(dim, n, steps, repeats)
     print(f"fkc_cost_ratio_k2: {med:.3f}")
     print(f"fkc_cost_ratio_k2_min: {mins:.3f}")
+    for name, (med, mins) in steering_cost(dim, n, steps, repeats).items():
+        print(f"{name}: {med:.3f}")
+        print(f"{name}_min: {mins:.3f}")
+    if a.cost_only:
+        return
     if quick:
         error_table([200], [50], a.seeds or 1)
     else:

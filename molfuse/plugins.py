@@ -3,10 +3,10 @@
 A modality (images, molecules, proteins, a user's own) is one folder with a ``register()``
 that calls :func:`register_modality` with a :class:`Modality`: its network architectures,
 training data kinds, campaign model kinds, evaluator (with its YAML schema and metric
-columns), reports and sample file writers, the packages it needs and the extra that
-installs them. Nothing else in molfuse names a modality: cards record ``modality``, and
-every path that needs one (loading a checkpoint, training, running a workflow, the CLI)
-looks it up here, which first imports the modalities it can find
+columns), reports, sample file writers and potentials for steering, the packages it needs
+and the extra that installs them. Nothing else in molfuse names a modality: cards record
+``modality``, and every path that needs one (loading a checkpoint, training, running a
+workflow, the CLI) looks it up here, which first imports the modalities it can find
 (:func:`discover`): the subpackages of ``molfuse.modalities`` and the entry points of group
 ``molfuse.modalities`` (third-party packages). A modality whose dependencies are missing is
 remembered with its install hint, so the lookup says what to install instead of
@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping
 
 from .base.registry import Registry, UnknownNameError
 
-__all__ = ["Modality", "DataKind", "TrainingData", "ModelKind", "Evaluator", "Evaluated", "EvalContext", "MethodRun",
-           "Report", "register_modality", "modality", "modalities", "unavailable", "discover", "architecture",
-           "data_kind", "data_kind_modality", "model_kind", "report", "register_report", "register_model_kind",
-           "MissingModalityError", "ENTRY_POINT_GROUP"]
+__all__ = ["Modality", "Potential", "DataKind", "TrainingData", "ModelKind", "Evaluator", "Evaluated", "EvalContext",
+           "MethodRun", "Report", "register_modality", "modality", "modalities", "unavailable", "discover",
+           "architecture", "data_kind", "data_kind_modality", "model_kind", "report", "register_report",
+           "register_model_kind", "MissingModalityError", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "molfuse.modalities"
 
@@ -197,11 +197,35 @@ Writer = Callable[[Path, MethodRun, dict], list[str]]  # (run folder, run, norma
 
 
 @dataclass(frozen=True)
+class Potential:
+    """An energy a modality offers for steering samplers (MATH §8: ``π ∝ Π q_i^{b_i} exp(−λ U)``).
+
+    ``fn(x, mask, normalisation, **params) -> (batch,)``: model-space states ``x`` (batch, ...)
+    (the sampler's denoised estimates, then the samples), their node mask or None, the card's
+    ``normalisation``; energies in the potential's own unit, float64-compatible, no gradient needed.
+    Its keyword parameters with defaults are what a workflow may set (``potentials: [{name, weight,
+    <param>: value}]``); ``bounds`` (param -> (lo, hi), None for open) and ``check(params, path) ->
+    params`` (relations between params) are checked while the workflow is read. A modality may also
+    register a plain function; it is read as ``Potential(fn)``.
+    """
+
+    fn: Callable[..., Any]
+    bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    check: Callable[[dict, str], dict] | None = None
+    description: str = ""
+
+    def __call__(self, x: Any, mask: Any, normalisation: Mapping[str, Any], **params: Any) -> Any:
+        return self.fn(x, mask, normalisation, **params)
+
+
+@dataclass(frozen=True)
 class Modality:
     """Everything one modality adds (see the module doc). ``check_card(card)`` validates the
     entries of a checkpoint card the modality owns (``normalisation``, ``conditioning``).
     ``set_distance(ctx, a, b) -> {metric: value}`` compares two methods' sample sets (the
-    ``fidelity`` report: a student's style against its teacher, a teacher against itself)."""
+    ``fidelity`` report: a student's style against its teacher, a teacher against itself).
+    ``potentials``: name -> :class:`Potential` (or a plain ``fn(x, mask, normalisation, **params)``),
+    the energies a workflow's ``steer`` method may name."""
 
     name: str
     requires: tuple[str, ...] = ()
@@ -215,6 +239,7 @@ class Modality:
     check_card: Callable[[dict], None] | None = None
     description: str = ""
     set_distance: Callable[..., dict] | None = None
+    potentials: Mapping[str, Potential | Callable[..., Any]] = field(default_factory=dict)
 
     def install_hint(self) -> str:
         return f"pip install 'molfuse[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"

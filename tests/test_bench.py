@@ -121,5 +121,6 @@ def test_scale_bench_quick_run_prints_its_ratios():
 def test_fkc_bench_quick_run_prints_its_ratios():
     _, values = _quick_run("fkc.py")
     for name in ("fkc_cost_ratio_k2", "fkc_cost_ratio_k2_min", "ks_product_n200_s50", "ks_product_plain_s50",
-                 "ks_anneal3_n200_s50"):
+                 "ks_anneal3_n200_s50", "steer_cost_ratio_k1", "steer_cost_ratio_k1_min", "steer_over_fkc_k2",
+                 "steer_over_fkc_k2_min"):
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name

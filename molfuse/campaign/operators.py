@@ -1,20 +1,21 @@
-"""The built-in operators a method can name: single, superpose, barycenter, ensemble, random_choice, fkc."""
+"""The built-in operators a method can name: single, superpose, barycenter, ensemble, random_choice, fkc, steer."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from .. import fusion
-from ..base.checks import as_bool, as_choice, as_float, as_floats, as_int, as_simplex, fail, fields
+from .. import fusion, plugins
+from ..base.checks import REQUIRED, as_bool, as_choice, as_float, as_floats, as_int, as_simplex, fail, fields
 from ..base.seeds import derive_seed
 from ..errors import NonFiniteError
 from ..sampling import sample
 from ..training.data import build_data, check_data_spec, check_states, data_source
 from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
+from .potentials import check_potential_list, energy_columns, probe_potentials, resolve_potentials, total_energy
 from .spec import MethodSpec
 
 __all__: list[str] = []  # the operators are reached through the registry (molfuse.campaign.OPERATORS)
@@ -238,26 +239,69 @@ def _check_fkc(o: dict, k: int, names: Sequence[str], path: str) -> dict:
     return o
 
 
-def _prepare_fkc(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
-    """Feynman–Kac corrected samples of Π q_i^{b_i} (MATH §7). A chunk is one particle set: its
-    ``chunk_size`` particles are resampled among themselves and end equally weighted."""
-    o = method.options
+_FKC_METRICS = ("fkc_ess_min", "fkc_ess_final", "fkc_resamples", "fkc_ancestors")
+
+
+def _fkc_draw(o: dict, members: list, ctx: RunContext,
+              steering: dict | None = None) -> Callable[[int, torch.Generator], Draw]:
+    """``draw(n, g)`` of Feynman–Kac particles; ``steering``: the ``potential``, ``ramp`` and
+    ``columns(x, mask)`` (energies of the final samples) of a steered method (MATH §8)."""
+    steer = steering or {}
 
     def draw(n: int, g: torch.Generator) -> Draw:
         shape, mask = ctx.layout(members, n, g, "product", o["exponents"])
         r = fusion.fkc_sample(members, ctx.schedule, shape, exponents=o["exponents"], steps=ctx.steps, generator=g,
                               t_end=ctx.t_end, noise_ratio=o["noise_ratio"], ess_threshold=o["ess_threshold"],
-                              resampling=o["resampling"], device=ctx.device, mask=mask, grid_power=ctx.grid_power)
+                              resampling=o["resampling"], device=ctx.device, mask=mask, grid_power=ctx.grid_power,
+                              potential=steer.get("potential"), ramp=steer.get("ramp", "alpha2"))
         ito = r.log_q if r.log_q is not None else torch.full((n, len(members)), math.nan, dtype=torch.float64)
         per_chunk = lambda v: torch.full((n,), float(v), dtype=torch.float64)  # noqa: E731
+        extra = steer["columns"](r.x, r.mask) if steer else {}
         return Draw(r.x, mask=r.mask, ito=ito, columns={
             "fkc_log_weight": r.log_weight, "fkc_ess_min": per_chunk(r.ess.min()),
             "fkc_ess_final": per_chunk(r.ess[-1]), "fkc_resamples": per_chunk(r.resamples),
-            "fkc_ancestors": per_chunk(len(torch.unique(r.ancestors)))})
+            "fkc_ancestors": per_chunk(len(torch.unique(r.ancestors))), **extra})
 
-    return Prepared(draw, None, {"exponents": o["exponents"], "noise_ratio": o["noise_ratio"],
-                                 "ess_threshold": o["ess_threshold"], "resampling": o["resampling"]},
-                    metric_columns=("fkc_ess_min", "fkc_ess_final", "fkc_resamples", "fkc_ancestors"))
+    return draw
+
+
+def _fkc_info(o: dict) -> dict:
+    return {"exponents": o["exponents"], "noise_ratio": o["noise_ratio"], "ess_threshold": o["ess_threshold"],
+            "resampling": o["resampling"]}
+
+
+def _prepare_fkc(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    """Feynman–Kac corrected samples of Π q_i^{b_i} (MATH §7). A chunk is one particle set: its
+    ``chunk_size`` particles are resampled among themselves and end equally weighted."""
+    o = method.options
+    return Prepared(_fkc_draw(o, members, ctx), None, _fkc_info(o), metric_columns=_FKC_METRICS)
+
+
+def _check_steer(o: dict, k: int, names: Sequence[str], path: str) -> dict:
+    o = _check_fkc(o, k, names, path)
+    o["ramp"] = as_choice(o["ramp"], f"{path}.ramp", fusion.steer.RAMPS)
+    o["potentials"] = check_potential_list(o["potentials"], f"{path}.potentials")
+    return o
+
+
+def _check_steer_modality(o: dict, modality: plugins.Modality, path: str) -> dict:
+    o["potentials"] = resolve_potentials(o["potentials"], modality, f"{path}.potentials")
+    return o
+
+
+def _prepare_steer(method: MethodSpec, members: list, ctx: RunContext) -> Prepared:
+    """Feynman–Kac particles of Π q_i^{b_i} exp(−Σ_j w_j U_j) (MATH §8): the fkc operator's
+    proposal, weights and columns, plus the potentials on the denoised estimate, ramped in, and
+    each potential's energy of the final samples (``energy_<name>``)."""
+    o, modality = method.options, plugins.modality(members[0].modality)
+    norm = getattr(members[0], "normalisation", None) or {}
+    potential = total_energy(o["potentials"], modality, norm)
+    probe_potentials(potential, members, ctx.layout, ctx.generator(method.name, "potential-probe"), ctx.device)
+    columns = lambda x, mask: energy_columns(o["potentials"], modality, norm, x, mask)  # noqa: E731
+    draw = _fkc_draw(o, members, ctx, {"potential": potential, "ramp": o["ramp"], "columns": columns})
+    info = {**_fkc_info(o), "ramp": o["ramp"], "potentials": [dict(p) for p in o["potentials"]]}
+    energies = tuple(f"energy_{p['name']}" for p in o["potentials"])
+    return Prepared(draw, None, info, metric_columns=(*_FKC_METRICS, *energies))
 
 
 register_operator("single", _prepare_single, min_models=1, max_models=1)
@@ -268,5 +312,7 @@ register_operator("barycenter", _prepare_barycenter, {"weights": None, "fit": No
 register_operator("ensemble", _prepare_ensemble, {"rule": "mean", "weights": None, "trim": None}, _check_ensemble,
                   min_models=2)
 register_operator("random_choice", _prepare_random_choice, {"weights": None}, _check_random_choice, min_models=2)
-register_operator("fkc", _prepare_fkc, {"exponents": None, "noise_ratio": 1.0, "ess_threshold": 0.5,
-                                         "resampling": "systematic"}, _check_fkc, min_models=1)
+_FKC_OPTIONS = {"exponents": None, "noise_ratio": 1.0, "ess_threshold": 0.5, "resampling": "systematic"}
+register_operator("fkc", _prepare_fkc, _FKC_OPTIONS, _check_fkc, min_models=1)
+register_operator("steer", _prepare_steer, {**_FKC_OPTIONS, "potentials": REQUIRED, "ramp": "alpha2"}, _check_steer,
+                  min_models=1, check_modality=_check_steer_modality)

@@ -15,7 +15,7 @@ from ..base.checks import REQUIRED, as_choice, as_float, as_int, as_name, fail, 
 from ..base.io import read_yaml
 from ..sampling import MIN_SANE_STEPS
 from ..schedules import check_schedule_spec
-from .registry import OPERATORS
+from .registry import OPERATORS, check_for_modality
 from .spec import MethodSpec, ModelSpec, SamplerSpec, Workflow
 
 __all__ = ["load_workflow", "workflow_modality", "parse_models", "parse_sampler", "parse_method", "parse_reports",
@@ -72,6 +72,7 @@ def load_workflow(source: str | Path | Mapping, output: str | Path | None = None
     if evaluation is not None and not isinstance(evaluation, Mapping):
         fail("evaluation", f"expected a mapping of the evaluator's settings, got {evaluation!r}")
     modality = workflow_modality(models)
+    parsed = tuple(check_for_modality(m, modality, f"methods[{i}]") for i, m in enumerate(parsed))
     if modality.evaluator is not None and modality.evaluator.parse is not None:
         modality.evaluator.parse(dict(evaluation or {}), "evaluation")  # its own schema, checked before anything runs
     n_samples = as_int(top["n_samples"], "n_samples", 1)

@@ -6,6 +6,7 @@ modality brings them); operators are the fusion methods a workflow can name.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,8 +17,10 @@ from ..base.seeds import derive_seed
 from ..sampling import sample
 from ..schedules import Schedule
 from ..spaces import draw_node_counts, node_count_distribution, node_masks, resolve_space
+from .spec import MethodSpec
 
-__all__ = ["Operator", "OPERATORS", "register_operator", "RunContext", "Draw", "Prepared", "sample_shape"]
+__all__ = ["Operator", "OPERATORS", "register_operator", "check_for_modality", "RunContext", "Draw", "Prepared",
+           "sample_shape"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,9 @@ class Operator:
 
     ``prepare(method, members, ctx) -> Prepared`` runs once per method (e.g. fits weights);
     ``options`` maps each allowed option key to its default (or REQUIRED);
-    ``check(options, k, model_names, path) -> options`` validates them (raise with ``path``).
+    ``check(options, k, model_names, path) -> options`` validates them (raise with ``path``);
+    ``check_modality(options, modality, path) -> options`` checks what only the models' modality
+    knows (``steer``: the names of its potentials), once it is known, still while the workflow is read.
     """
 
     prepare: Callable[..., "Prepared"]
@@ -34,6 +39,7 @@ class Operator:
     check: Callable[[dict, int, Sequence[str], str], dict] | None = None
     min_models: int = 1
     max_models: int | None = None
+    check_modality: Callable[[dict, Any, str], dict] | None = None
 
 
 OPERATORS: Registry[Operator] = Registry("operator")
@@ -41,9 +47,19 @@ OPERATORS: Registry[Operator] = Registry("operator")
 
 def register_operator(name: str, prepare: Callable[..., "Prepared"], options: Mapping[str, Any] | None = None,
                       check: Callable[[dict, int, Sequence[str], str], dict] | None = None,
-                      min_models: int = 1, max_models: int | None = None, replace: bool = False) -> None:
+                      min_models: int = 1, max_models: int | None = None, replace: bool = False,
+                      check_modality: Callable[[dict, Any, str], dict] | None = None) -> None:
     """Make ``methods[i].operator: <name>`` runnable (see :class:`Operator`)."""
-    OPERATORS.register(name, Operator(prepare, dict(options or {}), check, min_models, max_models), replace=replace)
+    OPERATORS.register(name, Operator(prepare, dict(options or {}), check, min_models, max_models, check_modality),
+                       replace=replace)
+
+
+def check_for_modality(method: MethodSpec, modality: Any, path: str) -> MethodSpec:
+    """``method`` with its options checked by its operator's ``check_modality`` (unchanged without one)."""
+    op = OPERATORS.get(method.operator)
+    if op.check_modality is None:
+        return method
+    return dataclasses.replace(method, options=op.check_modality(dict(method.options), modality, path))
 
 
 def sample_shape(model: Any) -> tuple[int, ...]:

