@@ -1,0 +1,46 @@
+"""The angle-state protein members' workflows: every training workflow validates, a tiny angle
+member trains through `molfuse train` (card on the chain space, with its sizes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("biotite")
+pytest.importorskip("lightning")
+
+from molfuse.base.provenance import REPO_ROOT as REPO  # noqa: E402
+from molfuse.modalities.proteins.angles import angle_normalisation, angle_space  # noqa: E402
+from molfuse.training import load_model, train_from_workflow  # noqa: E402
+from molfuse.training.workflow import expand_sweep, load_train_workflow  # noqa: E402
+
+WORKFLOWS = REPO / "workflows" / "proteins"
+SHIPPED = REPO / "models" / "proteins"
+TRAINING = ["train_angles_all", "train_angles_all128", "train_angles_helix", "train_angles_strand",
+            "train_angles_bary_scratch", "train_angles_bary_finetune", "train_angles_dmm"]
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_the_angle_training_workflows_validate(name):
+    runs = expand_sweep(WORKFLOWS / f"{name}.yaml")
+    for raw in runs:
+        wf = load_train_workflow({**raw, "init_from": None})  # the parent checkpoint is trained first
+        arch = wf.architecture["config"].get("base", wf.architecture)
+        assert arch["name"] == "protein_angles" and wf.checkpoint_dir.startswith("models/proteins/")
+        assert wf.data["kind"] == "protein_angles" and wf.train.batch_size == 32 and wf.train.threads == 1
+    assert len(runs) == (2 if "bary" in name else 1)
+
+
+def test_a_tiny_angle_member_trains_and_its_card_lives_on_the_chain_space(tmp_path):
+    wf = {"name": "tiny_angles", "seed": 0, "output": str(tmp_path / "train"),
+          "architecture": {"name": "protein_angles",
+                           "config": {"width": 16, "layers": 1, "heads": 2, "kernel": 3, "max_separation": 4,
+                                      "time_dim": 8}},
+          "data": {"kind": "protein_angles", "length": [64, 128], "stride": 32, "n": 24},
+          "train": {"steps": 3, "batch_size": 8, "log_every": 1, "checkpoint_every": 3, "threads": 1}}
+    res = train_from_workflow(wf, progress=False, verbose=False)
+    card = json.loads((res.checkpoint / "card.json").read_text())
+    assert card["space"] == angle_space().config() and card["shape"] == [128, 4]
+    assert card["normalisation"] == angle_normalisation() and set(card["node_counts"]) == {"64", "128"}
+    assert load_model(res.checkpoint).space == angle_space()
