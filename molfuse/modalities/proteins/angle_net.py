@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from molfuse.nets.conditions import PropertyEmbedding, property_targets
 from molfuse.nets.embeddings import sinusoidal_embedding
 
-from .angles import angle_space
+from .angles import CHANNEL_MEAN, CHANNEL_STD, angle_space, nerf, state_to_angles
 
 __all__ = ["AngleTransformer"]
 
@@ -67,11 +67,14 @@ class _Block(nn.Module):
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
-    def forward(self, h: Tensor, c: Tensor, keep: Tensor, bias_index: Tensor) -> Tensor:
-        """``h`` (B, N, W), ``c`` (B, W), ``keep`` (B, N, 1) 1 on real residues, ``bias_index`` (N, N)."""
+    def forward(self, h: Tensor, c: Tensor, keep: Tensor, bias_index: Tensor, pair: Tensor | None = None) -> Tensor:
+        """``h`` (B, N, W), ``c`` (B, W), ``keep`` (B, N, 1) 1 on real residues, ``bias_index`` (N, N),
+        ``pair`` None or an extra attention bias (B, H, N, N)."""
         batch, n, width = h.shape
         mods = self.modulation(F.silu(c))[:, None, :].chunk(9, -1)
         attn_mask = self.separation[:, bias_index][None]  # (1, H, N, N)
+        if pair is not None:
+            attn_mask = attn_mask + pair
         pad = keep[..., 0] <= 0  # (B, N): padding keys are never attended to
         attn_mask = attn_mask.masked_fill(pad[:, None, None, :], float("-inf"))
         y = self.norms[0](h) * (1 + mods[1]) + mods[0]
@@ -96,18 +99,24 @@ class AngleTransformer(nn.Module):
         time_dim: width of the sinusoidal time features (and per-property embedding width).
         num_properties: k, numeric conditions accepted as ``cond`` (0: unconditional).
         property_mean, property_std: per-property normalisation (default 0 / 1).
+        distance_bins: 0 (off) or the number of Gaussians on [0, ``max_distance``] Å that featurise
+            the Cα–Cα distances of the trace the current state decodes to (NeRF, differentiable);
+            each layer turns them into a per-head attention bias, scaled by a learned function of t.
+        max_distance: Å, the range of those Gaussians.
     """
 
     prediction = "eps"
 
     def __init__(self, width: int = 128, layers: int = 4, heads: int = 4, kernel: int = 5, max_separation: int = 32,
                  time_dim: int = 64, num_properties: int = 0, property_mean: list[float] | None = None,
-                 property_std: list[float] | None = None):
+                 property_std: list[float] | None = None, distance_bins: int = 0, max_distance: float = 24.0):
         super().__init__()
         mean = [float(v) for v in (property_mean if property_mean is not None else [0.0] * num_properties)]
         std = [float(v) for v in (property_std if property_std is not None else [1.0] * num_properties)]
         cfg = {"width": width, "layers": layers, "heads": heads, "kernel": kernel, "max_separation": max_separation,
                "time_dim": time_dim, "num_properties": num_properties, "property_mean": mean, "property_std": std}
+        if distance_bins:  # recorded only when on, so cards of nets without it read as before
+            cfg.update(distance_bins=int(distance_bins), max_distance=float(max_distance))
         _check_config(cfg)
         self.architecture = {"name": "protein_angles", "config": cfg}
         self.space = angle_space()
@@ -118,6 +127,11 @@ class AngleTransformer(nn.Module):
         self.time_emb = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.cond_emb = PropertyEmbedding(num_properties, time_dim, width, mean, std) if num_properties else None
         self.blocks = nn.ModuleList(_Block(width, heads, kernel, max_separation) for _ in range(layers))
+        if distance_bins:
+            self.distance = nn.Linear(distance_bins, heads * layers)
+            self.distance_scale = nn.Linear(width, heads * layers)  # a function of t (and the condition)
+            nn.init.zeros_(self.distance_scale.weight)
+            nn.init.ones_(self.distance_scale.bias)
         self.final_norm = nn.LayerNorm(width)
         self.readout = nn.Linear(width, 4)
         nn.init.zeros_(self.readout.weight)
@@ -139,8 +153,9 @@ class AngleTransformer(nn.Module):
         idx = torch.arange(n, device=x.device)
         m = self.architecture["config"]["max_separation"]
         bias_index = (idx[None, :] - idx[:, None]).clamp(-m, m) + m
-        for block in self.blocks:
-            h = block(h, c, keep, bias_index)
+        pairs = self._distance_bias(x, mask, c)
+        for i, block in enumerate(self.blocks):
+            h = block(h, c, keep, bias_index, None if pairs is None else pairs[:, i])
         out = self.readout(self.final_norm(h))
         out = torch.where(entries, out, torch.zeros((), dtype=out.dtype, device=out.device))
         return F.pad(out, (0, 0, 0, width - n)) if n < width else out
@@ -161,6 +176,24 @@ class AngleTransformer(nn.Module):
         size = (n.clamp_min(1).log() / math.log(POSITION_SCALE))[..., None].expand(-1, x.shape[1], 1)
         return torch.cat([x, entries.to(x.dtype), ends, size], -1)
 
+    def _distance_bias(self, x: Tensor, mask: Tensor, c: Tensor) -> Tensor | None:
+        """(B, layers, H, N, N) attention biases from the Cα distances of the trace ``x`` decodes to
+        (None when ``distance_bins`` is 0). Differentiable in ``x``: the exact AND correction and
+        likelihoods see the whole network."""
+        cfg = self.architecture["config"]
+        bins = cfg.get("distance_bins", 0)
+        if not bins:
+            return None
+        theta, tau = state_to_angles(x, mask, CHANNEL_MEAN, CHANNEL_STD)
+        ca = nerf(theta, tau, mask)  # Å, centred
+        d = (ca[:, :, None, :] - ca[:, None, :, :]).pow(2).sum(-1).add(1e-8).sqrt()  # (B, N, N)
+        centres = torch.linspace(0.0, cfg["max_distance"], bins, device=x.device, dtype=x.dtype)
+        width = cfg["max_distance"] / max(bins - 1, 1)
+        rbf = torch.exp(-((d[..., None] - centres) / width) ** 2)  # (B, N, N, bins)
+        bias = self.distance(rbf) * self.distance_scale(F.silu(c))[:, None, None, :]  # (B, N, N, L·H)
+        layers, heads = cfg["layers"], cfg["heads"]
+        return bias.reshape(*d.shape, layers, heads).permute(0, 3, 4, 1, 2)
+
     def _conditioning(self, t: Tensor, cond: Any, batch: int, like: Tensor) -> Tensor:
         tb = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1)
         if tb.shape[0] not in (1, batch):
@@ -179,6 +212,9 @@ def _check_config(cfg: dict[str, Any]) -> None:
         bad.append(f"kernel={cfg['kernel']} (needs an odd value >= 1)")
     if cfg["time_dim"] < 2 or cfg["time_dim"] % 2:
         bad.append(f"time_dim={cfg['time_dim']} (needs an even value >= 2)")
+    if cfg.get("distance_bins", 0) < 0 or ("distance_bins" in cfg and not cfg.get("max_distance", 0) > 0):
+        bad.append(f"distance_bins={cfg.get('distance_bins')} (needs >= 0) with max_distance > 0 Å; "
+                   f"got max_distance={cfg.get('max_distance')}")
     k, mean, std = cfg["num_properties"], cfg["property_mean"], cfg["property_std"]
     if k < 0:
         bad.append(f"num_properties={k} (needs >= 0)")

@@ -155,10 +155,11 @@ def test_the_angle_data_kind_describes_its_windows():
         angle_data({"length": 64, "stride": 0})
 
 
-@pytest.fixture(scope="module")
-def net():
+@pytest.fixture(scope="module", params=[0, 8], ids=["sequence_only", "distance_bias"])
+def net(request):
     torch.manual_seed(0)
-    model = AngleTransformer(width=32, layers=2, heads=4, kernel=3, max_separation=8, time_dim=16)
+    model = AngleTransformer(width=32, layers=2, heads=4, kernel=3, max_separation=8, time_dim=16,
+                             distance_bins=request.param)
     with torch.no_grad():  # leave the zero-initialised read-out and gates: make the output non-trivial
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
