@@ -57,6 +57,7 @@ import torch
 
 import molfuse as mf
 from molfuse import fusion
+from molfuse.modalities.proteins.angles import angle_normalisation
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling bench scripts, also when this file is imported
@@ -83,14 +84,14 @@ class NetKind:
     checkpoints: tuple[Path, ...]  # the shipped members timed when present, the first that covers a length
     features: int  # F of a state (batch, L, F)
     grid_power: float  # the members' sampler setting
-    normalisation: dict  # the potentials' reading of a state when no card gives one
+    normalisation: dict  # how the potentials read a state when no card gives it
     train_step: Callable[[dict, int, argparse.Namespace], tuple[float, float]]
     save: Path
 
 
 NETS = {
     "angles": NetKind("protein_angles", (MODELS / "angles_all", MODELS / "angles_all128"), 4, 1.0,
-                      {"representation": "ca_angles"}, angle_net_speed.train_step_ms,
+                      angle_normalisation(), angle_net_speed.train_step_ms,
                       HERE / "reference" / "proteins.json"),
     "se3": NetKind("protein_se3", (MODELS / "backbones_helix",), 3, 2.0,
                    {"representation": "ca_trace", "angstrom_per_unit": 10.0}, protein_net_speed.train_step_ms,
@@ -144,8 +145,10 @@ def nets_by_length(kind: NetKind, loaded: list[torch.nn.Module]) -> tuple[dict[i
         why = (f"no card covers {n} residues ({', '.join(f'{net.name}: {_covers(net)}' for net in loaded)}; a "
                "checkpoint refuses longer states)" if loaded else
                f"no checkpoint ({', '.join(_rel(p) for p in kind.checkpoints)} not found)")
+        cfg = fresh.architecture["config"]
+        shown = {k: v for k, v in cfg.items() if cfg.get("num_properties") or not k.startswith(("num_prop", "prop"))}
         notes.append(f"# net at L = {n}: a fresh {kind.architecture} net built without a card, seed 0, config "
-                     f"{config or 'defaults'}: {why}")
+                     f"{shown}: {why}")
     return nets, notes
 
 
@@ -155,14 +158,7 @@ def steering_potential(kind: NetKind, loaded: list[torch.nn.Module]) -> Callable
     from molfuse.campaign.potentials import resolve_potentials, total_energy
 
     modality = plugins.modality("proteins")
-    if loaded:
-        norm = loaded[0].normalisation
-    elif kind.normalisation["representation"] == "ca_angles":
-        from molfuse.modalities.proteins.angles import angle_normalisation
-
-        norm = angle_normalisation()
-    else:
-        norm = kind.normalisation
+    norm = loaded[0].normalisation if loaded else kind.normalisation
     return total_energy(resolve_potentials(POTENTIALS, modality, "bench potentials"), modality, norm)
 
 
