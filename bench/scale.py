@@ -18,7 +18,10 @@ over the repeats:
   chunks are drawn), ``draw_speedup_local2_vs_local1``: medians of per-repeat ratios;
 - ``overhead_per_chunk_s_<path>``: (draw − compute / workers) / (chunks / workers): what the engine
   adds to each chunk (scheduling, results, members' transfer); ``overhead_fraction_<path>``: that over
-  the chunk's own compute.
+  the chunk's own compute;
+- ``parallel_ceiling_2proc``: what this machine allows at all, without Dask: the same forward passes
+  (the digits UNet, batch 8, one thread) in two plain processes at once against one alone,
+  2 × alone / slower of the two.
 
 The local:2 speed-up is bounded by the free cores (2 here): run it on a quiet machine.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
@@ -34,6 +38,7 @@ import tempfile
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +76,39 @@ def one_run(wf: dict, name: str, executor: str) -> dict:
     ex = res.provenance["executor"]
     return {"phase": ex["chunk_phase_s"], "start": ex["engine_start_s"], "stop": ex["engine_stop_s"],
             "walls": walls, "folder": res.folder}
+
+
+def forward_loop(quick: bool) -> float:
+    """Seconds of 60 forward passes of the digits UNet at batch 8 on one torch thread (quick: a matmul loop)."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    if quick:
+        a = torch.randn(256, 256)
+        t0 = time.perf_counter()
+        for _ in range(400):
+            a = torch.tanh(a @ a)
+        return time.perf_counter() - t0
+    from molfuse.training.checkpoints import load_model
+
+    net = load_model(ROOT / "models/images/digits_lo").eval()
+    x, t = torch.randn(8, 1, 28, 28), torch.full((8,), 0.5)
+    with torch.no_grad():
+        net(x, t)
+        t0 = time.perf_counter()
+        for _ in range(60):
+            net(x, t)
+    return time.perf_counter() - t0
+
+
+def parallel_ceiling(pool: Any, quick: bool) -> float:
+    """2 × (one process alone) / (the slower of two at once) in a pool of 2 plain processes: the
+    speed-up two processes can get on this machine now, whatever runs them."""
+    alone = pool.apply(forward_loop, (quick,))
+    both = pool.map(forward_loop, [quick, quick], chunksize=1)
+    return 2 * alone / max(both)
 
 
 def nanny_default_cluster(stack: ExitStack) -> str:
@@ -128,6 +166,10 @@ def main() -> None:
           f"{repeats} repeat(s), 1 torch thread per worker")
     workers = {"local1": 1, "local2": 2}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        # started first, before any nanny has touched this process's environment
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(2))
+        pool.map(forward_loop, [a.quick, a.quick], chunksize=1)  # both started and warm
+        ceilings = []
         paths = {"serial": "serial", "local1": "local:1", "local2": "local:2"}
         if a.nanny_default:
             paths["local2_nanny"] = nanny_default_cluster(stack)
@@ -135,12 +177,14 @@ def main() -> None:
         wf = workflow(a.quick, Path(tmp), a.chunk, a.samples)
         runs: dict[str, list[dict]] = {k: [] for k in paths}
         for r in range(repeats):
+            ceilings.append(parallel_ceiling(pool, a.quick))
             for key in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
                 runs[key].append(one_run(wf, f"{key}_{r}", paths[key]))
             x = [np.load(runs[k][-1]["folder"] / "samples" / "or.npy") for k in paths]
             if not all(np.array_equal(x[0], y) for y in x[1:]):
                 sys.exit("the executors gave different samples")
     report(runs, workers)
+    print(f"parallel_ceiling_2proc: {med(ceilings):.3f}")
     print(f"# {len(runs['serial'][0]['walls'])} chunks; every path gave the same samples in every repeat; "
           f"load {os.getloadavg()[0]:.1f} at the end")
 
