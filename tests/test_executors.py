@@ -146,7 +146,7 @@ def _record_worker_env(task: ChunkTask, payload, threads) -> float:
 @pytest.mark.parametrize("inherited", [False, True])
 def test_local_workers_keep_the_adaptive_malloc_threshold(tmp_path, monkeypatch, inherited):
     """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive
-    mmap threshold: torch then maps and faults in every activation afresh (the digits UNet drew 2-3x
+    mmap threshold: torch then maps and faults in every activation afresh (the digits UNet drew 2.3x
     slower in a worker). The local cluster's workers start without it, also when an earlier nanny
     of this process left it in the environment."""
     if inherited:

@@ -15,7 +15,7 @@ it does not change a result, so a run started serially may be resumed on a clust
 Speed: Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``
 (``distributed.nanny.pre-spawn-environ``). Any explicit value turns off glibc's adaptive mmap
 threshold, so every tensor above 128 kB is a fresh ``mmap``, zero-filled page by page and unmapped
-when freed: the digits UNet drew 2-3x slower in a worker (7x the page faults, 5x the system time;
+when freed: the digits UNet drew 2-2.3x slower in a worker (6-7x the page faults, 4-5x the system time;
 docs/scale.md). The local cluster's workers start without it; workers the user runs are checked and
 a warning says how to start them.
 """
@@ -124,7 +124,7 @@ def _warn_slow_workers(client: Any, address: str) -> None:
     if slow:
         n, value = len(client.scheduler_info()["workers"]), next(iter(slow.values()))
         warnings.warn(f"executor {address}: {len(slow)} of {n} worker(s) run with {_TRIM}={value} (Dask's nanny "
-                      "sets it), which makes torch draw 2-3x slower there; start them with `dask worker --no-nanny` "
+                      "sets it), which makes torch draw about 2x slower there; start them with `dask worker --no-nanny` "
                       f"or with distributed.nanny.pre-spawn-environ.{_TRIM}: null in their Dask config "
                       "(docs/scale.md). The samples do not change.", stacklevel=3)
 
