@@ -151,6 +151,8 @@ def test_local_workers_keep_the_adaptive_malloc_threshold(tmp_path, monkeypatch,
     of this process left it in the environment."""
     if inherited:
         monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    else:  # an earlier test's nanny may have left it in this process
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     tasks = [ChunkTask("m", i, 1, i, str(tmp_path / f"env_{i}")) for i in range(2)]
     run_tasks(ExecutorSpec("local", workers=2), tasks, _record_worker_env, {"m": None}, lambda t: None)
     assert [Path(t.path).read_text() for t in tasks] == ["unset", "unset"]
