@@ -114,18 +114,18 @@ def local_cluster(workers: int) -> Iterator[Any]:
             os.environ[_TRIM] = inherited
 
 
-def worker_malloc_trim(client: Any) -> dict[str, str]:
-    """The workers of a Dask ``client`` that run with ``MALLOC_TRIM_THRESHOLD_`` set: {address: value}."""
-    return {w: v for w, v in client.run(functools.partial(os.getenv, _TRIM)).items() if v is not None}
+def worker_malloc_trim(client: Any) -> dict[str, str | None]:
+    """Every worker of a Dask ``client`` with its ``MALLOC_TRIM_THRESHOLD_`` (None: unset)."""
+    return client.run(functools.partial(os.getenv, _TRIM))
 
 
 def _warn_slow_workers(client: Any, address: str) -> None:
-    slow = worker_malloc_trim(client)
+    found = worker_malloc_trim(client)
+    slow = [v for v in found.values() if v is not None]
     if slow:
-        n, value = len(client.scheduler_info()["workers"]), next(iter(slow.values()))
-        warnings.warn(f"executor {address}: {len(slow)} of {n} worker(s) run with {_TRIM}={value} (Dask's nanny "
-                      "sets it), which makes torch draw about 2x slower there; start them with `dask worker --no-nanny` "
-                      f"or with distributed.nanny.pre-spawn-environ.{_TRIM}: null in their Dask config "
+        warnings.warn(f"executor {address}: {len(slow)} of {len(found)} worker(s) run with {_TRIM}={slow[0]} (Dask's "
+                      "nanny sets it), which makes torch draw about 2x slower there; start them with `dask worker "
+                      f"--no-nanny` or with distributed.nanny.pre-spawn-environ.{_TRIM}: null in their Dask config "
                       "(docs/scale.md). The samples do not change.", stacklevel=3)
 
 
