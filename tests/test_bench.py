@@ -180,8 +180,9 @@ def test_merging_bench_quick_run_prints_its_ratios():
 def test_scale_bench_quick_run_prints_its_ratios():
     pytest.importorskip("distributed")
     proc, values = _quick_run("scale.py")
-    for name in ("cluster_start_s_2", "chunk_compute_s", "phase_s_serial", "phase_s_local2",
-                 "speedup_local2_vs_serial", "overhead_per_chunk_s_local2", "overhead_fraction_local2"):
+    for name in ("engine_start_s_local2", "chunk_compute_s_serial", "chunk_compute_s_local2", "phase_s_serial",
+                 "phase_s_local2", "draw_s_local2", "speedup_local2_vs_serial", "draw_speedup_local2_vs_serial",
+                 "overhead_per_chunk_s_local2", "overhead_fraction_local2", "parallel_ceiling_2proc"):
         assert math.isfinite(float(values[name])), name
     assert float(values["phase_s_serial"]) > 0 and "gave the same samples" in proc.stdout
 

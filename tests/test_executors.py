@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from molfuse import WorkflowError
 from molfuse.base.io import atomic_write, remove_stale_temporaries
 from molfuse.campaign import run_workflow
-from molfuse.campaign.executors import ChunkTask, ExecutorSpec, parse_executor, run_tasks
+from molfuse.campaign.executors import ChunkTask, ExecutorSpec, local_cluster, parse_executor, run_tasks
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -66,9 +67,11 @@ def test_local_cluster_gives_the_serial_results(serial_run, tmp_path):
 
 
 def test_a_scheduler_address_gives_the_serial_results(serial_run, tmp_path):
+    """Workers started by Dask's nanny as a user would: same samples, and a warning that they run slow."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                                   processes=True) as cluster:
-        res = run_workflow(tiny(tmp_path), progress=False, verbose=False, executor=cluster.scheduler_address)
+        with pytest.warns(UserWarning, match=r"2 of 2 worker\(s\) run with MALLOC_TRIM_THRESHOLD_=65536.*--no-nanny"):
+            res = run_workflow(tiny(tmp_path), progress=False, verbose=False, executor=cluster.scheduler_address)
     _same_results(serial_run.folder, res.folder)
 
 
@@ -132,3 +135,34 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
     with pytest.raises(WorkflowError, match="cannot reach the Dask scheduler tcp://127.0.0.1:9"):
         run_tasks(ExecutorSpec("address", address="tcp://127.0.0.1:9", connect_timeout=2), [ChunkTask("m", 0, 1, 0, "x")],
                   lambda *a: 0.0, {"m": None}, lambda t: None)
+
+
+def _record_worker_env(task: ChunkTask, payload, threads) -> float:
+    """Writes the worker's MALLOC_TRIM_THRESHOLD_ (or 'unset') to ``task.path``."""
+    Path(task.path).write_text(os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+    return 0.0
+
+
+@pytest.mark.parametrize("inherited", [False, True])
+def test_local_workers_keep_the_adaptive_malloc_threshold(tmp_path, monkeypatch, inherited):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive
+    mmap threshold: torch then maps and faults in every activation afresh (the digits UNet drew 2.3x
+    slower in a worker). The local cluster's workers start without it, also when an earlier nanny
+    of this process left it in the environment."""
+    if inherited:
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    else:  # an earlier test's nanny may have left it in this process
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    tasks = [ChunkTask("m", i, 1, i, str(tmp_path / f"env_{i}")) for i in range(2)]
+    run_tasks(ExecutorSpec("local", workers=2), tasks, _record_worker_env, {"m": None}, lambda t: None)
+    assert [Path(t.path).read_text() for t in tasks] == ["unset", "unset"]
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == ("65536" if inherited else None)  # this process as it was
+
+
+def test_workers_without_the_trim_setting_are_not_warned_about(tmp_path):
+    with local_cluster(1) as cluster, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = ChunkTask("m", 0, 1, 0, str(tmp_path / "env"))
+        run_tasks(ExecutorSpec("address", address=cluster.scheduler_address), [task], _record_worker_env, {"m": None},
+                  lambda t: None)
+    assert Path(task.path).read_text() == "unset"

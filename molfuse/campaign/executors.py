@@ -11,22 +11,34 @@ to another worker, and the temporaries of dead writers are removed after the chu
 
 The executor is an option of the run (``molfuse run --executor local:2``), not of the workflow:
 it does not change a result, so a run started serially may be resumed on a cluster.
+
+Speed: Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``). Any explicit value turns off glibc's adaptive mmap
+threshold, so every tensor above 128 kB is a fresh ``mmap``, zero-filled page by page and unmapped
+when freed: the digits UNet drew 2-2.3x slower in a worker (6-7x the page faults, 4-5x the system time;
+docs/scale.md). The local cluster's workers start without it; workers the user runs are checked and
+a warning says how to start them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 import time
+import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import WorkflowError
 
-__all__ = ["ChunkTask", "ExecutorSpec", "parse_executor", "run_tasks"]
+__all__ = ["ChunkTask", "ExecutorSpec", "local_cluster", "parse_executor", "run_tasks", "worker_malloc_trim"]
 
 _LOCAL = re.compile(r"^local(?::(?P<n>\d+))?$")
 _ADDRESS = re.compile(r"^(?:(?:tcp|tls|inproc|ucx)://)?[\w.\-\[\]:]+:\d+$")
+_TRIM = "MALLOC_TRIM_THRESHOLD_"  # set by Dask's nanny; slows torch on the workers (module docstring)
 
 
 @dataclass(frozen=True)
@@ -84,54 +96,100 @@ def parse_executor(text: str | None, threads: int | None = 1) -> ExecutorSpec:
                         "such as tcp://host:8786")
 
 
+@contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A Dask ``LocalCluster`` of ``workers`` processes of one thread each, whose workers start without
+    ``MALLOC_TRIM_THRESHOLD_`` (module docstring), also when an earlier nanny of this process left it in
+    the environment; the environment is restored when the cluster closes."""
+    import dask
+    from distributed import LocalCluster
+
+    inherited = os.environ.pop(_TRIM, None)  # kept out while the cluster lives: a dead worker is respawned
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
+        with cluster:
+            yield cluster
+    finally:
+        if inherited is not None:
+            os.environ[_TRIM] = inherited
+
+
+def worker_malloc_trim(client: Any) -> dict[str, str | None]:
+    """Every worker of a Dask ``client`` with its ``MALLOC_TRIM_THRESHOLD_`` (None: unset)."""
+    return client.run(functools.partial(os.getenv, _TRIM))
+
+
+def _warn_slow_workers(client: Any, address: str) -> None:
+    found = worker_malloc_trim(client)
+    slow = [v for v in found.values() if v is not None]
+    if slow:
+        warnings.warn(f"executor {address}: {len(slow)} of {len(found)} worker(s) run with {_TRIM}={slow[0]} (Dask's "
+                      "nanny sets it), which makes torch draw about 2x slower there; start them with `dask worker "
+                      f"--no-nanny` or with distributed.nanny.pre-spawn-environ.{_TRIM}: null in their Dask config "
+                      "(docs/scale.md). The samples do not change.", stacklevel=3)
+
+
 def run_tasks(spec: ExecutorSpec, tasks: Sequence[ChunkTask], compute: Callable[[ChunkTask, Any, int | None], float],
-              payloads: dict[str, Any], on_done: Callable[[ChunkTask], None]) -> None:
+              payloads: dict[str, Any], on_done: Callable[[ChunkTask], None]) -> dict[str, float]:
     """Run ``compute(task, payloads[task.method], spec.threads)`` for every task; ``on_done`` after each.
 
     ``compute`` writes its chunk itself. On Dask each method's payload is sent to the workers
     once; a task whose worker dies is recomputed elsewhere (Dask's ``allowed-failures``), an
     exception inside ``compute`` is raised here after the other tasks are cancelled.
 
+    Returns:
+        ``start_s`` / ``stop_s``: seconds to start the local cluster (or reach the scheduler) and to
+        close it; 0 on the serial path.
+
     Raises:
         WorkflowError: the distributed extra is missing or the scheduler cannot be reached.
     """
-    if spec.kind == "serial":
+    if spec.kind == "serial" or not tasks:
         for task in tasks:
             compute(task, payloads[task.method], spec.threads)
             on_done(task)
-        return
-    if not tasks:
-        return
+        return {"start_s": 0.0, "stop_s": 0.0}
+    t0 = time.perf_counter()
+    with ExitStack() as stack:
+        client = _client(spec, stack)
+        start = time.perf_counter() - t0
+        if spec.kind == "address":
+            _warn_slow_workers(client, spec.address or "")
+        _submit(client, spec, tasks, compute, payloads, on_done)
+        t1 = time.perf_counter()
+    return {"start_s": start, "stop_s": time.perf_counter() - t1}
+
+
+def _client(spec: ExecutorSpec, stack: ExitStack) -> Any:
+    """A Dask client of a new local cluster or of the scheduler at ``spec.address``, closed with ``stack``."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client
     except ImportError as e:
         raise WorkflowError(f"executor {spec.kind} needs the distributed extra: pip install 'molfuse[distributed]' "
                             f"({e})") from None
-    cluster = None
     try:
         if spec.kind == "local":
-            cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-            client = Client(cluster)
-        else:
-            client = Client(spec.address, timeout=f"{spec.connect_timeout}s")
+            return stack.enter_context(Client(stack.enter_context(local_cluster(spec.workers))))
+        return stack.enter_context(Client(spec.address, timeout=f"{spec.connect_timeout}s"))
     except (OSError, TimeoutError) as e:
-        if cluster is not None:
-            cluster.close()
         raise WorkflowError(f"executor: cannot reach the Dask scheduler {spec.address or 'local'} ({e})") from None
-    try:
-        sent = {m: client.scatter(payloads[m], broadcast=True, hash=False) for m in {t.method for t in tasks}}
-        futures = {client.submit(compute, t, sent[t.method], spec.threads, pure=False,
-                                 key=f"molfuse-chunk-{t.method}-{t.index}-{t.seed}-{time.time_ns()}"): t for t in tasks}
-        for fut in as_completed(futures):
-            try:
-                fut.result()
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                raise
-            on_done(futures[fut])
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def _submit(client: Any, spec: ExecutorSpec, tasks: Sequence[ChunkTask], compute: Callable, payloads: dict[str, Any],
+            on_done: Callable[[ChunkTask], None]) -> None:
+    """Each method's payload scattered to every worker once, then one task per chunk; ``on_done`` as each ends."""
+    from distributed import as_completed
+
+    sent = {m: client.scatter(payloads[m], broadcast=True, hash=False) for m in {t.method for t in tasks}}
+    futures = {client.submit(compute, t, sent[t.method], spec.threads, pure=False,
+                             key=f"molfuse-chunk-{t.method}-{t.index}-{t.seed}-{time.time_ns()}"): t for t in tasks}
+    for fut in as_completed(futures):
+        try:
+            fut.result()
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
+        on_done(futures[fut])

@@ -153,9 +153,10 @@ def _draw_chunks(wf: Workflow, prepared: dict, models: dict, spec: ExecutorSpec,
         def done(task):
             bar.set_description(task.method)
             bar.update(1)
-        run_tasks(spec, tasks, compute_chunk, payloads, done)
+        engine = run_tasks(spec, tasks, compute_chunk, payloads, done)
     drawn = {"kind": spec.kind, "description": spec.describe(), "chunks_drawn": len(tasks),
-             "chunk_phase_s": time.perf_counter() - t0}
+             "chunk_phase_s": time.perf_counter() - t0, "engine_start_s": engine["start_s"],
+             "engine_stop_s": engine["stop_s"]}
     if spec.kind != "serial":
         for p in remove_stale_temporaries(wf.folder):  # a worker killed mid-write leaves its temporary
             say(f"molfuse: removed {p} (a temporary file of a killed worker)")
