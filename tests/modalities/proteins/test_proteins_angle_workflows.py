@@ -10,13 +10,17 @@ import pytest
 pytest.importorskip("biotite")
 pytest.importorskip("lightning")
 
+import yaml  # noqa: E402
+
 from molfuse.base.provenance import REPO_ROOT as REPO  # noqa: E402
+from molfuse.campaign import run_workflow  # noqa: E402
 from molfuse.modalities.proteins.angles import angle_normalisation, angle_space  # noqa: E402
 from molfuse.training import load_model, train_from_workflow  # noqa: E402
 from molfuse.training.workflow import expand_sweep, load_train_workflow  # noqa: E402
 
 WORKFLOWS = REPO / "workflows" / "proteins"
 SHIPPED = REPO / "models" / "proteins"
+EXPERIMENTS = ["members_angles", "superdiff_angles"]  # the experiments whose members are shipped
 TRAINING = ["train_angles_all", "train_angles_all128", "train_angles_helix", "train_angles_strand",
             "train_angles_bary_scratch", "train_angles_bary_finetune", "train_angles_dmm"]
 
@@ -44,3 +48,22 @@ def test_a_tiny_angle_member_trains_and_its_card_lives_on_the_chain_space(tmp_pa
     assert card["space"] == angle_space().config() and card["shape"] == [128, 4]
     assert card["normalisation"] == angle_normalisation() and set(card["node_counts"]) == {"64", "128"}
     assert load_model(res.checkpoint).space == angle_space()
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_shipped_angle_experiments_run_at_tiny_size(name, tmp_path):
+    """Each angle experiment as shipped, on the shipped checkpoints, at 3 samples x 10 steps."""
+    wf = yaml.safe_load((WORKFLOWS / f"{name}.yaml").read_text())
+    for spec in wf["models"].values():
+        assert (REPO / spec["path"] / "card.json").is_file(), f"{spec['path']} is not shipped"
+        spec["path"] = str(REPO / spec["path"])
+    wf.update(output=str(tmp_path), run_name="tiny", n_samples=3)
+    wf["sampler"].update(steps=10, chunk_size=3)
+    for r in wf.get("reports", []):
+        if r["kind"] == "backbone_reference":
+            r["n"] = 2
+    for hook in ("diversity", "designability_proxy"):  # optional packages: covered by the Cα workflows' tests
+        wf["evaluation"].pop(hook, None)
+    res = run_workflow(wf, progress=False, verbose=False)
+    assert len(res.metrics) == len(wf["methods"]) and (res.metrics["n"] == 3).all()
+    assert (res.folder / "sse_composition.png").is_file()
