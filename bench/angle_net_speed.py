@@ -14,8 +14,6 @@ Usage: ``python bench/angle_net_speed.py [--threads 1 --steps 8 --warmup 2] [--q
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 
 import torch
 
@@ -23,7 +21,7 @@ from molfuse import VPSchedule
 from molfuse.losses import denoising_loss
 from molfuse.modalities.proteins.angle_net import AngleTransformer
 from molfuse.modalities.proteins.angles import angle_space
-from protein_net_speed import LENGTHS, median_ms  # the sibling bench script (same folder)
+from protein_net_speed import LENGTHS, median_ms, speed_args  # the sibling bench script (same folder)
 
 # (name, config): width / layers / heads / kernel; max_separation 32 throughout
 CONFIGS = [
@@ -65,22 +63,7 @@ def forward_rate(config: dict, n: int, args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--fwd-batch", type=int, default=64)
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 steps, first configuration only")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    configs = CONFIGS[:1] if args.quick else CONFIGS
-    if args.quick:
-        args.steps, args.warmup = 2, 1
-    print(f"# {datetime.date.today()}, torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, "
-          f"median of {args.steps} steps after {args.warmup} warm-up; fwd at batch {args.fwd_batch}; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print("# ms/step: wall / CPU time of this process; fwd/s: samples per wall-clock second")
+    args, configs = speed_args(__doc__.splitlines()[0], CONFIGS)
     print(f"{'config':<19}{'params':>9}{'ms/step(64)':>14}{'ms/step(128)':>15}{'fwd/s(64)':>11}{'fwd/s(128)':>12}")
     for name, config in configs:
         params = sum(p.numel() for p in AngleTransformer(**config).parameters())

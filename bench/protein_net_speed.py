@@ -88,8 +88,9 @@ def forward_rate(config: dict, n: int, args: argparse.Namespace) -> float:
     return args.fwd_batch / (wall / 1e3)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def speed_args(description: str, configs: list) -> tuple[argparse.Namespace, list]:
+    """The net-speed scripts' shared options, threads set, ``--quick`` applied, header printed."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
@@ -97,16 +98,20 @@ def main() -> None:
     p.add_argument("--fwd-batch", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="smoke run: 2 steps, first configuration only")
     args = p.parse_args()
-    from molfuse.modalities.proteins.net import ProteinScoreNet
-
     torch.set_num_threads(args.threads)
-    configs = CONFIGS[:1] if args.quick else CONFIGS
     if args.quick:
         args.steps, args.warmup = 2, 1
     print(f"# {datetime.date.today()}, torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, "
           f"median of {args.steps} steps after {args.warmup} warm-up; fwd at batch {args.fwd_batch}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("# ms/step: wall / CPU time of this process; fwd/s: samples per wall-clock second")
+    return args, configs[:1] if args.quick else configs
+
+
+def main() -> None:
+    args, configs = speed_args(__doc__.splitlines()[0], CONFIGS)
+    from molfuse.modalities.proteins.net import ProteinScoreNet
+
     print(f"{'config':<14}{'params':>8}{'K(64)':>7}{'K(128)':>7}{'ms/step(64)':>14}{'ms/step(128)':>15}"
           f"{'fwd/s(64)':>11}{'fwd/s(128)':>12}")
     for name, config in configs:
