@@ -75,6 +75,7 @@ class DiffusionModule(L.LightningModule):
         self.objective, self.cooldown = objective, cooldown
         self._extras: dict[str, Tensor] = {}
         self._window: list[Tensor] = []  # training losses since the last log row
+        self._extra_window: dict[str, list[Tensor]] = {}  # the objective's extra terms, likewise
         self._val: list[Tensor] = []
 
     def generator(self, *parts: Any) -> torch.Generator:
@@ -105,6 +106,8 @@ class DiffusionModule(L.LightningModule):
             logged = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
         self.log("loss", logged, prog_bar=True, logger=False)
         self._window.append(logged)
+        for k, v in self._extras.items():
+            self._extra_window.setdefault(k, []).append(v.detach())
         return loss + sum(self._extras.values()) if self._extras else loss
 
     def shard_loss(self, batch: Mapping[str, Tensor], g: torch.Generator, rank: int, world: int) -> Tensor:
@@ -174,8 +177,10 @@ class DiffusionModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % self.log_every == 0 and self._window and self.logger is not None:
             mean = torch.stack(self._window).mean().item()
-            self.logger.log_metrics({"train_loss": mean}, step=self.global_step)
+            extras = {f"train_{k}": torch.stack(v).mean().item() for k, v in self._extra_window.items() if v}
+            self.logger.log_metrics({"train_loss": mean, **extras}, step=self.global_step)
             self._window.clear()
+            self._extra_window.clear()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         extra = list(self.objective.parameters()) if self.objective is not None else []

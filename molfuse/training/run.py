@@ -227,7 +227,8 @@ def _training_log(folder: Path) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["step", "train_loss", "val_loss_ema", "session"])
     log = pd.concat(parts, ignore_index=True)
-    cols = ["step"] + [c for c in ("train_loss", "val_loss_ema") if c in log] + ["session"]
+    extras = sorted(c for c in log if c.startswith("train_") and c != "train_loss")  # an objective's extra terms
+    cols = ["step"] + [c for c in ("train_loss", "val_loss_ema") if c in log] + extras + ["session"]
     log = log[cols].groupby("step", as_index=False).last()  # a step re-done after a resume keeps its last row
     return log.sort_values("step").reset_index(drop=True)
 
