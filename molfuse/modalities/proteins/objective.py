@@ -14,8 +14,9 @@ states:
   (atan2, NeRF at 3.80 Å, differentiable) and its Cα distances ``d̂`` are compared with the real
   fragment's ``d`` over pairs ``|i − j| >= min_separation``:
   ``distance``: mean of ``((d̂ − d) / 10 Å)²`` over pairs with ``d < cutoff`` (the fragment's
-  contacts and packing); ``clash``: mean of ``(relu(min(clash, d) − d̂) / 10 Å)²`` over every pair
-  (a pair brought closer than ``clash`` Å where the data is not).
+  contacts and packing); ``clash``: the sum of ``(relu(min(clash, d) − d̂) / 10 Å)²`` over the
+  pairs (each once; a pair brought closer than ``clash`` Å where the data is not: like the clash
+  potential, it counts clashes, it does not average them away over ~2,000 pairs).
   Each term is averaged over the batch (zero for samples at ``t >= t_max``) and added with its
   weight; both are logged beside the loss.
 
@@ -103,7 +104,7 @@ class BackboneGeometry(nn.Module):
         err = ((d_hat - d) / SCALE) ** 2
         over = (torch.relu(torch.clamp(d, max=self.clash) - d_hat) / SCALE) ** 2
         return {"distance": (err * near).sum((1, 2)) / near.sum((1, 2)).clamp_min(1),
-                "clash": (over * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1)}
+                "clash": (over * pairs).sum((1, 2)) / 2}  # each pair once
 
     def _distances(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Cα distances (b, N, N) Å of the traces the states decode to, and the pairs that count."""
