@@ -43,9 +43,9 @@ from .base.configured import Configured
 from .errors import ConventionError
 from .pairs import free_pairs, pack, pair_block, unpack
 
-__all__ = ["Space", "Euclidean", "PointCloud", "Chain", "MoleculeGraph", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
-           "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition",
-           "size_histogram"]
+__all__ = ["Space", "Euclidean", "PointCloud", "Chain", "MoleculeGraph", "SPACES", "space_from_config", "resolve_space",
+           "EUCLIDEAN", "node_count_distribution", "draw_node_counts", "node_masks", "condition_key",
+           "node_counts_by_condition", "size_histogram"]
 
 
 class Space(Configured, ABC):
@@ -315,14 +315,13 @@ class MoleculeGraph(Space):
         pairs = free_pairs(real)[..., None].expand(b, n, n, self.pair_channels).reshape(b, n, -1)
         return torch.cat([nodes, pairs], -1)
 
-    def _keep(self, v: Tensor, mask: Tensor | None, lead: int) -> Tensor:
-        keep = self.entries((v.shape[0], v.shape[-2]), mask, v.device)
-        return keep.reshape(v.shape[0], *([1] * lead), *keep.shape[1:])
-
     def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        v = torch.where(self._keep(v, mask, v.dim() - 3), v, torch.zeros((), dtype=v.dtype, device=v.device))
-        f = self.node_channels
-        return torch.cat([self._cloud.project(v[..., :f], mask), v[..., f:]], dim=-1)
+        b, n, f = v.shape[0], v.shape[-2], self.node_channels
+        real = torch.ones(b, n, dtype=torch.bool, device=v.device) if mask is None else mask.to(v.device)
+        keep = free_pairs(real).reshape(b, *([1] * (v.dim() - 3)), n, n, 1)
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        pairs = torch.where(keep, pair_block(v, f, self.pair_channels), zero)
+        return torch.cat([self._cloud.project(v[..., :f], mask), pairs.flatten(-2)], dim=-1)
 
     def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
         b, n = int(shape[0]), int(shape[1])
@@ -330,7 +329,8 @@ class MoleculeGraph(Space):
         return nodes * self.node_channels - self.centred + self.pair_channels * nodes * (nodes - 1) / 2
 
     def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
-        keep = self._keep(a, mask, lead).to(torch.float64)
+        keep = self.entries((a.shape[0], a.shape[-2]), mask, a.device)
+        keep = keep.reshape(a.shape[0], *([1] * lead), *keep.shape[1:]).to(torch.float64)
         return (a.to(torch.float64) * b.to(torch.float64) * keep).flatten(-2).sum(-1)
 
     def resize(self, x: Tensor, nodes: int) -> Tensor:

@@ -38,7 +38,8 @@ def test_pack_lays_out_the_upper_triangle_and_unpack_mirrors_it():
     assert torch.equal(p2, pos) and torch.equal(f2, feat) and torch.equal(q2, pairs)  # exact round trip
     assert torch.equal(SPACE.pack(p2, f2, q2, mask), x)
     # each unordered pair once: the state's plain norm is the parts' norm with each pair counted once
-    assert torch.allclose(SPACE.sqnorm(x, mask), (pos**2).sum((1, 2)) + (feat**2).sum((1, 2)) + (pairs**2).sum((1, 2, 3)) / 2)
+    parts = (pos**2).sum((1, 2)) + (feat**2).sum((1, 2)) + (pairs**2).sum((1, 2, 3)) / 2
+    assert torch.allclose(SPACE.sqnorm(x, mask), parts)
 
 
 def test_unpack_of_any_state_is_symmetric_and_ignores_what_is_not_state():
