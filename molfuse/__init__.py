@@ -16,12 +16,13 @@ from .losses import dsm_loss
 from .models import Bound, CentredGaussianMixture, GaussianMixture, ScoreModel, bind
 from .sampling import SampleResult, sample
 from .schedules import Schedule, VPSchedule
-from .spaces import Chain, Euclidean, PointCloud, Space
+from .spaces import Chain, Euclidean, MoleculeGraph, PointCloud, Space
 
 __all__ = [
     "PREDICTIONS", "resolve_schedule", "score_fn", "to_score",
     "dsm_loss", "ito_increment", "log_likelihood", "prior_log_prob",
     "CheckpointError", "ConventionError", "MergeError", "NonFiniteError", "SamplerError", "WeightsError",
     "WorkflowError", "Bound", "CentredGaussianMixture", "GaussianMixture", "ScoreModel", "bind",
-    "SampleResult", "sample", "Schedule", "VPSchedule", "Space", "Euclidean", "PointCloud", "Chain", "__version__",
+    "SampleResult", "sample", "Schedule", "VPSchedule", "Space", "Euclidean", "PointCloud", "Chain", "MoleculeGraph",
+    "__version__",
 ]

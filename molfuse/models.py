@@ -142,7 +142,8 @@ class CentredGaussianMixture:
     its ``space``, of dimension ``D = space.dof``: ``n F - centred`` for a
     :class:`~molfuse.spaces.PointCloud` (the default, 3 centred channels), ``Σ_c (n - head_c -
     tail_c)`` for a :class:`~molfuse.spaces.Chain` (a coordinate-aligned subspace: the padding and
-    trimmed entries are zero and the rest is free). Component k is the isotropic Gaussian
+    trimmed entries are zero and the rest is free), ``n F - centred + B n (n - 1) / 2`` for a
+    :class:`~molfuse.spaces.MoleculeGraph` (each free pair once). Component k is the isotropic Gaussian
     ``N(mu_k(n), c_k I)`` on ``S_n`` with a template ``mu_k(n)`` per size; at time t it is
     ``N(alpha_t mu_k(n), (alpha_t^2 c_k + sigma_t^2) I)`` on ``S_n``, so
     ``log q_t(x) = logsumexp_k [log w_k - |P x - alpha mu_k|^2 / (2 v_k) - D/2 log(2 pi v_k)]``
@@ -151,13 +152,14 @@ class CentredGaussianMixture:
 
     Args:
         templates: ``{n: (K, n, F) means}`` for every size n the mixture covers (projected
-            onto ``S_n`` here, so uncentred or untrimmed templates are fine).
+            onto ``S_n`` here, so uncentred or untrimmed templates are fine); (K, n, F + n·B)
+            states of n nodes on a ``MoleculeGraph`` (padded here with ``space.resize``).
         variances: (K,) ``c_k > 0``.
         weights: (K,) component weights on the simplex (default uniform), the same for every n.
         centred: leading channels that are centred, for the default ``PointCloud(centred)``
             (3 for 3-D positions); not with ``space``.
         max_nodes: N of the padded batch (default the largest n).
-        space: any masked space (``PointCloud``, ``Chain``) instead of ``PointCloud(centred)``.
+        space: any masked space (``PointCloud``, ``Chain``, ``MoleculeGraph``) instead of ``PointCloud(centred)``.
     """
 
     prediction = "score"
@@ -177,21 +179,25 @@ class CentredGaussianMixture:
         self.weights, self.space = w, _masked_space(centred, space)
         self.schedule = schedule if schedule is not None else VPSchedule()
         self.name = name
-        first = torch.as_tensor(templates[self.sizes[0]], dtype=torch.float64)
-        self.channels = first.shape[-1]
         self.max_nodes = int(max_nodes or self.sizes[-1])
-        padded = torch.zeros(len(self.sizes), k, self.max_nodes, self.channels, dtype=torch.float64)
-        for i, n in enumerate(self.sizes):
+        padded = []
+        for n in self.sizes:
             mu = torch.as_tensor(templates[n], dtype=torch.float64)
             try:
                 self.space.check(mu.shape, torch.ones(mu.shape[:2], dtype=torch.bool))
             except ConventionError as e:
                 raise ConventionError(f"templates[{n}] of shape {tuple(mu.shape)} on {self.space!r}: {e}") from None
-            if mu.shape != (k, n, self.channels) or n > self.max_nodes:
-                raise ValueError(f"templates[{n}] must be ({k}, {n}, {self.channels}) with n <= max_nodes; "
+            if mu.shape[:2] != (k, n) or n > self.max_nodes:
+                raise ValueError(f"templates[{n}] must be ({k}, {n}, channels) with n <= max_nodes = "
+                                 f"{self.max_nodes}; got {tuple(mu.shape)}")
+            full = self.space.resize(self.space.project(mu, None), self.max_nodes)  # on S_n, padded to N nodes
+            if padded and full.shape[-1] != padded[0].shape[-1]:
+                want = self.space.resize(padded[0], n).shape[-1]
+                raise ValueError(f"templates[{n}] must be ({k}, {n}, {want}) like templates[{self.sizes[0]}]; "
                                  f"got {tuple(mu.shape)}")
-            padded[i, :, :n] = self.space.project(mu, None)  # on S_n: centred, trimmed
-        self._means = padded  # (S, K, N, F)
+            padded.append(full)
+        self._means = torch.stack(padded)  # (S, K, N, F)
+        self.channels = self._means.shape[-1]
         self._index = {n: i for i, n in enumerate(self.sizes)}
         self.node_counts = {n: 1.0 for n in self.sizes}  # what a sampler draws sizes from (uniform)
 
@@ -203,7 +209,7 @@ class CentredGaussianMixture:
         """(K, n, F) float64 component means ``mu_k(n)`` of size n, on ``S_n``."""
         if n not in self._index:
             raise ConventionError(f"{self!r} has no template for n = {n} (templated sizes {self.sizes})")
-        return self._means[self._index[n], :, :n].clone()
+        return self.space.resize(self._means[self._index[n]], n).clone()
 
     def _means_for(self, mask: Tensor) -> Tensor:
         sizes = mask.sum(1).tolist()

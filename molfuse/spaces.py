@@ -11,6 +11,17 @@ the members of an operator must share (:func:`resolve_space`).
   ``centred`` channels (3-D positions) have zero centre of mass over the real nodes, the
   others are free; padding nodes are zero. A sample with n real nodes has
   ``D = n F - centred`` degrees of freedom (``3 (n - 1)`` for bare positions).
+- :class:`Chain`: per-residue features of chains whose ends are trimmed per channel (angles).
+- :class:`MoleculeGraph`: molecules with bonds in the state (MATH §6, pair features). ``x`` is
+  (batch, N, F + N·B): node i's row holds its F node channels (the first ``centred`` are
+  positions, centred over the real nodes as in a point cloud) and then B pair channels for each
+  partner j, ``x[:, i, F + j·B + b]``. Only the upper triangle ``j > i`` between two real nodes is
+  free; the diagonal, the lower triangle and pairs touching padding are zero. Each unordered pair
+  is thus stored once, the projection is coordinate-aligned zeroing plus the centring, the noise
+  (ambient ``N(0, I)`` projected) is drawn once per pair, and the plain sums of the Itô, OR / AND
+  and FKC updates count every free variable once: ``D = n F - centred + B n (n - 1) / 2``.
+  :func:`molfuse.pairs.pack` / :func:`~molfuse.pairs.unpack` (also ``MoleculeGraph.pack`` /
+  ``.unpack``) go between a state and its parts (positions, node features, symmetric pairs).
 
 Invariant kept by every molfuse sampler and operator: states, scores, drifts and noise are
 projected (:meth:`Space.project`), so they are exactly zero on padding and centred where
@@ -30,10 +41,11 @@ from torch import Tensor
 
 from .base.configured import Configured
 from .errors import ConventionError
+from .pairs import free_pairs, pack, pair_block, unpack
 
-__all__ = ["Space", "Euclidean", "PointCloud", "Chain", "SPACES", "space_from_config", "resolve_space", "EUCLIDEAN",
-           "node_count_distribution", "draw_node_counts", "node_masks", "condition_key", "node_counts_by_condition",
-           "size_histogram"]
+__all__ = ["Space", "Euclidean", "PointCloud", "Chain", "MoleculeGraph", "SPACES", "space_from_config", "resolve_space",
+           "EUCLIDEAN", "node_count_distribution", "draw_node_counts", "node_masks", "condition_key",
+           "node_counts_by_condition", "size_histogram"]
 
 
 class Space(Configured, ABC):
@@ -82,6 +94,14 @@ class Space(Configured, ABC):
 
     def sqnorm(self, a: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
         return self.inner(a, a, mask, lead)
+
+    def resize(self, x: Tensor, nodes: int) -> Tensor:
+        """States with node rows ``x`` (..., N, W) as states of ``nodes`` rows: the first
+        ``min(N, nodes)`` rows kept, zero rows appended (a size-n template in an N-node batch)."""
+        have = x.shape[-2]
+        if nodes <= have:
+            return x[..., :nodes, :]
+        return torch.cat([x, x.new_zeros(*x.shape[:-2], nodes - have, x.shape[-1])], dim=-2)
 
 
 
@@ -134,12 +154,7 @@ class PointCloud(Space):
             raise ConventionError(f"point clouds are (batch, nodes, channels); got shape {tuple(shape)}")
         if shape[2] < self.centred:
             raise ConventionError(f"{shape[2]} channels per node but {self.centred} are centred positions")
-        if mask is not None:
-            if tuple(mask.shape) != (shape[0], shape[1]) or mask.dtype != torch.bool:
-                raise ConventionError(f"the node mask must be bool (batch, nodes) = ({shape[0]}, {shape[1]}); "
-                                      f"got {mask.dtype} {tuple(mask.shape)}")
-            if bool((mask.sum(1) == 0).any()):
-                raise ConventionError(f"{int((mask.sum(1) == 0).sum())} samples have no real node (empty mask rows)")
+        _check_node_mask(shape, mask)
 
     def _weights(self, v: Tensor, mask: Tensor | None) -> Tensor:
         if mask is None:
@@ -251,8 +266,116 @@ class Chain(Space):
         return {"kind": self.kind, "trims": [list(p) for p in self.trims]}
 
 
+class MoleculeGraph(Space):
+    """Molecules with bonds in the state (MATH §6, pair features): ``x`` (batch, N, F + N·B) with a
+    node mask (batch, N).
+
+    Row i holds node i's F channels (the first ``centred`` are positions with zero centre of mass
+    over the real nodes, the rest free: atom types, charges), then B channels for each partner j
+    (``x[:, i, F + j·B + b]``: bond orders none / single / double / triple / aromatic). The pair
+    (i, j) is free for ``i < j`` both real, stored in row i only; every other pair entry is zero.
+    A sample with n real nodes has ``D = n F − centred + B n (n − 1) / 2``.
+
+    Args:
+        node_channels: F, channels per node, positions included.
+        pair_channels: B >= 1, channels per unordered pair.
+        centred: how many leading node channels are centred (3 for 3-D positions).
+    """
+
+    kind = "molecule_graph"
+
+    def __init__(self, node_channels: int, pair_channels: int, centred: int = 3):
+        counts = {"node_channels": node_channels, "pair_channels": pair_channels, "centred": centred}
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in counts.values()) or not (
+                0 <= centred <= node_channels and pair_channels >= 1):
+            raise ConventionError(f"MoleculeGraph takes channel counts 0 <= centred <= node_channels and "
+                                  f"pair_channels >= 1 (no pairs: PointCloud); got {counts}")
+        self.node_channels, self.pair_channels, self.centred = node_channels, pair_channels, centred
+        self._cloud = PointCloud(centred)
+
+    def width(self, nodes: int) -> int:
+        """Channels per row of an N-node state: ``F + N·B``."""
+        return self.node_channels + nodes * self.pair_channels
+
+    def check(self, shape: Sequence[int], mask: Tensor | None) -> None:
+        if len(shape) != 3 or shape[2] != self.width(shape[1]):
+            got = tuple(shape)
+            n = shape[1] if len(shape) == 3 else "N"
+            want = self.width(shape[1]) if len(shape) == 3 else "F + N·B"
+            raise ConventionError(f"molecule-graph states are (batch, N, F + N·B) = (batch, {n}, {want}): "
+                                  f"{self.node_channels} node channels, then {self.pair_channels} pair channels for "
+                                  f"each of the {n} partners; got shape {got}")
+        _check_node_mask(shape, mask)
+
+    def entries(self, shape: Sequence[int], mask: Tensor | None, device: Any = None) -> Tensor:
+        """(batch, N, F + N·B) bool: True on the node channels of real nodes and the free pairs."""
+        b, n = int(shape[0]), int(shape[1])
+        real = torch.ones(b, n, dtype=torch.bool, device=device) if mask is None else mask.to(device)
+        nodes = real[:, :, None].expand(b, n, self.node_channels)
+        pairs = free_pairs(real)[..., None].expand(b, n, n, self.pair_channels).reshape(b, n, -1)
+        return torch.cat([nodes, pairs], -1)
+
+    def project(self, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        b, n, f = v.shape[0], v.shape[-2], self.node_channels
+        real = torch.ones(b, n, dtype=torch.bool, device=v.device) if mask is None else mask.to(v.device)
+        keep = free_pairs(real).reshape(b, *([1] * (v.dim() - 3)), n, n, 1)
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        pairs = torch.where(keep, pair_block(v, f, self.pair_channels), zero)
+        return torch.cat([self._cloud.project(v[..., :f], mask), pairs.flatten(-2)], dim=-1)
+
+    def dof(self, shape: Sequence[int], mask: Tensor | None = None) -> Tensor:
+        b, n = int(shape[0]), int(shape[1])
+        nodes = torch.full((b,), float(n), dtype=torch.float64) if mask is None else mask.sum(1).cpu().to(torch.float64)
+        return nodes * self.node_channels - self.centred + self.pair_channels * nodes * (nodes - 1) / 2
+
+    def inner(self, a: Tensor, b: Tensor, mask: Tensor | None = None, lead: int = 0) -> Tensor:
+        keep = self.entries((a.shape[0], a.shape[-2]), mask, a.device)
+        keep = keep.reshape(a.shape[0], *([1] * lead), *keep.shape[1:]).to(torch.float64)
+        return (a.to(torch.float64) * b.to(torch.float64) * keep).flatten(-2).sum(-1)
+
+    def resize(self, x: Tensor, nodes: int) -> Tensor:
+        f = self.node_channels
+        rows = super().resize(x[..., :f], nodes)
+        pairs = super().resize(super().resize(pair_block(x, f, self.pair_channels), nodes).transpose(-3, -2), nodes)
+        return torch.cat([rows, pairs.transpose(-3, -2).reshape(*rows.shape[:-1], -1)], dim=-1)
+
+    def pack(self, positions: Tensor, node_features: Tensor, pairs: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:func:`molfuse.pairs.pack` with the channel counts checked against this space; not centred
+        (:meth:`project` centres)."""
+        x = pack(positions, node_features, pairs, mask)
+        if positions.shape[-1] != self.centred or x.shape[-1] != self.width(x.shape[1]):
+            raise ConventionError(f"{self!r}.pack takes positions (batch, N, {self.centred}), node_features "
+                                  f"(batch, N, {self.node_channels - self.centred}) and pairs (batch, N, N, "
+                                  f"{self.pair_channels}); got {tuple(positions.shape)}, {tuple(node_features.shape)} "
+                                  f"and {tuple(pairs.shape)}")
+        self.check(x.shape, mask)
+        return x
+
+    def unpack(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`molfuse.pairs.unpack`: (positions, node features, symmetric pairs (batch, N, N, B))."""
+        self.check(x.shape, mask)
+        return unpack(x, self.node_channels, self.pair_channels, self.centred, mask)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "node_channels": self.node_channels, "pair_channels": self.pair_channels,
+                "centred": self.centred}
+
+
+def _check_node_mask(shape: Sequence[int], mask: Tensor | None) -> None:
+    """Raise ConventionError unless ``mask`` is None or a bool (batch, N) node mask for states of
+    ``shape`` (batch, N, ...) with at least one real node per sample."""
+    if mask is None:
+        return
+    if tuple(mask.shape) != (shape[0], shape[1]) or mask.dtype != torch.bool:
+        raise ConventionError(f"the node mask must be bool (batch, nodes) = ({shape[0]}, {shape[1]}); "
+                              f"got {mask.dtype} {tuple(mask.shape)}")
+    if bool((mask.sum(1) == 0).any()):
+        raise ConventionError(f"{int((mask.sum(1) == 0).sum())} samples have no real node (empty mask rows)")
+
+
 EUCLIDEAN = Euclidean()
-SPACES: dict[str, type[Space]] = {"euclidean": Euclidean, "point_cloud": PointCloud, "chain": Chain}
+SPACES: dict[str, type[Space]] = {"euclidean": Euclidean, "point_cloud": PointCloud, "chain": Chain,
+                                  "molecule_graph": MoleculeGraph}
 
 
 def space_from_config(config: Mapping[str, Any] | None) -> Space:

@@ -24,7 +24,7 @@ ALLOWED = {
     "modalities": {"base", "core", "fusion", "nets", "training", "evaluation", "modalities"},
     "face": {"base", "core", "fusion", "nets", "training", "evaluation", "modalities", "face"},
 }
-CORE = {"schedules", "spaces", "convert", "models", "sampling", "density", "losses", "plugins"}
+CORE = {"schedules", "spaces", "pairs", "convert", "models", "sampling", "density", "losses", "plugins"}
 
 
 def layer(module: str) -> str:

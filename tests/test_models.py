@@ -110,3 +110,37 @@ def test_masked_mixture_refuses_unmasked_spaces_and_short_templates(sched):
     mix = mf.CentredGaussianMixture({5: torch.zeros(1, 5, 4)}, [1.0], space=mf.Chain(ANGLES), max_nodes=8)
     with pytest.raises(mf.ConventionError, match=r"no template for n = \[6\] real nodes"):
         mix.log_prob(torch.zeros(1, 8, 4), 0.5, torch.arange(8)[None] < 6)
+
+
+def test_masked_mixture_on_graphs_is_the_plain_mixture_of_each_pair_once(sched, gen):
+    """Without centred channels the molecule-graph subspace is coordinate-aligned: a molecule of n
+    atoms is the vector of its n F node entries and B n(n − 1)/2 pair entries, each pair once, and
+    log q_t and the score must be a GaussianMixture's on those entries."""
+    space = mf.MoleculeGraph(node_channels=2, pair_channels=3, centred=0)
+    templates = {n: torch.randn(2, n, space.width(n), generator=gen, dtype=torch.float64) for n in (2, 4, 6)}
+    mix = mf.CentredGaussianMixture(templates, [0.3, 0.7], [0.4, 0.6], schedule=sched, space=space)
+    assert mix.sample_shape == (6, 2 + 6 * 3)
+    sizes = torch.tensor([2, 4, 6, 6, 4])
+    mask = torch.arange(6)[None, :] < sizes[:, None]
+    keep = space.entries((5, 6), mask)
+    x = space.project(torch.randn(5, 6, space.width(6), generator=gen, dtype=torch.float64), mask)
+    for t in (0.0, 0.4):
+        lp, s = mix.log_prob(x, t, mask), mix.score(x, t, mask)
+        assert torch.equal(s[~keep], torch.zeros_like(s[~keep]))
+        for i, n in enumerate(sizes.tolist()):
+            mu = torch.stack([space.resize(m[None], 6)[0][keep[i]] for m in space.project(templates[n], None)])
+            plain = mf.GaussianMixture(mu, [0.3, 0.7], [0.4, 0.6], schedule=sched)
+            assert mu.shape[1] == 2 * n + 3 * n * (n - 1) // 2
+            assert abs(float(lp[i] - plain.log_prob(x[i][keep[i]][None], t))) < 1e-10, (n, t)
+            assert torch.allclose(s[i][keep[i]], plain.score(x[i][keep[i]][None], t)[0], atol=1e-10)
+
+
+def test_masked_mixture_templates_share_one_width():
+    with pytest.raises(ValueError, match=r"templates\[5\] must be \(1, 5, 3\) like templates\[3\]; got \(1, 5, 4\)"):
+        mf.CentredGaussianMixture({3: torch.zeros(1, 3, 3), 5: torch.zeros(1, 5, 4)}, [1.0])
+    graph = mf.MoleculeGraph(4, 2)
+    with pytest.raises(mf.ConventionError, match=r"templates\[5\].*\(batch, 5, 14\)"):
+        mf.CentredGaussianMixture({3: torch.zeros(1, 3, 10), 5: torch.zeros(1, 5, 12)}, [1.0], space=graph)
+    with pytest.raises(ValueError, match=r"templates\[5\] must be \(1, 5, channels\) with n <= max_nodes = 4"):
+        mf.CentredGaussianMixture({3: torch.zeros(1, 3, 10), 5: torch.zeros(1, 5, 14)}, [1.0], space=graph,
+                                  max_nodes=4)

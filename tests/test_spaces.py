@@ -221,3 +221,96 @@ def test_size_histograms_refuse_negative_counts_and_bad_keys():
         node_count_distribution([{}])
     with pytest.raises(ConventionError, match=r"x: node count 6 exceeds the model's 5 nodes"):
         size_histogram({6: 1}, max_nodes=5, what="x")
+
+
+def _graph_entries(n: int, n_max: int, f: int, b: int) -> torch.Tensor:
+    """(n_max, f + n_max b) bool, written out pair by pair: node channels of the n real nodes and
+    the b channels of each pair i < j < n, stored in row i at columns f + j b .. f + j b + b − 1."""
+    keep = torch.zeros(n_max, f + n_max * b, dtype=torch.bool)
+    keep[:n, :f] = True
+    for i in range(n):
+        for j in range(i + 1, n):
+            keep[i, f + j * b:f + (j + 1) * b] = True
+    return keep
+
+
+def test_molecule_graph_projection_dof_and_noise_once_per_pair():
+    from molfuse.spaces import MoleculeGraph
+
+    space, f, b = MoleculeGraph(4, 2), 4, 2
+    sizes = [3, 5, 8]
+    mask = _mask(sizes, 8)
+    keep = torch.stack([_graph_entries(n, 8, f, b) for n in sizes])
+    v = torch.randn(3, 8, space.width(8), dtype=torch.float64)
+    p = space.project(v, mask)
+    assert torch.equal(space.entries(v.shape, mask), keep)
+    assert torch.equal(p[~keep], torch.zeros_like(p[~keep]))  # lower triangle, diagonal, padding: zero
+    assert torch.equal(p[:, :, 3:][keep[:, :, 3:]], v[:, :, 3:][keep[:, :, 3:]])  # free channels kept as they are
+    com = (p[..., :3] * mask[..., None]).sum(1)
+    assert com.abs().max() < 1e-12  # positions centred over the real nodes
+    assert torch.allclose(space.project(p, mask), p, atol=1e-15)  # idempotent
+    assert torch.allclose((v * p).sum(), (p * p).sum())  # orthogonal: <v, Pv> = |Pv|^2
+    dof = [n * f - 3 + b * n * (n - 1) // 2 for n in sizes]
+    assert dof == [15, 37, 85] and space.dof(v.shape, mask).tolist() == dof
+    assert space.dof((2, 5, space.width(5))).tolist() == [37.0, 37.0]  # no mask: every node real
+    members = torch.stack([v, 2 * v], 1)  # (batch, K, N, W)
+    assert torch.allclose(space.project(members, mask)[:, 1], 2 * p, atol=1e-14)
+    z = space.noise((20000, 8, space.width(8)), _mask([5] * 20000, 8), torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    off = ~_graph_entries(5, 8, f, b)
+    assert torch.equal(z[:, off], torch.zeros_like(z[:, off]))
+    assert abs(float((z * z).sum((1, 2)).mean()) - 37) < 3 * (2 * 37 / 20000) ** 0.5  # E|z|^2 = D
+    pair = z[:, 1, f + 3 * b]  # channel 0 of the pair (1, 3): one unit normal, not two halves
+    assert abs(float(pair.var()) - 1) < 0.05
+
+
+def test_molecule_graph_inner_counts_each_free_pair_once():
+    from molfuse.spaces import MoleculeGraph
+
+    space = MoleculeGraph(4, 2)
+    mask = _mask([3, 5, 8], 8)
+    ones = torch.ones(3, 8, space.width(8), dtype=torch.float64)
+    assert torch.equal(space.sqnorm(ones, mask), space.dof(ones.shape, mask) + 3)  # + the 3 centred directions
+    assert torch.equal(space.sqnorm(ones[:1, :5, :space.width(5)]), torch.tensor([20.0 + 20.0], dtype=torch.float64))
+    a, c = (space.project(torch.randn(3, 8, space.width(8), dtype=torch.float64), mask) for _ in range(2))
+    exact = (a * c).flatten(1).sum(1)
+    assert torch.allclose(space.inner(a, c, mask), exact)
+    stacked = torch.stack([a, 3 * a], 1)
+    assert torch.allclose(space.inner(stacked, stacked, mask, lead=1)[:, 1], 9 * space.sqnorm(a, mask))
+
+
+def test_molecule_graph_checks_name_the_expected_width():
+    from molfuse.spaces import MoleculeGraph
+
+    space = MoleculeGraph(5, 4)
+    space.check((2, 6, 5 + 6 * 4), _mask([3, 6], 6))
+    with pytest.raises(ConventionError, match=r"\(batch, N, F \+ N·B\) = \(batch, 6, 29\): 5 node channels, then 4 "
+                                              r"pair channels for each of the 6 partners; got shape \(2, 6, 28\)"):
+        space.check((2, 6, 28), None)
+    with pytest.raises(ConventionError, match="got shape \\(2, 29\\)"):
+        space.check((2, 29), None)
+    with pytest.raises(ConventionError, match="bool"):
+        space.check((2, 6, 29), torch.ones(2, 6))
+    with pytest.raises(ConventionError, match="1 samples have no real node"):
+        space.check((2, 6, 29), _mask([0, 2], 6))
+    for bad in ((3, 0), (2, 4), (5, 4, -1), (5.0, 4), (5, True)):
+        with pytest.raises(ConventionError, match="MoleculeGraph takes channel counts"):
+            MoleculeGraph(*bad)
+
+
+def test_molecule_graph_config_round_trip_equality_and_resize():
+    from molfuse.spaces import MoleculeGraph
+
+    space = MoleculeGraph(9, 5)
+    assert space.config() == {"kind": "molecule_graph", "node_channels": 9, "pair_channels": 5, "centred": 3}
+    again = space_from_config(space.config())
+    assert again == space and hash(again) == hash(space) and isinstance(again, MoleculeGraph)
+    assert MoleculeGraph(9, 4) != space and MoleculeGraph(9, 5, centred=0) != space and PointCloud(3) != space
+    with pytest.raises(ConventionError, match="MoleculeGraph takes channel counts"):
+        space_from_config({"kind": "molecule_graph", "node_channels": 2, "pair_channels": 5})
+    small = space.project(torch.randn(2, 3, space.width(3), dtype=torch.float64), None)
+    big = space.resize(small, 6)  # a 3-node template in a 6-node batch: the pair (i, j) keeps its place
+    assert big.shape == (2, 6, space.width(6)) and torch.equal(space.resize(big, 3), small)
+    assert torch.equal(space.unpack(big)[2][:, :3, :3], space.unpack(small)[2])
+    assert torch.allclose(space.project(big, _mask([3, 3], 6)), big, atol=1e-15)  # on the 3-node subspace
+    assert space.sqnorm(big, _mask([3, 3], 6)).allclose(space.sqnorm(small))

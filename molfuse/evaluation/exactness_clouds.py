@@ -3,11 +3,14 @@
 The members are :class:`~molfuse.models.CentredGaussianMixture` models on a masked space, so
 every estimate has an exact value per size: the Itô log q and the ODE likelihood (which see
 the degrees of freedom ``D = space.dof``), OR proportions, AND balance, barycenter weights and
-the FKC product's mode mass. Two kinds of states (:class:`States`):
+the FKC product's mode mass. Three kinds of states (:class:`States`):
 
 - :data:`CLOUDS`: centred 3-D point clouds of 3, 5 and 8 nodes (padded to 8), ``D = 3(n − 1)``;
 - :data:`CHAINS`: per-residue (cos θ, sin θ, cos τ, sin τ) rows of chains of 5, 8 and 12
-  residues (padded to 12) on ``Chain(CHAIN_TRIMS)``, the protein angle state, ``D = 4n − 10``.
+  residues (padded to 12) on ``Chain(CHAIN_TRIMS)``, the protein angle state, ``D = 4n − 10``;
+- :data:`GRAPHS`: molecule graphs of 3, 5 and 8 atoms (padded to 8) on ``MoleculeGraph(4, 2)``:
+  centred positions, one atom channel and two bond channels per unordered pair, rows
+  (batch, 8, 4 + 8·2), ``D = 4n − 3 + n(n − 1)`` (15 / 37 / 85).
 
 Each function returns one row per size, its ``dof`` column from the members' space. ``space=``
 swaps in another state space for the sampler (the tests pass deliberately broken ones — a wrong
@@ -31,58 +34,70 @@ from ..fusion import fit_barycenter_weights, fkc_sample, superpose
 from ..models import CentredGaussianMixture
 from ..sampling import sample
 from ..schedules import Schedule, VPSchedule
-from ..spaces import Chain, PointCloud, Space
+from ..spaces import Chain, MoleculeGraph, PointCloud, Space
 
-__all__ = ["States", "CLOUDS", "CHAINS", "CHAIN_TRIMS", "SIZES", "cloud_members", "size_masks", "off_subspace",
-           "ito_by_size", "likelihood_by_size", "or_by_size", "and_by_size", "barycenter_by_size", "fkc_by_size"]
+__all__ = ["States", "CLOUDS", "CHAINS", "GRAPHS", "CHAIN_TRIMS", "SIZES", "cloud_members", "size_masks",
+           "off_subspace", "ito_by_size", "likelihood_by_size", "or_by_size", "and_by_size", "barycenter_by_size",
+           "fkc_by_size"]
 
 
 @dataclass(frozen=True)
 class States:
     """The masked states a check runs on: the members' space, the sizes mixed in one padded
-    batch (nodes or residues), the channels per node, and the label the ``check`` column carries."""
+    batch (nodes or residues), the channels per node (and per partner node, for pair features),
+    and the label the ``check`` column carries."""
 
     space: Space
     sizes: tuple[int, ...]
     channels: int
     label: str
+    pair_channels: int = 0
 
     @property
     def max_nodes(self) -> int:
         return max(self.sizes)
 
+    def width(self, n: int) -> int:
+        """Channels per row of a state of n nodes (``F + n·B`` with pair features)."""
+        return self.channels + n * self.pair_channels
+
 
 CHAIN_TRIMS = ((1, 1), (1, 1), (1, 2), (1, 2))  # Cα bond angles θ_1..θ_{n−2}, dihedrals τ_1..τ_{n−3}
 CLOUDS = States(PointCloud(3), (3, 5, 8), 3, "cloud")
 CHAINS = States(Chain(CHAIN_TRIMS), (5, 8, 12), 4, "chain")
+GRAPHS = States(MoleculeGraph(node_channels=4, pair_channels=2), (3, 5, 8), 4, "graph", pair_channels=2)
 SIZES = CLOUDS.sizes
 T_END_FKC = 1e-3
 
 
-def _templates(k: int, sizes: Sequence[int], channels: int, seed: int, spread: float, shift: float = 0.0) -> dict:
+def _templates(k: int, sizes: Sequence[int], channels: int, seed: int, spread: float, shift: float = 0.0,
+               pair_channels: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     out = {}
     for n in sizes:
-        mu = spread * torch.randn(k, n, channels, generator=g, dtype=torch.float64)
+        mu = spread * torch.randn(k, n, channels + n * pair_channels, generator=g, dtype=torch.float64)
         mu[..., 0] += shift * torch.linspace(-1, 1, n, dtype=torch.float64)  # stretched along channel 0
         out[n] = mu
     return out
 
 
 def cloud_members(schedule: Schedule | None = None, sizes: Sequence[int] = SIZES, channels: int = 3,
-                  seed: int = 0, space: Space | None = None) -> tuple[CentredGaussianMixture, CentredGaussianMixture]:
+                  seed: int = 0, space: Space | None = None,
+                  pair_channels: int = 0) -> tuple[CentredGaussianMixture, CentredGaussianMixture]:
     """Two members: ``a`` (two components, variances 0.3 / 0.5) and ``b`` (one, stretched, 0.4),
-    on ``space`` (default centred point clouds)."""
+    on ``space`` (default centred point clouds; ``pair_channels`` B widens a size-n template to
+    ``channels + n·B`` for molecule graphs)."""
     schedule = schedule or VPSchedule()
-    a = CentredGaussianMixture(_templates(2, sizes, channels, seed, 1.0), [0.3, 0.5], [0.6, 0.4], schedule=schedule,
-                               name="a", max_nodes=max(sizes), space=space)
-    b = CentredGaussianMixture(_templates(1, sizes, channels, seed + 1, 0.5, shift=2.5), [0.4], schedule=schedule,
-                               name="b", max_nodes=max(sizes), space=space)
+    a = CentredGaussianMixture(_templates(2, sizes, channels, seed, 1.0, pair_channels=pair_channels), [0.3, 0.5],
+                               [0.6, 0.4], schedule=schedule, name="a", max_nodes=max(sizes), space=space)
+    b = CentredGaussianMixture(_templates(1, sizes, channels, seed + 1, 0.5, shift=2.5, pair_channels=pair_channels),
+                               [0.4], schedule=schedule, name="b", max_nodes=max(sizes), space=space)
     return a, b
 
 
 def _members(states: States) -> tuple[CentredGaussianMixture, CentredGaussianMixture]:
-    return cloud_members(sizes=states.sizes, channels=states.channels, space=states.space)
+    return cloud_members(sizes=states.sizes, channels=states.channels, space=states.space,
+                         pair_channels=states.pair_channels)
 
 
 def size_masks(n: int, sizes: Sequence[int], max_nodes: int) -> Tensor:
@@ -208,7 +223,8 @@ def barycenter_by_size(lam: Sequence[float] = (0.2, 0.5, 0.3), n: int = 1200, n_
     ``N(Σ λ_i μ_i(n), c I)`` (per size) is the target (MATH §2): one fit per size and one on
     the mixed-size batch (``nodes = 0``)."""
     schedule = VPSchedule()
-    members = [CentredGaussianMixture(_templates(1, states.sizes, states.channels, seed + 10 + i, 1.5), [0.5],
+    members = [CentredGaussianMixture(_templates(1, states.sizes, states.channels, seed + 10 + i, 1.5,
+                                                 pair_channels=states.pair_channels), [0.5],
                                       schedule=schedule, name=f"g{i}", space=states.space) for i in range(3)]
     lam_t = torch.tensor(lam, dtype=torch.float64)
     target = CentredGaussianMixture({s: sum(w * m.means(s) for w, m in zip(lam_t, members)) for s in states.sizes},
@@ -232,7 +248,7 @@ def _product_members(states: States) -> tuple[CentredGaussianMixture, CentredGau
     depends on D through the mode variances (``v^{D/2}``), so every size has its own answer."""
     us = {}
     for n in states.sizes:
-        u = torch.randn(1, n, states.channels, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        u = torch.randn(1, n, states.width(n), generator=torch.Generator().manual_seed(n), dtype=torch.float64)
         u = states.space.project(u, None)[0]
         us[n] = u / u.norm()
     a = CentredGaussianMixture({n: torch.stack([2.0 * u, -2.0 * u]) for n, u in us.items()}, [0.3, 0.6], [0.5, 0.5],
@@ -277,7 +293,7 @@ def fkc_by_size(n: int = 600, steps: int = 200, seed: int = 0, corrected: bool =
     got = r.mask.sum(1)
     u = torch.zeros_like(r.x)
     for size, un in us.items():
-        u[got == size, :size] = un
+        u[got == size] = a.space.resize(un, a.max_nodes)
     side = (a.space.inner(r.x, u, r.mask) > 0).double()
     kept = mask.sum(1)[r.ancestors] == got
     dof = a.space.dof(r.x.shape, r.mask)
