@@ -3,14 +3,16 @@
 ``register()`` adds modality ``molecules``: architecture ``molecule_e3nn`` (:mod:`.net`, an
 E(3)-equivariant e3nn network over positions and types), data kind ``qm9`` (:mod:`.data`:
 padded, centred atoms with implicit or explicit hydrogens, optional RDKit property
-conditions), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
+conditions), data kind ``qm9_graphs`` (:mod:`.graph_data`: heavy atoms with Kekulé bond
+orders on atom pairs in the state, on a molecule-graph space), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
 diversity, property hit rates, FCD; its ``evaluation:`` schema in :mod:`.schema`), the report
 ``reference`` (real test molecules scored alike, beside the EDM paper's rows), the
 ``.sdf`` / ``.smi`` / ``.png`` sample writers, and ``set_distance`` (:mod:`.fidelity`: property
 Wasserstein-1 distances between two methods' molecules, for the campaign's ``fidelity``
 report). Data: QM9 from the ``qm9pack`` wheel, or the shipped subset
 ``data/molecules/qm9_small.npz`` (:mod:`.qm9`). Bond inference and its check on real
-molecules: :mod:`.bonds`, :mod:`.validation`.
+molecules: :mod:`.bonds`, :mod:`.validation`; bond graphs of QM9 and molecules built from bonds:
+:mod:`.qm9_graphs`, :mod:`.graphs`.
 Needs ``pip install 'molfuse[molecules]'`` (rdkit, e3nn, safetensors).
 """
 
@@ -29,6 +31,10 @@ from ... import plugins  # noqa: E402
 from ...errors import CheckpointError  # noqa: E402
 from .bonds import bond_orders, stability, to_molecule  # noqa: E402
 from .data import DATA_KIND, decode, encode, normalisation_for  # noqa: E402
+from .graph_data import DATA_KIND as GRAPH_DATA_KIND  # noqa: E402
+from .graph_data import graph_summary, graph_table  # noqa: E402
+from .graphs import geometry_agrees, graph_molecule  # noqa: E402
+from .qm9_graphs import bond_graphs  # noqa: E402
 from .elements import HEAVY, WITH_H  # noqa: E402
 from .evaluate import EVALUATOR, write_grid, write_sdf_samples, write_smiles_samples  # noqa: E402
 from .io import parse_smiles, read_sdf, read_smiles, write_sdf, write_smiles  # noqa: E402
@@ -39,8 +45,8 @@ from .reports import REFERENCE, reference_metrics  # noqa: E402
 from .fidelity import set_distance  # noqa: E402
 
 __all__ = ["MODALITY", "register", "bond_orders", "stability", "to_molecule", "decode", "encode",
-           "normalisation_for", "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf",
-           "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
+           "normalisation_for", "graph_table", "graph_summary", "geometry_agrees", "graph_molecule", "bond_graphs",
+           "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf", "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
            "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics", "set_distance"]
 
 
@@ -69,7 +75,7 @@ def _check_card(card: Mapping[str, Any]) -> None:
 MODALITY = plugins.Modality(
     name="molecules", requires=REQUIRES, extra=EXTRA,
     description="small molecules in 3-D (QM9 chemistry), judged by RDKit",
-    architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND}, evaluator=EVALUATOR,
+    architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND, "qm9_graphs": GRAPH_DATA_KIND}, evaluator=EVALUATOR,
     reports={"reference": REFERENCE},
     writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card,
     set_distance=set_distance)
