@@ -57,11 +57,37 @@ def _net(**config: Any):
     return MoleculeScoreNet(**config)
 
 
+def _check_graph_card(card: Mapping[str, Any]) -> None:
+    """Bond-graph cards (kind ``qm9_graphs``): normalisation {alphabet, bond_orders, type_scale,
+    bond_scale}, space MoleculeGraph(3 + T, B), shape (N, 3 + T + B·N)."""
+    norm, space = card["normalisation"], card["space"]
+    scales = [norm.get(k) for k in ("type_scale", "bond_scale")]
+    if not isinstance(norm.get("alphabet"), list) or not isinstance(norm.get("bond_orders"), list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales):
+        raise CheckpointError(f"a molecule-graph card needs normalisation {{alphabet, bond_orders, type_scale, "
+                              f"bond_scale}}; got {dict(norm)}")
+    t, b = len(norm["alphabet"]), len(norm["bond_orders"])
+    if space.get("node_channels") != 3 + t or space.get("pair_channels") != b:
+        raise CheckpointError(f"space {dict(space)} does not fit 3 positions + {t} types per atom and {b} bond "
+                              f"orders per pair")
+    n = card["shape"][0] if len(card["shape"]) == 2 else None
+    if n is None or list(card["shape"]) != [n, 3 + t + b * n]:
+        raise CheckpointError(f"shape {card['shape']} does not fit (N, 3 + {t} + {b}·N): positions, types, then "
+                              f"{b} bond channels per partner")
+    if isinstance(norm.get("max_atoms"), int) and n > norm["max_atoms"]:
+        raise CheckpointError(f"shape {card['shape']}: {n} atoms per molecule, but the normalisation's max_atoms is "
+                              f"{norm['max_atoms']}")
+
+
 def _check_card(card: Mapping[str, Any]) -> None:
-    """Molecule cards: point-cloud space, normalisation {alphabet, hydrogens, type_scale}, shape (N, 3 + T)."""
+    """Molecule cards: point-cloud space, normalisation {alphabet, hydrogens, type_scale}, shape (N, 3 + T);
+    or a molecule-graph space (:func:`_check_graph_card`)."""
     norm = card["normalisation"]
+    if card.get("space", {}).get("kind") == "molecule_graph":
+        return _check_graph_card(card)
     if card.get("space", {}).get("kind") != "point_cloud":
-        raise CheckpointError(f"a molecules card lives on a point_cloud space; got {card.get('space')}")
+        raise CheckpointError(f"a molecules card lives on a point_cloud or molecule_graph space; got "
+                              f"{card.get('space')}")
     if not isinstance(norm.get("alphabet"), list) or norm.get("hydrogens") not in ("implicit", "explicit") \
             or not isinstance(norm.get("type_scale"), (int, float)):
         raise CheckpointError(f"a molecules card needs normalisation {{alphabet, hydrogens, type_scale}}; got {dict(norm)}")

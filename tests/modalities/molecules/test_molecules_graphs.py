@@ -213,3 +213,19 @@ def test_data_kind_records_scales_counts_and_drops(graph_cache):
 def test_data_kind_refuses_bad_fields(spec, match, graph_cache):
     with pytest.raises(ValueError, match=match):
         _build(**spec)
+
+
+def test_a_graph_card_is_checked_against_its_space(graph_cache):
+    from molfuse.errors import CheckpointError
+    from molfuse.modalities.molecules import MODALITY
+
+    td = _build(n=8)
+    card = {"modality": "molecules", "space": td.space, "normalisation": td.normalisation, "shape": [9, 43]}
+    MODALITY.check_card(card)
+    for bad, match in [({"shape": [9, 40]}, r"does not fit \(N, 3 \+ 4 \+ 4·N\)"),
+                       ({"shape": [10, 47]}, "max_atoms is 9"),
+                       ({"space": {**td.space, "pair_channels": 5}}, "4 bond orders per pair"),
+                       ({"normalisation": {**td.normalisation, "bond_scale": None}}, "bond_scale"),
+                       ({"space": {"kind": "euclidean"}}, "point_cloud or molecule_graph")]:
+        with pytest.raises(CheckpointError, match=match):
+            MODALITY.check_card({**card, **bad})
