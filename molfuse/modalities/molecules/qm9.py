@@ -31,7 +31,7 @@ from ...base.provenance import REPO_ROOT, VERSION, now
 from ...errors import DataError
 from .elements import WITH_H
 
-__all__ = ["QM9", "load_qm9", "load_small", "split", "full_available", "PROPERTIES", "SMALL_PATH", "SPLIT_SEED",
+__all__ = ["QM9", "load_qm9", "load_small", "split", "full_available", "cache_dir", "PROPERTIES", "SMALL_PATH", "SPLIT_SEED",
            "SPLIT_SIZES", "QM9_HINT"]
 
 # name -> (qm9pack column, unit); the 12 standard QM9 targets used in the literature
@@ -122,9 +122,13 @@ def _parse() -> QM9:
                pos, props)
 
 
+def cache_dir() -> Path:
+    """Where parsed data is cached: ``$MOLFUSE_CACHE``, else ``~/.cache/molfuse``."""
+    return Path(os.environ.get("MOLFUSE_CACHE", Path.home() / ".cache" / "molfuse"))
+
+
 def _cache_path() -> Path:
-    root = Path(os.environ.get("MOLFUSE_CACHE", Path.home() / ".cache" / "molfuse"))
-    return root / f"qm9_processed_v1_{VERSION}.npz"
+    return cache_dir() / f"qm9_processed_v1_{VERSION}.npz"
 
 
 def load_qm9(cache: bool = True) -> QM9:
