@@ -16,8 +16,8 @@ EQGAT-diff), dense over the fully connected graph of each molecule's real atoms:
 - each layer, with ``d_ij = |x_i − x_j|`` and a Gaussian basis ``r_ij`` of it:
   ``m_ij = φ_m(A LN(h)_i + B LN(h)_j + C LN(e)_ij + R r_ij)`` (a message j -> i),
   ``s_ij = m_ij + m_ji`` (symmetric),
-  ``h_i += φ_h([LN(h)_i, mean_j m_ij, c])``, ``e_ij += φ_e(s_ij)``,
-  ``x_i += mean_j (x_i − x_j) / (d_ij + 1) · φ_x(s_ij)``;
+  ``h_i += φ_h([LN(h)_i, mean_j m_ij, c])``, and with ``u_ij = silu(W_u s_ij)`` (width E)
+  ``e_ij += W_e u_ij``, ``x_i += mean_j (x_i − x_j) / (d_ij + 1) · w_x·u_ij``;
 - read-out: positions ``x_L − x_0`` (eps) or ``x_L`` (x0), types ``W LN(h)``, pairs ``W LN(e)``
   (symmetric, then stored in the upper triangle); everything projected on the space.
 
@@ -42,6 +42,20 @@ the input plus a learned correction, so it starts at ``x0_hat = x_t``.
 
 Conditioning (optional): ``cond`` (batch, k) or (1, k) property targets in physical units, NaN =
 no condition (learned null embedding, classifier-free dropout), as in ``molecule_e3nn``.
+
+Speed (``bench/molecule_graph_net_speed.py``, measured 2026-12-07, 1 thread, torch 2.13 CPU, load
+average ~4 on 2 cores, so read the CPU column): forward + backward + Adam of ``denoising_loss`` at
+batch 64, N = 9 heavy atoms all real, 4 types, 4 bond channels; the nets timed in turns::
+
+    net (width/pair_width/layers)   params  ms/step wall  ms/step CPU
+    egnn 64/32/4 (default)          148780         133.2         88.4
+    egnn 32/16/3                     30347          66.5         44.5
+    egnn 128/64/6                   852686         469.5        307.4
+    e3nn 32/8/1/3 (point cloud)      27896         121.0         81.0
+    e3nn 64/16/1/4 (qm9_uncond's)   137808         292.7        187.9
+
+At equal parameter count the EGNN step costs about half the e3nn one, although it also carries
+the N² pair features; the cost is in the dense (batch, N, N, width) message and pair MLPs.
 """
 
 from __future__ import annotations
@@ -78,10 +92,10 @@ class _Layer(nn.Module):
         self.pair, self.radial = nn.Linear(pair_width, width, bias=False), nn.Linear(radial_basis, width, bias=False)
         self.message = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU())
         self.node = _mlp(3 * width, width, width)
-        self.edge = _mlp(width, width, pair_width)
-        self.coord = _mlp(width, width, 1)
-        nn.init.zeros_(self.coord[2].weight)  # positions start unchanged
-        nn.init.zeros_(self.coord[2].bias)
+        self.pair_hidden = nn.Sequential(nn.Linear(width, pair_width), nn.SiLU())  # shared by φ_e and φ_x
+        self.edge, self.coord = nn.Linear(pair_width, pair_width), nn.Linear(pair_width, 1)
+        nn.init.zeros_(self.coord.weight)  # positions start unchanged
+        nn.init.zeros_(self.coord.bias)
 
     def forward(self, h: Tensor, e: Tensor, x: Tensor, c: Tensor, rbf: Tensor, dist: Tensor,
                 weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -93,9 +107,10 @@ class _Layer(nn.Module):
         s = m + m.transpose(1, 2)  # symmetric in (i, j), exactly
         agg = (m * weight[..., None]).sum(2)
         h = h + self.node(torch.cat([hn, agg, c[:, None].expand_as(hn)], -1))
-        e = e + self.edge(s)
+        u = self.pair_hidden(s)
+        e = e + self.edge(u)
         rel = (x[:, :, None] - x[:, None]) / (dist[..., None] + 1.0)  # x_i − x_j, bounded
-        x = x + (rel * (self.coord(s) * weight[..., None])).sum(2)
+        x = x + (rel * (self.coord(u) * weight[..., None])).sum(2)
         return h, e, x
 
 

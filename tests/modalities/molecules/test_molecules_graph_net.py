@@ -11,7 +11,7 @@ pytest.importorskip("e3nn")  # the molecules modality needs it at import
 
 from molfuse import MoleculeGraph, VPSchedule  # noqa: E402
 from molfuse.losses import denoising_loss  # noqa: E402
-from molfuse.modalities.molecules import MODALITY  # noqa: E402
+from molfuse.nets import build  # noqa: E402
 from molfuse.modalities.molecules.graph_net import GraphScoreNet  # noqa: E402
 from molfuse.pairs import pack, unpack  # noqa: E402
 
@@ -213,8 +213,17 @@ def test_architecture_card_round_trip_and_registration():
     net, (x, t, mask) = make_net(num_properties=2, dtype=torch.float32), make_batch(dtype=torch.float32)
     arch = json.loads(json.dumps(net.architecture))
     assert arch["name"] == "molecule_graph_egnn" and net.space == SPACE and net.prediction == "eps"
-    copy = MODALITY.architectures[arch["name"]](**arch["config"])
+    copy = build(arch["name"], arch["config"])  # registered by the molecules modality
     copy.load_state_dict(net.state_dict())
     cond = torch.tensor([[1.0, float("nan")]])
     with torch.no_grad():
         torch.testing.assert_close(copy(x, t, cond, mask), net(x, t, cond, mask), atol=0, rtol=0)
+
+
+def test_a_fresh_net_starts_at_eps_zero_or_at_x0_equal_to_its_input():
+    (x, t, mask) = make_batch()
+    with torch.no_grad():
+        eps = make_net("eps", trained_look=False)(x, t, mask=mask)
+        x0 = make_net("x0", trained_look=False)(x, t, mask=mask)
+    assert torch.equal(eps, torch.zeros_like(eps))
+    torch.testing.assert_close(x0, x, atol=1e-12, rtol=0)
