@@ -38,7 +38,11 @@ Why eps by default: the core converts either prediction (:mod:`molfuse.convert`)
 minimiser), so the choice is only the parameterisation. eps mirrors the point-cloud member
 (``molecule_e3nn``) and, with zero-initialised read-outs, starts at ``eps_hat = 0`` (loss 1 per
 degree of freedom). ``prediction="x0"`` predicts the clean molecule (the JODO / MiDi choice) as
-the input plus a learned correction, so it starts at ``x0_hat = x_t``.
+the input plus a learned correction, so it starts at ``x0_hat = x_t``. One measurement (synthetic
+zig-zag chains of 3–9 atoms, default config, batch 64, Adam 1e-3, one seed, held-out
+``denoising_loss``): eps 1.00 -> 0.124 / 0.091 / 0.081 after 100 / 200 / 300 steps; x0 0.30 ->
+0.178 / 0.230 / 0.103, i.e. x0 starts lower but trains less steadily under this loss (its own error
+is weighted by ``α_t² / σ_t²``). Not yet measured on QM9.
 
 Conditioning (optional): ``cond`` (batch, k) or (1, k) property targets in physical units, NaN =
 no condition (learned null embedding, classifier-free dropout), as in ``molecule_e3nn``.
