@@ -1,7 +1,8 @@
 """Small molecules (QM9 chemistry: H, C, N, O, F): 3-D equivariant score models, fused and judged.
 
-``register()`` adds modality ``molecules``: architecture ``molecule_e3nn`` (:mod:`.net`, an
-E(3)-equivariant e3nn network over positions and types), data kind ``qm9`` (:mod:`.data`:
+``register()`` adds modality ``molecules``: architectures ``molecule_e3nn`` (:mod:`.net`, an
+E(3)-equivariant e3nn network over positions and types) and ``molecule_graph_egnn``
+(:mod:`.graph_net`, an EGNN over positions, types and bond channels), data kind ``qm9`` (:mod:`.data`:
 padded, centred atoms with implicit or explicit hydrogens, optional RDKit property
 conditions), data kind ``qm9_graphs`` (:mod:`.graph_data`: heavy atoms with Kekulé bond
 orders on atom pairs in the state, on a molecule-graph space), the evaluator (:mod:`.evaluate`: validity, uniqueness, novelty, stability,
@@ -57,6 +58,13 @@ def _net(**config: Any):
     return MoleculeScoreNet(**config)
 
 
+def _graph_net(**config: Any):
+    """Architecture ``molecule_graph_egnn`` (:mod:`.graph_net`, imported on first use)."""
+    from .graph_net import GraphScoreNet
+
+    return GraphScoreNet(**config)
+
+
 def _check_graph_card(card: Mapping[str, Any]) -> None:
     """Bond-graph cards (kind ``qm9_graphs``): normalisation {alphabet, bond_orders, type_scale,
     bond_scale}, space MoleculeGraph(3 + T, B), shape (N, 3 + T + B·N)."""
@@ -101,7 +109,8 @@ def _check_card(card: Mapping[str, Any]) -> None:
 MODALITY = plugins.Modality(
     name="molecules", requires=REQUIRES, extra=EXTRA,
     description="small molecules in 3-D (QM9 chemistry), judged by RDKit",
-    architectures={"molecule_e3nn": _net}, data_kinds={"qm9": DATA_KIND, "qm9_graphs": GRAPH_DATA_KIND}, evaluator=EVALUATOR,
+    architectures={"molecule_e3nn": _net, "molecule_graph_egnn": _graph_net},
+    data_kinds={"qm9": DATA_KIND, "qm9_graphs": GRAPH_DATA_KIND}, evaluator=EVALUATOR,
     reports={"reference": REFERENCE},
     writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card,
     set_distance=set_distance)
