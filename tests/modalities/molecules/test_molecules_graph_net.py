@@ -227,3 +227,18 @@ def test_a_fresh_net_starts_at_eps_zero_or_at_x0_equal_to_its_input():
         x0 = make_net("x0", trained_look=False)(x, t, mask=mask)
     assert torch.equal(eps, torch.zeros_like(eps))
     torch.testing.assert_close(x0, x, atol=1e-12, rtol=0)
+
+
+def test_a_tiny_graph_member_trains_through_molfuse_train_and_loads(tmp_path):
+    """The data kind qm9_graphs, the net molecule_graph_egnn and the card check, end to end."""
+    from molfuse.training import load_model, train_from_workflow
+
+    wf = {"name": "tiny_graph", "seed": 0, "output": str(tmp_path / "train"),
+          "architecture": {"name": "molecule_graph_egnn",
+                           "config": {"node_channels": 7, "pair_channels": 4, "width": 16, "pair_width": 8,
+                                      "layers": 1}},
+          "data": {"kind": "qm9_graphs", "n": 32},
+          "train": {"steps": 3, "batch_size": 8, "log_every": 1, "checkpoint_every": 3, "threads": 1}}
+    res = train_from_workflow(wf, progress=False, verbose=False)
+    model = load_model(res.checkpoint)
+    assert model.space.config()["kind"] == "molecule_graph" and res.card["shape"] == [9, 7 + 4 * 9]
