@@ -170,7 +170,8 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
         bins = np.histogram_bin_edges(data, bins=20)
         ax.hist(data, bins=bins, density=True, color="0.8", label="real test")
         for name, t in tables.items():
-            ax.hist(t[prop].dropna(), bins=bins, density=True, histtype="step", lw=1.2, label=name)
+            if t[prop].notna().any():  # a method without valid molecules has no histogram to draw
+                ax.hist(t[prop].dropna(), bins=bins, density=True, histtype="step", lw=1.2, label=name)
         if prop in s["targets"]:
             ax.axvline(s["targets"][prop]["value"], color="k", ls="--", lw=1)
         ax.set_title(prop)
