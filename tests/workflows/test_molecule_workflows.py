@@ -74,6 +74,7 @@ def test_the_graph_training_workflow_validates():
     assert GraphScoreNet(**wf.architecture["config"]).space.config() == space_for().config()  # defaults fit the data
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. properties.png with a method without valid molecules
 def test_the_graph_workflow_runs_on_a_tiny_graph_member(tmp_path):
     """unconditional_qm9_graph.yaml pointed at tiny graph members trained here: single, OR and AND,
     each sample judged by the bonds it drew, every file and column in place."""
