@@ -15,6 +15,13 @@ fragmented sample's loose atoms (an O, an N) add nothing; ``connected`` counts h
 The reference molecules behind novelty, FCD and ``properties.png`` (full QM9 or the shipped
 subset) are named in ``provenance.json`` (``evaluation``) and in ``summary.md``; a fallback of
 ``reference_source: auto`` to the subset is said in bold.
+
+Members on a molecule-graph space (``bond_orders`` in the card's normalisation) are judged by the
+bonds they drew: :func:`~.graph_data.judge_states` reads each free pair's bond order by argmax and
+builds the molecule from those bonds (the SDF holds them), never from distances; no valence guard.
+Their rows add ``geometry_agrees`` / ``connectivity_agrees`` (does the EDM distance rule, with
+``evaluation.margins``, recover the bond orders / the bonded pairs from the sample's coordinates),
+averaged over valid molecules in ``metrics.csv``; ``evaluation.bonds: rdkit`` is refused for them.
 """
 
 from __future__ import annotations
