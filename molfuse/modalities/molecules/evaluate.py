@@ -15,6 +15,13 @@ fragmented sample's loose atoms (an O, an N) add nothing; ``connected`` counts h
 The reference molecules behind novelty, FCD and ``properties.png`` (full QM9 or the shipped
 subset) are named in ``provenance.json`` (``evaluation``) and in ``summary.md``; a fallback of
 ``reference_source: auto`` to the subset is said in bold.
+
+Members on a molecule-graph space (``bond_orders`` in the card's normalisation) are judged by the
+bonds they drew: :func:`~.graph_data.judge_states` reads each free pair's bond order by argmax and
+builds the molecule from those bonds (the SDF holds them), never from distances; no valence guard.
+Their rows add ``geometry_agrees`` / ``connectivity_agrees`` (does the EDM distance rule, with
+``evaluation.margins``, recover the bond orders / the bonded pairs from the sample's coordinates),
+averaged over valid molecules in ``metrics.csv``; ``evaluation.bonds: rdkit`` is refused for them.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ...base.checks import fail
 from ...base.io import atomic_write
 from ...plugins import EvalContext, Evaluated, Evaluator, MethodRun
 from .data import decode, resolve_source
+from .graph_data import carries_bonds, graph_settings, judge_states
 from .io import write_sdf, write_smiles
-from .metrics import fcd, internal_diversity, molecule_table, settings, summary
+from .metrics import FINGERPRINT, fcd, internal_diversity, molecule_table, settings, summary
 from .properties import compute_properties
 from .schema import parse_evaluation
 
@@ -53,12 +62,19 @@ def reference(source: str, part: str) -> tuple[str, ...]:
 
 def _built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[str, Any] | None = None):
     """The run's molecules (per-molecule table, RDKit molecules), built once per run and bond
-    settings: the writers and the evaluator share them through ``run.cache``."""
+    settings: the writers and the evaluator share them through ``run.cache``. Molecule-graph
+    states (``bond_orders`` in the normalisation) are judged by the bonds they carry; point
+    clouds by bonds inferred from distances (``evaluation.bonds``)."""
     s = settings_ or run.cache.get("settings") or parse_evaluation({})
-    key = ("molecules", tuple(normalisation["alphabet"]), s["bonds"], tuple(s["margins"]))
+    graph = carries_bonds(normalisation)
+    key = ("graphs" if graph else "molecules", tuple(normalisation["alphabet"]), "state" if graph else s["bonds"],
+           tuple(s["margins"]))
     if key not in run.cache:
-        types, pos = decode(run.x, run.mask, normalisation)
-        run.cache[key] = molecule_table(types, pos, key[1], s["bonds"], key[3])
+        if graph:
+            run.cache[key] = judge_states(run.x, run.mask, normalisation, key[3])
+        else:
+            types, pos = decode(run.x, run.mask, normalisation)
+            run.cache[key] = molecule_table(types, pos, key[1], s["bonds"], key[3])
     return run.cache[key]
 
 
@@ -93,6 +109,9 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     table = pd.concat([table, own.drop(columns=["valid", "reason"]), props], axis=1)
     summ = summary(table, reference(s["reference_source"], "train") if s["novelty"] else None)
     row = {**summ, "diversity": internal_diversity(table.loc[ok, "smiles"])}
+    if "geometry_agrees" in table:  # molecule-graph states: do their coordinates carry their bonds?
+        for col in ("geometry_agrees", "connectivity_agrees"):
+            row[col] = float(table.loc[ok, col].astype(float).mean()) if ok.any() else math.nan
     hits = []
     for name, t in s["targets"].items():
         v = table[name].to_numpy(float)
@@ -158,7 +177,8 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
         bins = np.histogram_bin_edges(data, bins=20)
         ax.hist(data, bins=bins, density=True, color="0.8", label="real test")
         for name, t in tables.items():
-            ax.hist(t[prop].dropna(), bins=bins, density=True, histtype="step", lw=1.2, label=name)
+            if t[prop].notna().any():  # a method without valid molecules has no histogram to draw
+                ax.hist(t[prop].dropna(), bins=bins, density=True, histtype="step", lw=1.2, label=name)
         if prop in s["targets"]:
             ax.axvline(s["targets"][prop]["value"], color="k", ls="--", lw=1)
         ax.set_title(prop)
@@ -197,13 +217,35 @@ def _source(s: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _norms(ctx: EvalContext) -> dict[str, Mapping[str, Any]]:
+    """``"point_cloud"`` / ``"molecule_graph"`` -> the first member normalisation of that kind in the run."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for model in ctx.models.values():
+        norm = getattr(model, "normalisation", None) or {}
+        if "alphabet" in norm:
+            out.setdefault("molecule_graph" if carries_bonds(norm) else "point_cloud", norm)
+    return out
+
+
+def _infos(ctx: EvalContext) -> dict[str, dict[str, Any]]:
+    """Kind of member -> the settings that change its numbers (bond rule or bonds from the state, margins...)."""
+    s, out = ctx.settings, {}
+    for kind, norm in _norms(ctx).items():
+        out[kind] = (graph_settings(s["margins"], norm, ctx.n_samples) if kind == "molecule_graph" else
+                     settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples))
+        out[kind].update(fingerprint=FINGERPRINT, properties_of=PROPERTIES_OF)
+    return out
+
+
 def _provenance(ctx: EvalContext) -> dict:
-    """``provenance.json`` ``evaluation``: the settings that change the numbers, which reference
-    source was asked for and used, and each reference-dependent metric's reference molecules."""
-    s = ctx.settings
-    norm = next(iter(ctx.models.values())).normalisation
-    info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
-    return {"settings": {**info, "properties_of": PROPERTIES_OF}, "reference_source": _source(s), **_references(s)}
+    """``provenance.json`` ``evaluation``: the settings that change the numbers (``settings``; with
+    point-cloud and molecule-graph members in one run, the graphs' under ``graph_settings``), which
+    reference source was asked for and used, and each reference-dependent metric's reference molecules."""
+    s, infos = ctx.settings, _infos(ctx)
+    out = {"settings": infos.get("point_cloud") or infos.get("molecule_graph")}
+    if len(infos) > 1:
+        out["graph_settings"] = infos["molecule_graph"]
+    return {**out, "reference_source": _source(s), **_references(s)}
 
 
 _LABELS = {"novelty_reference": "novelty", "fcd_reference": "FCD", "properties_png_reference": "properties.png"}
@@ -222,27 +264,48 @@ def _reference_caveat(s: Mapping[str, Any]) -> str:
 
 
 def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
-    s = ctx.settings
-    norm = next(iter(ctx.models.values())).normalisation
-    info = settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples)
-    out = [_reference_caveat(s),
-           f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
-           f"{info['hydrogens']}; validity: {info['validity']}; diversity: 1 − mean Tanimoto, Morgan r=2, 2048 bits."]
-    if info["hydrogens"] == "implicit":
+    out, infos = [_reference_caveat(ctx.settings)], _infos(ctx)
+    if "point_cloud" in infos:
+        info = infos["point_cloud"]
+        out.append(f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
+                   f"{info['hydrogens']}; validity: {info['validity']}; diversity: 1 − mean Tanimoto, Morgan r=2, "
+                   f"2048 bits.")
+    if "molecule_graph" in infos:
+        info = infos["molecule_graph"]
+        out.append(f"Molecule-graph members are judged by the bonds they drew: {info['bonds']}, never inferred from "
+                   f"distances; no valence guard (an atom above its valence makes the sample invalid); validity: "
+                   f"{info['validity']}. `geometry_agrees`: share of valid molecules whose bond orders the EDM distance "
+                   f"rule (margins {info['margins_pm']} pm) recovers from their own coordinates; "
+                   f"`connectivity_agrees`: share whose bonded pairs it recovers.")
+    if any(i["hydrogens"] == "implicit" for i in infos.values()):
         out.append("Hydrogens are implicit: RDKit fills open valences, so validity is more lenient than the EDM "
                    "protocol's (explicit H) and atom / molecule stability are not defined.")
     return out
+
+
+def _check(ctx: EvalContext) -> None:
+    """Before sampling: ``evaluation.bonds: rdkit`` infers bonds from distances, which molecule-graph
+    members never need (their bonds are in the state)."""
+    if ctx.settings["bonds"] == "rdkit" and "molecule_graph" in _norms(ctx):
+        graphs = [n for n, m in ctx.models.items() if carries_bonds(getattr(m, "normalisation", None) or {})]
+        fail("evaluation.bonds", f"rdkit infers bonds from distances (explicit hydrogens), but members {graphs} "
+                                 f"carry their bonds in the state and are judged by them; use edm (the default)")
 
 
 NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
          "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
          "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
          "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
-         "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file.")
+         "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file. Molecule-graph members: "
+         "`geometry_agrees` / `connectivity_agrees`: share of valid molecules whose bond orders / bonded pairs the EDM "
+         "distance rule recovers from their coordinates.")
 
 EVALUATOR = Evaluator(
-    evaluate=_evaluate, parse=parse_evaluation, notes=NOTES, caveats=_caveats, figure=_figure, provenance=_provenance,
-    metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "atom_stability",
-                    "mol_stability", "diversity", "joint_hit", "fcd"),
-    sample_columns=("smiles", "n_atoms", "fragments", "atom_stability", "mol_stable"),
-    headline=("validity", "uniqueness", "novelty", "diversity", "atom_stability", "mol_stability", "joint_hit"))
+    evaluate=_evaluate, parse=parse_evaluation, check=_check, notes=NOTES, caveats=_caveats, figure=_figure,
+    provenance=_provenance,
+    metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "geometry_agrees",
+                    "connectivity_agrees", "atom_stability", "mol_stability", "diversity", "joint_hit", "fcd"),
+    sample_columns=("smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees", "atom_stability",
+                    "mol_stable"),
+    headline=("validity", "uniqueness", "novelty", "connected", "geometry_agrees", "diversity", "atom_stability",
+              "mol_stability", "joint_hit"))

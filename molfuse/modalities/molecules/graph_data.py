@@ -42,8 +42,8 @@ from .graphs import ORDERS, geometry_agrees, graph_molecule
 from .properties import PROPERTIES
 from .qm9_graphs import bond_graphs
 
-__all__ = ["encode", "decode", "graph_table", "graph_summary", "normalisation_for", "space_for", "qm9_graphs_data",
-           "DATA_KIND", "TYPE_SCALE", "BOND_SCALE"]
+__all__ = ["encode", "decode", "graph_table", "graph_summary", "judge_states", "carries_bonds", "graph_settings",
+           "normalisation_for", "space_for", "qm9_graphs_data", "DATA_KIND", "TYPE_SCALE", "BOND_SCALE"]
 
 TYPE_SCALE = 0.25
 BOND_SCALE = 1.0
@@ -191,6 +191,30 @@ def graph_summary(table: pd.DataFrame) -> dict:
             "connected": float((table["fragments"] == 1).mean()) if n else math.nan,
             "geometry_agrees": float(valid["geometry_agrees"].astype(float).mean()) if len(valid) else math.nan,
             "connectivity_agrees": float(valid["connectivity_agrees"].astype(float).mean()) if len(valid) else math.nan}
+
+
+def carries_bonds(normalisation: Mapping[str, Any]) -> bool:
+    """Whether a card's normalisation describes molecule-graph states (bond orders in the state),
+    whose samples are judged by the bonds they drew rather than by bonds inferred from distances."""
+    return "bond_orders" in normalisation
+
+
+def judge_states(x: Any, mask: Any, normalisation: Mapping[str, Any],
+                 margins: Sequence[float] = MARGINS) -> tuple[pd.DataFrame, list]:
+    """Molecule-graph states (n, N, 3 + T + B·N) and masks (n, N) -> :func:`graph_table` rows and
+    RDKit molecules: bonds read from each free pair's channels (argmax), never from distances;
+    ``margins`` (pm) only set the distance rule behind ``geometry_agrees``."""
+    types, positions, orders = decode(x, mask, normalisation)
+    return graph_table(types, positions, orders, normalisation["alphabet"], margins)
+
+
+def graph_settings(margins: Sequence[float], normalisation: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """The settings that change the numbers of molecule-graph samples, to store beside them."""
+    return {"bonds": f"from the state: argmax of each free pair's bond channels {list(normalisation['bond_orders'])}",
+            "valence_guard": "none", "geometry_rule": "edm", "margins_pm": list(margins),
+            "alphabet": list(normalisation["alphabet"]), "hydrogens": normalisation.get("hydrogens", "implicit"),
+            "n": n, "validity": "the molecule built from the state's bonds sanitises in RDKit (an over-valent atom "
+                                "fails); SMILES of the largest fragment"}
 
 
 FIELDS = {"source": "auto", "split": "train", "n": None, "seed": 0, "properties": [], "where": None,

@@ -1,5 +1,8 @@
 """The molecules modality's report ``reference``: real held-out molecules scored by the same
-evaluator settings, so every method's row has the data's row beside it (and the EDM paper's)."""
+evaluator settings, so every method's row has the data's row beside it (and the EDM paper's).
+Point-cloud members get the real molecules' 3-D atoms judged with the distance rule; molecule-graph
+members get the real molecules' bond-graph states (data kind ``qm9_graphs``) judged by the bonds in
+the state, as their samples are; a run with both kinds gets both rows."""
 
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from ...plugins import Report
 from .data import qm9_source, resolve_source
 from .elements import HEAVY, MARGINS, WITH_H
 from .evaluate import reference, reference_set
+from .graph_data import carries_bonds, encode, judge_states, normalisation_for
 from .metrics import fcd, internal_diversity, molecule_table, summary
+from .qm9_graphs import bond_graphs
 from .schema import check_reference_source
 
-__all__ = ["REFERENCE", "EDM_ROWS", "reference_metrics", "fcd_floor"]
+__all__ = ["REFERENCE", "EDM_ROWS", "reference_metrics", "reference_graph_metrics", "fcd_floor"]
 
 # Hoogeboom et al. 2022 (EDM), QM9 with explicit hydrogens, 10,000 samples
 EDM_ROWS = pd.DataFrame([
@@ -50,6 +55,27 @@ def reference_metrics(n: int = 1000, hydrogens: str = "implicit", source: str = 
     return {"method": f"real {name} test ({len(data)}, {hydrogens} H)", "n": len(data), **row}
 
 
+def reference_graph_metrics(n: int = 1000, source: str = "auto", seed: int = 0, margins=MARGINS) -> dict:
+    """As :func:`reference_metrics` for molecule-graph members: ``n`` real test molecules drawn
+    alike, those with a bond graph (:func:`~.qm9_graphs.bond_graphs`; the others are counted in
+    ``n_without_graph``) encoded as graph states and judged by the bonds in the state, with
+    ``geometry_agrees`` / ``connectivity_agrees`` (does the distance rule recover them)."""
+    test = qm9_source(source)["test"]
+    idx = np.sort(np.random.default_rng(seed).choice(len(test), min(n, len(test)), replace=False))
+    graphs = bond_graphs(test.take(idx))
+    norm = normalisation_for()
+    x, mask = encode(graphs.types, graphs.positions, graphs.orders, len(norm["alphabet"]))
+    table, _ = judge_states(x.numpy(), mask.numpy(), norm, margins)
+    ok = table["valid"].to_numpy(bool)
+    row = summary(table, reference(source, "train"))
+    row["diversity"] = internal_diversity(table.loc[ok, "smiles"])
+    for col in ("geometry_agrees", "connectivity_agrees"):
+        row[col] = float(table.loc[ok, col].astype(float).mean()) if ok.any() else float("nan")
+    name = "QM9" if resolve_source(source) == "qm9" else "qm9_small"
+    return {"method": f"real {name} test bond graphs ({len(graphs)}, implicit H)", "n": len(graphs),
+            "n_without_graph": len(idx) - len(graphs), **row}
+
+
 def fcd_floor(n: int, source: str, seed: int = 0) -> float:
     """FCD of ``n`` real training molecules to the test split (what a perfect generator would
     score at that sample size; NaN without fcd_torch)."""
@@ -58,20 +84,43 @@ def fcd_floor(n: int, source: str, seed: int = 0) -> float:
     return fcd([train[i] for i in idx], list(reference(source, "test")))
 
 
-def _write(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str, list[str]]:
-    real = reference_metrics(o["n"], o["hydrogens"], o["source"])
-    cols = ["validity", "uniqueness", "valid_and_unique", "novelty", "connected", "atom_stability", "mol_stability",
-            "diversity", "fcd"]
+def _kinds(ctx) -> set[str]:
+    """The kinds of member in the run: ``"point_cloud"`` and / or ``"molecule_graph"`` (point clouds without a context)."""
+    if ctx is None:
+        return {"point_cloud"}
+    norms = [getattr(m, "normalisation", None) or {} for m in ctx.models.values()]
+    return {"molecule_graph" if carries_bonds(nm) else "point_cloud" for nm in norms} or {"point_cloud"}
+
+
+def _real_rows(o: dict, kinds: set[str], margins) -> list[dict]:
+    """The real rows for the kinds of member in the run (point clouds first)."""
+    rows = [reference_metrics(o["n"], o["hydrogens"], o["source"])] if "point_cloud" in kinds else []
+    if "molecule_graph" in kinds:
+        rows.append(reference_graph_metrics(o["n"], o["source"], margins=margins))
+    return rows
+
+
+def _write(folder: Path, name: str, metrics: pd.DataFrame, o: dict, ctx=None, runs=None,
+           modality=None) -> tuple[str, list[str]]:
+    kinds = _kinds(ctx)
+    margins = ctx.settings.get("margins", MARGINS) if ctx is not None else MARGINS
+    reals = _real_rows(o, kinds, margins)
+    cols = ["validity", "uniqueness", "valid_and_unique", "novelty", "connected", "geometry_agrees",
+            "connectivity_agrees", "atom_stability", "mol_stability", "diversity", "fcd"]
     if "fcd" in metrics:  # the floor: as many real training molecules against the same test split
-        real["fcd"] = fcd_floor(o["n"], o["source"])
-    rows = pd.concat([metrics[["method", *[c for c in cols if c in metrics]]], pd.DataFrame([real]),
+        floor = fcd_floor(o["n"], o["source"])
+        for real in reals:
+            real["fcd"] = floor
+    rows = pd.concat([metrics[["method", *[c for c in cols if c in metrics]]], pd.DataFrame(reals),
                       EDM_ROWS], ignore_index=True)
     rows = rows[["method", *[c for c in cols if c in rows]]]
     atomic_write(Path(folder) / "reference.csv", lambda fh: rows.to_csv(fh, index=False, float_format="%.6g"),
                  text=True)
     text = ["## Against real molecules", "", markdown_table(rows), "",
-            _source_line(o["source"], int(real["n"])), "",
-            "The real row scores held-out QM9 test molecules from their 3-D coordinates with the same bond rule. "
+            *[_source_line(o["source"], int(r["n"]), r) for r in reals], "",
+            *([_GRAPH_LINE, ""] if "molecule_graph" in kinds else []),
+            ("The real row scores held-out QM9 test molecules from their 3-D coordinates with the same bond rule. "
+             if "point_cloud" in kinds else "") +
             "The EDM rows are the paper's (explicit hydrogens, 10,000 samples): with implicit hydrogens RDKit "
             "fills open valences, so validity is more lenient and stability is not defined."
             + (" FCD (to the test split, valid molecules only): the real row's is the floor, as many real "
@@ -79,12 +128,20 @@ def _write(folder: Path, name: str, metrics: pd.DataFrame, o: dict) -> tuple[str
     return "\n".join(text), []
 
 
-def _source_line(source: str, n: int) -> str:
+_GRAPH_LINE = ("The real bond-graph row encodes the same held-out molecules as molecule-graph states (heavy-atom "
+               "Kekulé bonds, data kind qm9_graphs) and judges them by the bonds in the state, as the molecule-graph "
+               "members' samples are; a drawn molecule without a bond graph RDKit determines is left out and counted.")
+
+
+def _source_line(source: str, n: int, row: dict | None = None) -> str:
     """Which molecules the real row is (and its novelty is measured against); bold for a fallback."""
-    line = (f"Real row (`source: {source}`): {n:,} molecules drawn from the {reference_set(source, 'test')}, "
-            f"novelty against the {reference_set(source, 'train')}.")
+    graph = row is not None and "n_without_graph" in row
+    what = (f"Real bond-graph row (`source: {source}`): {n:,} molecules with a bond graph "
+            f"({int(row['n_without_graph'])} without) among those" if graph else
+            f"Real row (`source: {source}`): {n:,} molecules")
+    line = f"{what} drawn from the {reference_set(source, 'test')}, novelty against the {reference_set(source, 'train')}."
     return f"**{line} The full QM9 set is not installed (pip install 'molfuse[qm9]').**" \
         if source == "auto" and resolve_source(source) == "small" else line
 
 
-REFERENCE = Report(_write, {"n": 1000, "hydrogens": "implicit", "source": "auto"}, _check)
+REFERENCE = Report(_write, {"n": 1000, "hydrogens": "implicit", "source": "auto"}, _check, samples=True)
