@@ -20,7 +20,7 @@ from molfuse.training.workflow import expand_sweep, load_train_workflow  # noqa:
 
 WORKFLOWS = REPO / "workflows" / "proteins"
 SHIPPED = REPO / "models" / "proteins"
-EXPERIMENTS = ["members_angles", "superdiff_angles"]  # the experiments whose members are shipped
+EXPERIMENTS = ["members_angles", "superdiff_angles", "barycenter_angles"]  # the experiments whose members are shipped
 TRAINING = ["train_angles_all", "train_angles_all_geom", "train_angles_helix_geom", "train_angles_strand_geom", "train_angles_all128", "train_angles_helix", "train_angles_strand",
             "train_angles_bary_scratch", "train_angles_bary_finetune", "train_angles_dmm"]
 
@@ -62,6 +62,9 @@ def test_the_shipped_angle_experiments_run_at_tiny_size(name, tmp_path):
     for r in wf.get("reports", []):
         if r["kind"] == "backbone_reference":
             r["n"] = 2
+    for m in wf["methods"]:  # barycenter fits: a few Monte Carlo draws
+        if "fit" in m:
+            m["fit"]["n_mc"] = 64
     for hook in ("diversity", "designability_proxy"):  # optional packages: covered by the Cα workflows' tests
         wf["evaluation"].pop(hook, None)
     res = run_workflow(wf, progress=False, verbose=False)
