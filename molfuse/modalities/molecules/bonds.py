@@ -25,7 +25,7 @@ import numpy as np
 from .elements import DOUBLE, MARGINS, SINGLE, TRIPLE, VALENCE, check_margins
 from .limits import MAX_INPUT_ATOMS, too_many
 
-__all__ = ["bond_orders", "stability", "to_molecule", "MoleculeResult", "METHODS", "as_positions", "atoms_problem"]
+__all__ = ["bond_orders", "stability", "to_molecule", "MoleculeResult", "METHODS", "as_positions", "atoms_problem", "embedded"]
 
 METHODS = ("edm", "rdkit")
 
@@ -126,6 +126,20 @@ def _orders_of(mol) -> np.ndarray:
     return out
 
 
+def embedded(symbols: Sequence[str], positions: np.ndarray):
+    """An RDKit RWMol of ``symbols`` with one conformer at ``positions`` (Å), no bonds."""
+    from rdkit import Chem
+
+    rw = Chem.RWMol()
+    for s in symbols:
+        rw.AddAtom(Chem.Atom(str(s)))
+    conf = Chem.Conformer(len(symbols))
+    for i, p in enumerate(positions):
+        conf.SetAtomPosition(i, [float(c) for c in p])
+    rw.AddConformer(conf, assignId=True)
+    return rw
+
+
 def to_molecule(symbols: Sequence[str], positions: np.ndarray, method: str = "edm",
                 margins: Sequence[float] = MARGINS) -> MoleculeResult:
     """An RDKit molecule (with a 3-D conformer) from atoms, or the reason it is not one.
@@ -151,13 +165,7 @@ def to_molecule(symbols: Sequence[str], positions: np.ndarray, method: str = "ed
         return MoleculeResult(None, "", problem, 0, None)
     if not np.isfinite(positions).all():
         return MoleculeResult(None, "", "non-finite coordinates", 0, None)
-    rw = Chem.RWMol()
-    for s in symbols:
-        rw.AddAtom(Chem.Atom(str(s)))
-    conf = Chem.Conformer(len(symbols))
-    for i, p in enumerate(positions):
-        conf.SetAtomPosition(i, [float(c) for c in p])
-    rw.AddConformer(conf, assignId=True)
+    rw = embedded(symbols, positions)
     orders = None
     try:
         if method == "edm":

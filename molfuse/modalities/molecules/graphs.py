@@ -18,26 +18,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .bonds import MoleculeResult, as_positions, atoms_problem, bond_orders
+from .bonds import MoleculeResult, as_positions, atoms_problem, bond_orders, embedded
 from .elements import MARGINS
 
 __all__ = ["ORDERS", "heavy_graph", "graph_molecule", "geometry_agrees", "as_orders"]
 
 ORDERS = ("none", "single", "double", "triple")  # index = bond order; one pair channel each
-
-
-def _embedded(symbols: Sequence[str], positions: np.ndarray):
-    """An RDKit RWMol of ``symbols`` with one conformer at ``positions`` (Å), no bonds."""
-    from rdkit import Chem
-
-    rw = Chem.RWMol()
-    for s in symbols:
-        rw.AddAtom(Chem.Atom(str(s)))
-    conf = Chem.Conformer(len(symbols))
-    for i, p in enumerate(positions):
-        conf.SetAtomPosition(i, [float(c) for c in p])
-    rw.AddConformer(conf, assignId=True)
-    return rw
 
 
 def heavy_graph(symbols: Sequence[str], positions: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -62,7 +48,7 @@ def heavy_graph(symbols: Sequence[str], positions: np.ndarray) -> tuple[np.ndarr
     problem = atoms_problem(symbols) or ("" if np.isfinite(positions).all() else "non-finite coordinates")
     if problem:
         return None, problem
-    rw = _embedded(symbols, positions)
+    rw = embedded(symbols, positions)
     try:
         rdDetermineBonds.DetermineBonds(rw, charge=0)
         mol = rw.GetMol()
@@ -124,7 +110,7 @@ def graph_molecule(symbols: Sequence[str], orders: np.ndarray, positions: np.nda
         problem = "non-finite coordinates"
     if problem:
         return MoleculeResult(None, "", problem, 0, None)
-    rw = _embedded(symbols, positions) if positions is not None else Chem.RWMol()
+    rw = embedded(symbols, positions) if positions is not None else Chem.RWMol()
     if positions is None:
         for s in symbols:
             rw.AddAtom(Chem.Atom(str(s)))
