@@ -13,7 +13,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PropertyEmbedding", "property_targets"]
+from .embeddings import sinusoidal_embedding
+
+__all__ = ["PropertyEmbedding", "property_targets", "time_and_condition"]
 
 
 class PropertyEmbedding(nn.Module):
@@ -70,3 +72,15 @@ def property_targets(cond: Any, k: int, batch: int, like: Tensor, owner: str) ->
         raise ValueError(f"cond must be property targets (batch, k) = ({batch}, {k}) or (1, {k}); "
                          f"got shape {tuple(c.shape)}")
     return c.expand(batch, k)
+
+
+def time_and_condition(t: Any, cond: Any, batch: int, like: Tensor, time_emb: nn.Module, time_dim: int,
+                       cond_emb: nn.Module | None, k: int, owner: str) -> Tensor:
+    """(batch, width) conditioning of a net: ``time_emb`` of the sinusoidal features of ``t``
+    (a float or (batch,)) plus ``cond_emb`` of the targets :func:`property_targets` reads from ``cond``."""
+    tb = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1)
+    if tb.shape[0] not in (1, batch):
+        raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
+    c = time_emb(sinusoidal_embedding(tb.expand(batch), time_dim).to(like.dtype))
+    targets = property_targets(cond, k, batch, like, owner)
+    return c if targets is None else c + cond_emb(targets)

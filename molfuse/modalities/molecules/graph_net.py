@@ -71,8 +71,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from molfuse.nets.conditions import PropertyEmbedding, property_targets
-from molfuse.nets.embeddings import sinusoidal_embedding
+from molfuse.nets.conditions import PropertyEmbedding, time_and_condition
 from molfuse.pairs import unpack
 from molfuse.spaces import MoleculeGraph
 
@@ -199,12 +198,8 @@ class GraphScoreNet(nn.Module):
 
     def _conditioning(self, t: Tensor, cond: Any, batch: int, like: Tensor) -> Tensor:
         """(batch, H): time embedding plus the property embedding of ``cond``."""
-        tb = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1)
-        if tb.shape[0] not in (1, batch):
-            raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
-        c = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(like.dtype))
-        targets = property_targets(cond, self.num_properties, batch, like, type(self).__name__)
-        return c if targets is None else c + self.prop_emb(targets)
+        return time_and_condition(t, cond, batch, like, self.time_emb, self.time_dim, self.prop_emb, self.num_properties,
+                                  type(self).__name__)
 
     def _radial(self, dist: Tensor) -> Tensor:
         """Gaussian basis (..., R) of distances (...) in Å on [0, max_radius]."""

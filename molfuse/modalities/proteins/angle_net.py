@@ -39,8 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from molfuse.nets.conditions import PropertyEmbedding, property_targets
-from molfuse.nets.embeddings import sinusoidal_embedding
+from molfuse.nets.conditions import PropertyEmbedding, time_and_condition
 
 from .angles import CHANNEL_MEAN, CHANNEL_STD, angle_space, nerf, state_to_angles
 
@@ -195,12 +194,9 @@ class AngleTransformer(nn.Module):
         return bias.reshape(*d.shape, layers, heads).permute(0, 3, 4, 1, 2)
 
     def _conditioning(self, t: Tensor, cond: Any, batch: int, like: Tensor) -> Tensor:
-        tb = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1)
-        if tb.shape[0] not in (1, batch):
-            raise ValueError(f"t must be (batch,) = ({batch},); got shape {tuple(tb.shape)}")
-        c = self.time_emb(sinusoidal_embedding(tb.expand(batch), self.time_dim).to(like.dtype))
-        targets = property_targets(cond, self.num_properties, batch, like, type(self).__name__)
-        return c if targets is None else c + self.cond_emb(targets)
+        """(batch, H): time embedding plus the property embedding of ``cond``."""
+        return time_and_condition(t, cond, batch, like, self.time_emb, self.time_dim, self.cond_emb, self.num_properties,
+                                  type(self).__name__)
 
 
 def _check_config(cfg: dict[str, Any]) -> None:
