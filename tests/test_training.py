@@ -181,9 +181,11 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, monkeypatch):
     straight = _train(b, 40)
     x, t = torch.randn(32, 2), torch.rand(32)
     torch.testing.assert_close(load_model(ckpt)(x, t), load_model(straight)(x, t), rtol=0, atol=0)
+    again = read_card(_train(a, 40))[0]  # a finished run rerun trains nothing: its card keeps the session that trained
+    assert again["session"] == card["session"] and again["weights"]["sha256"] == card["weights"]["sha256"]
     more = _train(a, 50)  # rerun with more steps: continues from 40
     assert read_card(more)[0]["session"]["resumed_from_step"] == 40 and read_card(more)[0]["steps"] == 50
-    assert len(list((a / "logs").glob("version_*"))) == 3
+    assert len(list((a / "logs").glob("version_*"))) == 4
     with pytest.raises(WorkflowError, match="train.lr"):
         _train(a, 60, lr=1e-2)  # another run in the same folder is refused
     with pytest.raises(WorkflowError, match="step 50 > steps = 30"):

@@ -156,17 +156,32 @@ def train(net: nn.Module, dataset: Any, schedule: Schedule, config: TrainConfig,
         raise WorkflowError(f"the {trainer.world_size} training processes ended with different weights "
                             f"(digests {agreement.digests}); nothing was shipped")
     done = trainer.global_step - start
+    folder = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint"
+    session = {"resumed_from_step": start, "steps": done, "wall_time_s": wall, "steps_per_s": done / wall if done else None,
+               **({"world_size": trainer.world_size, "ranks_identical": agreement.identical}
+                  if trainer.world_size > 1 else {})}
+    if not done:  # a finished run rerun: nothing trained, so the shipped card keeps the session that trained it
+        session = _earlier_session(folder, arch, trainer.global_step, recorded(config)) or session
     card.update(architecture=arch, prediction=prediction_of(net), schedule=schedule.config(), seed=config.seed,
                 steps=trainer.global_step, training=recorded(config),
                 final_losses=final_losses(module, train_set, val_set, config,
                                            max_samples=4096 if objective is None else 1024),
-                session={"resumed_from_step": start, "steps": done, "wall_time_s": wall,
-                         "steps_per_s": done / wall if done else None,
-                         **({"world_size": trainer.world_size, "ranks_identical": agreement.identical}
-                            if trainer.world_size > 1 else {})})
+                session=session)
     shipped = module.ema if config.ship_weights == "ema" else module.net.eval()
-    return save_checkpoint(Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoint", shipped, card,
-                           storage=config.save_dtype)
+    return save_checkpoint(folder, shipped, card, storage=config.save_dtype)
+
+
+def _earlier_session(folder: Path, arch: Mapping, steps: int, training: Mapping) -> dict | None:
+    """The ``session`` of the card already in ``folder`` if it is this run at this step, else None."""
+    try:
+        old = json.loads((folder / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = lambda t: {k: v for k, v in (t or {}).items() if k not in RESUMABLE}  # noqa: E731
+    if (not isinstance(old, dict) or old.get("steps") != steps or old.get("architecture") != json.loads(json.dumps(arch))
+            or same(old.get("training")) != same(json.loads(json.dumps(jsonable(training))))):
+        return None
+    return old.get("session") if isinstance(old.get("session"), dict) else None
 
 
 def _trainer(config: TrainConfig, out_dir: Path, callbacks: list[Callback], validate: bool,
