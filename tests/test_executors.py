@@ -122,6 +122,23 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [f"chunk_{i}.bin" for i in range(4)]
 
 
+def test_a_lone_worker_that_dies_with_the_payload_gets_it_again(tmp_path):
+    """One worker holds the only copy of the payload; it dies in chunk 1, and Dask cancels the chunks
+    that needed the payload. They are sent again with a fresh copy: every chunk ends, each reported once."""
+    out, marks = tmp_path / "chunks", tmp_path / "marks"
+    marks.mkdir()
+    tasks = [ChunkTask("m", i, 10, 100 + i, str(out / f"chunk_{i}.bin")) for i in range(3)]
+    done = []
+    with pytest.warns(UserWarning, match="lost their payload with a dead worker; sending them again"):
+        run_tasks(ExecutorSpec("local", workers=1), tasks, _dying_write, {"m": str(marks)}, done.append)
+    assert sorted(t.index for t in done) == [0, 1, 2]
+    log = [line.split() for line in (marks / "log").read_text().splitlines()]
+    assert len({pid for i, pid in log if i == "1"}) == 2  # chunk 1 ran in the first worker and its successor
+    for t in tasks:
+        data = Path(t.path).read_bytes()
+        assert len(data) == 1080 and np.frombuffer(data[1000:], dtype=np.int64).tolist() == [t.seed] * 10
+
+
 def test_an_error_inside_a_chunk_is_raised():
     def boom(task, payload, threads):
         raise ValueError(f"bad chunk {task.index}")

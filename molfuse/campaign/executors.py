@@ -177,19 +177,51 @@ def _client(spec: ExecutorSpec, stack: ExitStack) -> Any:
         raise WorkflowError(f"executor: cannot reach the Dask scheduler {spec.address or 'local'} ({e})") from None
 
 
+_SEND_ROUNDS = 3  # times the payloads are sent before a run gives up on a cluster that keeps losing them
+
+
 def _submit(client: Any, spec: ExecutorSpec, tasks: Sequence[ChunkTask], compute: Callable, payloads: dict[str, Any],
             on_done: Callable[[ChunkTask], None]) -> None:
-    """Each method's payload scattered to every worker once, then one task per chunk; ``on_done`` as each ends."""
+    """Each method's payload scattered to every worker once, then one task per chunk; ``on_done`` as each ends.
+
+    A worker that dies holding the only copy of a payload (a worker that joined after the scatter has
+    none) takes it with it: Dask cancels the chunks that needed it. Those chunks are sent again with a
+    fresh copy of the payload, up to ``_SEND_ROUNDS`` times; a chunk that ended is never sent again.
+
+    Raises:
+        WorkflowError: the payloads were lost ``_SEND_ROUNDS`` times.
+    """
+    from concurrent.futures import CancelledError
+
     from distributed import as_completed
 
-    sent = {m: client.scatter(payloads[m], broadcast=True, hash=False) for m in {t.method for t in tasks}}
-    futures = {client.submit(compute, t, sent[t.method], spec.threads, pure=False,
-                             key=f"molfuse-chunk-{t.method}-{t.index}-{t.seed}-{time.time_ns()}"): t for t in tasks}
-    for fut in as_completed(futures):
+    if spec.kind == "local":  # a scatter before every worker has joined leaves the late ones without a copy
         try:
-            fut.result()
-        except BaseException:
-            for other in futures:
-                other.cancel()
-            raise
-        on_done(futures[fut])
+            client.wait_for_workers(spec.workers, timeout=max(spec.connect_timeout, 60.0))
+        except TimeoutError as e:  # distributed's WorkerStartTimeoutError is one
+            raise WorkflowError(f"executor local:{spec.workers}: the workers did not start ({e})") from None
+    pending = list(tasks)
+    for _ in range(_SEND_ROUNDS):
+        sent = {m: client.scatter(payloads[m], broadcast=True, hash=False) for m in {t.method for t in pending}}
+        futures = {client.submit(compute, t, sent[t.method], spec.threads, pure=False,
+                                 key=f"molfuse-chunk-{t.method}-{t.index}-{t.seed}-{time.time_ns()}"): t for t in pending}
+        lost = []
+        for fut in as_completed(futures):
+            try:
+                fut.result()
+            except CancelledError:  # its payload went with a dead worker (we cancel only after raising)
+                lost.append(futures[fut])
+                continue
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
+            on_done(futures[fut])
+        if not lost:
+            return
+        pending = sorted(lost, key=lambda t: (t.method, t.index))
+        warnings.warn(f"executor: {len(pending)} chunk(s) lost their payload with a dead worker; sending them again",
+                      stacklevel=3)
+    raise WorkflowError(f"executor: the workers lost the run's payload {_SEND_ROUNDS} times (workers dying as they "
+                        f"start?); {len(pending)} chunk(s) not computed: "
+                        + ", ".join(f"{t.method}#{t.index}" for t in pending[:8]))
