@@ -51,10 +51,11 @@ def _quick_run(name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict
 
 def test_molecule_bench_quick_run_prints_its_metrics():
     pytest.importorskip("e3nn")
-    _, values = _quick_run("molecules.py")
-    for name in ("sample_molecules_per_s", "superposition_overhead_k2", "superposition_and_overhead_k2",
-                 "ito_vs_hutchinson_cost"):
-        assert math.isfinite(float(values[name])) and float(values[name]) > 0, name
+    for member in ("graph", "cloud"):
+        _, values = _quick_run("molecules.py", "--member", member)
+        for name in ("train_step_wall_ms", "train_step_cpu_ms", "sample_molecules_per_s", "superposition_overhead_k2",
+                     "superposition_and_overhead_k2", "superposition_and_exact_overhead_k2", "ito_vs_hutchinson_cost"):
+            assert math.isfinite(float(values[name])) and float(values[name]) > 0, (member, name)
 
 
 PROTEIN_METRICS = ("train_step_wall_ms", "train_step_cpu_ms", "sample_wall_s_per_backbone", "superposition_overhead_k2",
