@@ -68,10 +68,10 @@ def _built(run: MethodRun, normalisation: Mapping[str, Any], settings_: Mapping[
     s = settings_ or run.cache.get("settings") or parse_evaluation({})
     graph = carries_bonds(normalisation)
     key = ("graphs" if graph else "molecules", tuple(normalisation["alphabet"]), "state" if graph else s["bonds"],
-           tuple(s["margins"]))
+           tuple(s["margins"]), bool(graph and s["valence_guard"]))
     if key not in run.cache:
         if graph:
-            run.cache[key] = judge_states(run.x, run.mask, normalisation, key[3])
+            run.cache[key] = judge_states(run.x, run.mask, normalisation, key[3], valence_guard=key[4])
         else:
             types, pos = decode(run.x, run.mask, normalisation)
             run.cache[key] = molecule_table(types, pos, key[1], s["bonds"], key[3])
@@ -112,6 +112,11 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     if "geometry_agrees" in table:  # molecule-graph states: do their coordinates carry their bonds?
         for col in ("geometry_agrees", "connectivity_agrees"):
             row[col] = float(table.loc[ok, col].astype(float).mean()) if ok.any() else math.nan
+    if "valid_guarded" in table:  # the valence guard, beside the unguarded numbers (a valid sample needs none)
+        guarded = run.table["valid"].to_numpy(bool) & table["valid_guarded"].to_numpy(bool)
+        row["validity_guarded"] = float(guarded.mean())
+        row["connected_guarded"] = float((guarded & (table["fragments_guarded"].to_numpy() == 1)).mean())
+        row["guarded_share"] = float((table["bonds_lowered"].to_numpy() > 0).mean())
     hits = []
     for name, t in s["targets"].items():
         v = table[name].to_numpy(float)
@@ -231,7 +236,7 @@ def _infos(ctx: EvalContext) -> dict[str, dict[str, Any]]:
     """Kind of member -> the settings that change its numbers (bond rule or bonds from the state, margins...)."""
     s, out = ctx.settings, {}
     for kind, norm in _norms(ctx).items():
-        out[kind] = (graph_settings(s["margins"], norm, ctx.n_samples) if kind == "molecule_graph" else
+        out[kind] = (graph_settings(s["margins"], norm, ctx.n_samples, s["valence_guard"]) if kind == "molecule_graph" else
                      settings(s["bonds"], s["margins"], norm["alphabet"], ctx.n_samples))
         out[kind].update(fingerprint=FINGERPRINT, properties_of=PROPERTIES_OF)
     return out
@@ -298,14 +303,17 @@ NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqu
          "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
          "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file. Molecule-graph members: "
          "`geometry_agrees` / `connectivity_agrees`: share of valid molecules whose bond orders / bonded pairs the EDM "
-         "distance rule recovers from their coordinates.")
+         "distance rule recovers from their coordinates; with `valence_guard`, `validity_guarded` / `connected_guarded` "
+         "judge each sample after its over-valent atoms' least certain bonds are lowered (`guarded_share`: share of "
+         "samples the guard changed), beside the unguarded numbers.")
 
 EVALUATOR = Evaluator(
     evaluate=_evaluate, parse=parse_evaluation, check=_check, notes=NOTES, caveats=_caveats, figure=_figure,
     provenance=_provenance,
     metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "geometry_agrees",
-                    "connectivity_agrees", "atom_stability", "mol_stability", "diversity", "joint_hit", "fcd"),
-    sample_columns=("smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees", "atom_stability",
-                    "mol_stable"),
+                    "connectivity_agrees", "validity_guarded", "connected_guarded", "guarded_share", "atom_stability",
+                    "mol_stability", "diversity", "joint_hit", "fcd"),
+    sample_columns=("smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees", "bonds_lowered",
+                    "valid_guarded", "fragments_guarded", "smiles_guarded", "atom_stability", "mol_stable"),
     headline=("validity", "uniqueness", "novelty", "connected", "geometry_agrees", "diversity", "atom_stability",
               "mol_stability", "joint_hit"))

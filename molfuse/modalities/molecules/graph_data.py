@@ -38,11 +38,12 @@ from ...spaces import MoleculeGraph
 from .data import encode as encode_nodes
 from .data import population, qm9_source, resolve_source
 from .elements import HEAVY, MARGINS, check_margins
-from .graphs import ORDERS, geometry_agrees, graph_molecule
+from .graphs import ORDERS, geometry_agrees, graph_molecule, guard_valence
 from .properties import PROPERTIES
 from .qm9_graphs import bond_graphs
 
 __all__ = ["encode", "decode", "graph_table", "graph_summary", "judge_states", "carries_bonds", "graph_settings",
+           "pair_scores",
            "normalisation_for", "space_for", "qm9_graphs_data", "DATA_KIND", "TYPE_SCALE", "BOND_SCALE"]
 
 TYPE_SCALE = 0.25
@@ -140,18 +141,22 @@ def _row(symbols: list[str], positions: np.ndarray, orders: np.ndarray, margins)
 
 
 def graph_table(types: np.ndarray, positions: np.ndarray, orders: np.ndarray, alphabet: Sequence[str] = HEAVY,
-                margins: Sequence[float] = MARGINS) -> tuple[pd.DataFrame, list]:
+                margins: Sequence[float] = MARGINS, scores: np.ndarray | None = None) -> tuple[pd.DataFrame, list]:
     """Per-molecule rows and RDKit molecules (None if invalid) of decoded bond graphs.
 
     Columns: ``valid``, ``reason`` ("" if valid), ``smiles`` (largest fragment), ``n_atoms``,
     ``fragments``, and for valid molecules ``geometry_agrees`` (the EDM distance rule on the
     positions recovers every bond order) and ``connectivity_agrees`` (it recovers which pairs are
-    bonded); NaN for invalid ones.
+    bonded); NaN for invalid ones. With ``scores`` (the valence guard, beside the unguarded
+    columns, which it never changes): ``bonds_lowered`` (bond orders the guard lowered),
+    ``valid_guarded``, ``fragments_guarded`` and ``smiles_guarded`` of the guarded molecule
+    (:func:`~.graphs.guard_valence`).
 
     Args:
         types: (n, N) indices into ``alphabet`` (-1 padding); anything else is the row's reason.
         positions: (n, N, 3) Å.
         orders: (n, N, N) bond orders 0-3 (-1: unreadable, the row's reason).
+        scores: (n, N, N, 4) each pair's bond channels (:func:`pair_scores`), or None: no guard.
 
     Raises:
         ValueError: arrays of the wrong shape, margins out of range.
@@ -163,6 +168,9 @@ def graph_table(types: np.ndarray, positions: np.ndarray, orders: np.ndarray, al
         raise ValueError(f"graph_table takes types (n, N), positions (n, N, 3) and orders (n, N, N); got "
                          f"{types.shape}, {positions.shape} and {orders.shape}")
     margins = check_margins(margins)
+    if scores is not None and np.shape(scores) != (*orders.shape, len(ORDERS)):
+        raise ValueError(f"scores: expected {(*orders.shape, len(ORDERS))} (one channel per bond order of each pair); "
+                         f"got {np.shape(scores)}")
     rows, mols = [], []
     RDLogger.DisableLog("rdApp.*")  # each failure is a row's reason, not a line on stderr
     try:
@@ -176,12 +184,39 @@ def graph_table(types: np.ndarray, positions: np.ndarray, orders: np.ndarray, al
             else:
                 symbols = [alphabet[int(t)] for t in types[k][real]]
                 row, mol = _row(symbols, positions[k][real], orders[k][np.ix_(real, real)], margins)
+                if scores is not None:
+                    row.update(_guarded(symbols, orders[k][np.ix_(real, real)], scores[k][np.ix_(real, real)], row))
+            if scores is not None and "valid_guarded" not in row:  # an unknown atom type: nothing to guard
+                row.update(bonds_lowered=0, valid_guarded=False, fragments_guarded=0, smiles_guarded="")
             rows.append({"n_atoms": len(real), "geometry_agrees": math.nan, "connectivity_agrees": math.nan, **row})
             mols.append(mol)
     finally:
         RDLogger.EnableLog("rdApp.*")
     table = pd.DataFrame(rows)
-    return table[["valid", "reason", "smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees"]], mols
+    guard = ["bonds_lowered", "valid_guarded", "fragments_guarded", "smiles_guarded"] if scores is not None else []
+    return table[["valid", "reason", "smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees",
+                  *guard]], mols
+
+
+def _guarded(symbols: list[str], orders: np.ndarray, scores: np.ndarray, row: dict) -> dict:
+    """The valence guard's columns for one molecule (the unguarded ``row`` reused when nothing is lowered)."""
+    if (orders < 0).any():
+        return {"bonds_lowered": 0, "valid_guarded": False, "fragments_guarded": 0, "smiles_guarded": ""}
+    guarded, lowered = guard_valence(symbols, orders, scores)
+    if lowered == 0:
+        return {"bonds_lowered": 0, "valid_guarded": row["valid"], "fragments_guarded": row["fragments"],
+                "smiles_guarded": row["smiles"]}
+    res = graph_molecule(symbols, guarded)
+    return {"bonds_lowered": lowered, "valid_guarded": res.reason == "", "fragments_guarded": res.fragments,
+            "smiles_guarded": res.smiles}
+
+
+def pair_scores(x: Any, mask: Any, normalisation: Mapping[str, Any]) -> np.ndarray:
+    """Each pair's bond channels (n, N, N, B) of molecule-graph states (as :func:`decode` reads them)."""
+    x = np.asarray(x, dtype=np.float64)
+    t, b = len(normalisation["alphabet"]), len(normalisation["bond_orders"])
+    decode(x, mask, normalisation)  # the shape checks
+    return x[..., 3 + t:].reshape(*x.shape[:2], x.shape[1], b)
 
 
 def graph_summary(table: pd.DataFrame) -> dict:
@@ -200,18 +235,23 @@ def carries_bonds(normalisation: Mapping[str, Any]) -> bool:
 
 
 def judge_states(x: Any, mask: Any, normalisation: Mapping[str, Any],
-                 margins: Sequence[float] = MARGINS) -> tuple[pd.DataFrame, list]:
+                 margins: Sequence[float] = MARGINS, valence_guard: bool = False) -> tuple[pd.DataFrame, list]:
     """Molecule-graph states (n, N, 3 + T + B·N) and masks (n, N) -> :func:`graph_table` rows and
     RDKit molecules: bonds read from each free pair's channels (argmax), never from distances;
-    ``margins`` (pm) only set the distance rule behind ``geometry_agrees``."""
+    ``margins`` (pm) only set the distance rule behind ``geometry_agrees``; ``valence_guard`` adds
+    the guarded columns beside the unguarded ones."""
     types, positions, orders = decode(x, mask, normalisation)
-    return graph_table(types, positions, orders, normalisation["alphabet"], margins)
+    scores = pair_scores(x, mask, normalisation) if valence_guard else None
+    return graph_table(types, positions, orders, normalisation["alphabet"], margins, scores)
 
 
-def graph_settings(margins: Sequence[float], normalisation: Mapping[str, Any], n: int) -> dict[str, Any]:
+def graph_settings(margins: Sequence[float], normalisation: Mapping[str, Any], n: int,
+                   valence_guard: bool = False) -> dict[str, Any]:
     """The settings that change the numbers of molecule-graph samples, to store beside them."""
     return {"bonds": f"from the state: argmax of each free pair's bond channels {list(normalisation['bond_orders'])}",
-            "valence_guard": "none", "geometry_rule": "edm", "margins_pm": list(margins),
+            "valence_guard": ("beside the unguarded columns (*_guarded): an over-valent atom's least certain bond "
+                              "lowered by one until none is over-valent") if valence_guard else "none",
+            "geometry_rule": "edm", "margins_pm": list(margins),
             "alphabet": list(normalisation["alphabet"]), "hydrogens": normalisation.get("hydrogens", "implicit"),
             "n": n, "validity": "the molecule built from the state's bonds sanitises in RDKit (an over-valent atom "
                                 "fails); SMILES of the largest fragment"}

@@ -10,6 +10,8 @@
   :class:`~.bonds.MoleculeResult` and reasons as :func:`~.bonds.to_molecule`.
 - :func:`geometry_agrees`: whether the EDM distance rule (:func:`~.bonds.bond_orders`)
   recovers the bonds from the coordinates (the orders, and the connectivity alone).
+- :func:`guard_valence`: the optional valence guard: lowers the least certain bonds of an
+  over-valent atom until no atom exceeds its valence (reported beside the unguarded numbers).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .bonds import MoleculeResult, as_positions, atoms_problem, bond_orders, embedded
-from .elements import MARGINS
+from .elements import MARGINS, VALENCE
 
-__all__ = ["ORDERS", "heavy_graph", "graph_molecule", "geometry_agrees", "as_orders"]
+__all__ = ["ORDERS", "heavy_graph", "graph_molecule", "geometry_agrees", "as_orders", "guard_valence"]
 
 ORDERS = ("none", "single", "double", "triple")  # index = bond order; one pair channel each
 
@@ -144,3 +146,46 @@ def geometry_agrees(symbols: Sequence[str], positions: np.ndarray, orders: np.nd
     orders = as_orders(orders, len(symbols))
     rule = bond_orders(positions, symbols, margins)
     return bool((rule == orders).all()), bool(((rule > 0) == (orders > 0)).all())
+
+
+def guard_valence(symbols: Sequence[str], orders: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Bond orders with no atom above its valence (:data:`~.elements.VALENCE`), and how many bond
+    orders were lowered by one to get there.
+
+    While an atom is over-valent (the most over-valent first, the lowest index on ties), the bond
+    of that atom whose drawn order the state is least sure of is lowered by one: the smallest
+    ``scores[i, j, k] - scores[i, j, k - 1]`` for its order ``k``. Bonds are only ever lowered, so
+    the guard ends (at worst with no bonds) and never adds a bond. An atom RDKit does not know
+    (anything outside ``VALENCE``) is left as it is.
+
+    Args:
+        symbols: n element symbols.
+        orders: (n, n) bond orders 0-3, symmetric, zero diagonal.
+        scores: (n, n, len(ORDERS)) the state's bond channels of each pair (read from the upper
+            triangle, so only ``i < j`` matters).
+
+    Raises:
+        ValueError: shapes that do not fit ``symbols``.
+    """
+    n = len(symbols)
+    orders = as_orders(orders, n).astype(np.int64).copy()
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n, n, len(ORDERS)):
+        raise ValueError(f"scores: expected ({n}, {n}, {len(ORDERS)}) (one channel per bond order of each pair); "
+                         f"got {scores.shape}")
+    cap = np.array([VALENCE.get(str(sym), np.iinfo(np.int64).max) for sym in symbols], dtype=np.int64)
+    upper = np.triu(np.ones((n, n), dtype=bool), 1)
+    scores = np.where(upper[..., None], scores, np.swapaxes(scores, 0, 1))  # the upper triangle's, mirrored
+    lowered = 0
+    while True:
+        excess = orders.sum(1) - cap
+        if n == 0 or excess.max() <= 0:
+            return orders, lowered
+        i = int(np.argmax(excess))
+        partners = np.flatnonzero(orders[i] > 0)
+        k = orders[i, partners]
+        margin = scores[i, partners, k] - scores[i, partners, k - 1]
+        j = int(partners[int(np.argmin(margin))])
+        orders[i, j] -= 1
+        orders[j, i] -= 1
+        lowered += 1

@@ -14,6 +14,9 @@
                                          #  largest fragment: the molecule written to .smi)
       properties?: [logp, qed, rings, heteroatoms]   # computed per molecule (largest fragment) and plotted
       fcd?: false                        # Fréchet ChemNet distance to the test split (needs molfuse[fcd])
+      valence_guard?: false              # molecule-graph members: also judge each sample with its
+                                         #  over-valent atoms' least certain bonds lowered, in columns
+                                         #  *_guarded beside the unguarded ones (never in their place)
 
 A setting this install cannot honour (``fcd: true`` without fcd_torch, ``reference_source: qm9``
 without the qm9pack wheel) is refused here, while the workflow is read, with the install hint.
@@ -33,7 +36,8 @@ from .qm9 import QM9_HINT, full_available
 __all__ = ["parse_evaluation", "check_reference_source", "DEFAULTS"]
 
 DEFAULTS = {"bonds": "edm", "margins": list(MARGINS), "novelty": True, "reference_source": "auto", "targets": None,
-            "properties": ["logp", "qed", "rings", "heteroatoms"], "fcd": False}
+            "properties": ["logp", "qed", "rings", "heteroatoms"], "fcd": False,
+            "valence_guard": False}
 
 
 def parse_evaluation(d: Any, path: str = "evaluation") -> dict:
@@ -43,7 +47,7 @@ def parse_evaluation(d: Any, path: str = "evaluation") -> dict:
            "margins": _margins(f["margins"], f"{path}.margins"),
            "novelty": as_bool(f["novelty"], f"{path}.novelty"),
            "reference_source": as_choice(f["reference_source"], f"{path}.reference_source", ("auto", "qm9", "small")),
-           "fcd": as_bool(f["fcd"], f"{path}.fcd")}
+           "fcd": as_bool(f["fcd"], f"{path}.fcd"), "valence_guard": as_bool(f["valence_guard"], f"{path}.valence_guard")}
     _check_installed(out, path)
     props = f["properties"]
     if not isinstance(props, list) or any(p not in PROPERTIES for p in props):

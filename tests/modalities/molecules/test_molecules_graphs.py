@@ -14,7 +14,8 @@ from molfuse.errors import DataError  # noqa: E402
 from molfuse.modalities.molecules import graph_data as gd  # noqa: E402
 from molfuse.modalities.molecules import register  # noqa: E402
 from molfuse.modalities.molecules.elements import HEAVY  # noqa: E402
-from molfuse.modalities.molecules.graphs import geometry_agrees, graph_molecule, heavy_graph  # noqa: E402
+from molfuse.modalities.molecules.graphs import geometry_agrees, graph_molecule, guard_valence, heavy_graph  # noqa: E402
+from molfuse.modalities.molecules.elements import VALENCE  # noqa: E402
 from molfuse.modalities.molecules.qm9 import load_small  # noqa: E402
 from molfuse.modalities.molecules.qm9_graphs import REASONS, bond_graphs  # noqa: E402
 from molfuse.modalities.molecules.validation import canonical  # noqa: E402
@@ -141,6 +142,54 @@ def test_judging_gives_a_reason_per_bad_sample():
     assert two.reason == "" and two.fragments == 2 and two.smiles in ("C", "O")
     s = gd.graph_summary(table)
     assert s["validity"] == 0.25 and s["geometry_agrees"] == 1.0
+
+
+def test_the_valence_guard_lowers_the_least_certain_bond_until_no_atom_is_over_valent():
+    sym = ["C", "C", "C", "C", "C", "O"]  # a carbon with four C-C singles and C=O: valence 6
+    o = np.zeros((6, 6), int)
+    o[0, 1:5] = o[1:5, 0] = 1
+    o[0, 5] = o[5, 0] = 2
+    sc = np.zeros((6, 6, 4))
+    sc[0, 1:5, 1] = 5.0  # sure of the singles
+    sc[0, 5, 2], sc[0, 5, 1] = 1.0, 0.9  # barely prefers the double bond over a single
+    g, lowered = guard_valence(sym, o, sc)
+    assert lowered == 2 and g[0].tolist() == [0, 1, 1, 1, 1, 0] and (g == g.T).all()  # C=O, then C-O, go
+    sc[0, 5, 0] = -10.0  # now sure the C-O pair is bonded: a C-C single goes instead
+    sc[0, 2, 1] = 4.0
+    g, lowered = guard_valence(sym, o, sc)
+    assert lowered == 2 and g[0].tolist() == [0, 1, 0, 1, 1, 1]
+    assert graph_molecule(sym, g).reason == ""
+    rng = np.random.default_rng(0)  # random graphs: bonds only ever go down, no atom ends above its valence
+    for _ in range(50):
+        n = int(rng.integers(2, 10))
+        sym = [HEAVY[k] for k in rng.integers(0, 4, n)]
+        up = np.triu(rng.integers(0, 4, (n, n)), 1)
+        o = up + up.T
+        g, lowered = guard_valence(sym, o, rng.normal(size=(n, n, 4)))
+        assert (g <= o).all() and (g == g.T).all() and int((o - g).sum()) == 2 * lowered
+        assert all(g[i].sum() <= VALENCE[s] for i, s in enumerate(sym))
+    valid = np.array([[0, 1, 0], [1, 0, 2], [0, 2, 0]])  # C-C=O is left alone
+    assert guard_valence(["C", "C", "O"], valid, rng.normal(size=(3, 3, 4)))[1] == 0
+    with pytest.raises(ValueError, match=r"scores: expected \(3, 3, 4\)"):
+        guard_valence(["C", "C", "O"], valid, np.zeros((3, 3, 3)))
+
+
+def test_guarded_columns_sit_beside_the_unguarded_ones(graphs):
+    x, mask = gd.encode(graphs.types[:20], graphs.positions[:20], graphs.orders[:20])
+    x = x.clone()
+    norm = gd.normalisation_for()
+    plain, _ = gd.judge_states(x.numpy(), mask.numpy(), norm)
+    table, _ = gd.judge_states(x.numpy(), mask.numpy(), norm, valence_guard=True)
+    assert (table["bonds_lowered"] == 0).all() and table["valid_guarded"].all()  # real molecules need no guard
+    assert (table["smiles_guarded"] == table["smiles"]).all()
+    assert plain.equals(table[plain.columns])  # the unguarded columns do not change
+    pairs = x[0, :, 7:].reshape(9, 9, 4)  # molecule 0: make atom 0 bond triply to every real partner
+    real = int(mask[0].sum())
+    for j in range(1, real):
+        pairs[0, j] = pairs[j, 0] = torch.tensor([0.0, 0.4, 0.45, 0.5])
+    table, _ = gd.judge_states(x.numpy(), mask.numpy(), norm, valence_guard=True)
+    row = table.iloc[0]
+    assert not row["valid"] and row["bonds_lowered"] > 0 and row["valid_guarded"], row
 
 
 def test_bad_inputs_are_refused_naming_the_entry(graphs):
