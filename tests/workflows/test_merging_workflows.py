@@ -18,10 +18,11 @@ NEEDS = {"images": (), "molecules": ("rdkit", "e3nn"), "proteins": ("biotite", "
 EXPERIMENTS = [("images", "dmm_fidelity_digits"), ("images", "dmm_mixing_digits"), ("images", "merge_digits"),
                ("images", "dmm_adversarial_digits"),
                ("molecules", "dmm_cyclic_acyclic"), ("molecules", "merge_cyclic_acyclic"),
+               ("molecules", "dmm_graph_cyclic_acyclic"),
                ("proteins", "dmm_helix_strand"), ("proteins", "dmm_helix_strand_ts")]
 STUDENTS = [("images", "dmm_shards", 3), ("images", "dmm_shards_2", 2), ("images", "dmm_add789_reg", 3),
             ("images", "dmm_add789_noreg", 3), ("images", "dmm_shards_adv", 3), ("images", "dmm_shards_plain", 3),
-            ("molecules", "dmm_cyclic_acyclic", 2),
+            ("molecules", "dmm_cyclic_acyclic", 2), ("molecules", "dmm_graph_cyclic_acyclic", 2),
             ("proteins", "dmm_helix_strand", 2), ("proteins", "dmm_helix_strand_ts", 2)]
 
 
