@@ -38,7 +38,7 @@ def _tiny(name: str) -> dict:
                                   "or_cyclic_acyclic.yaml",
                                   "barycenter_rings.yaml", "unconditional_qm9_graph.yaml", "prompts_qm9_graph.yaml",
                                   "and_rings_heteroatoms_graph.yaml", "or_cyclic_acyclic_graph.yaml",
-                                  "barycenter_rings_graph.yaml"])
+                                  "barycenter_rings_graph.yaml", "and_rings_heteroatoms_graph_guided.yaml"])
 def test_molecule_workflow_tiny(tmp_path, name):
     wf = _tiny(name)
     res = run_workflow(wf, out=tmp_path, name="tiny", progress=False, verbose=False)
