@@ -23,7 +23,7 @@ EXPERIMENTS = [("images", "dmm_fidelity_digits"), ("images", "dmm_mixing_digits"
 STUDENTS = [("images", "dmm_shards", 3), ("images", "dmm_shards_2", 2), ("images", "dmm_add789_reg", 3),
             ("images", "dmm_add789_noreg", 3), ("images", "dmm_shards_adv", 3), ("images", "dmm_shards_plain", 3),
             ("molecules", "dmm_cyclic_acyclic", 2), ("molecules", "dmm_graph_cyclic_acyclic", 2),
-            ("proteins", "dmm_helix_strand", 2), ("proteins", "dmm_helix_strand_ts", 2)]
+            ("proteins", "dmm_helix_strand", 2), ("proteins", "dmm_helix_strand_ts", 2), ("proteins", "angles_dmm", 2)]
 
 
 def _skip_without(modality: str) -> None:
