@@ -76,6 +76,20 @@ def test_the_graph_training_workflow_validates():
     assert GraphScoreNet(**wf.architecture["config"]).space.config() == space_for().config()  # defaults fit the data
 
 
+@pytest.mark.parametrize("name", ["qm9_graph_cyclic", "qm9_graph_acyclic", "qm9_graph_uncond_120k"])
+def test_the_fine_tuned_graph_members_descend_from_the_shipped_parent(name):
+    """Each member fine-tuned from qm9_graph_uncond: its workflow names the parent, and its card holds
+    the hash of the parent as shipped (so `molfuse train` on the workflow rebuilds it from these weights)."""
+    from molfuse.training.workflow import load_train_workflow
+
+    wf = load_train_workflow(ROOT / "workflows" / "molecules" / f"train_{name}.yaml")
+    assert wf.init_from == "models/molecules/qm9_graph_uncond" and wf.checkpoint_dir == f"models/molecules/{name}"
+    card = json.loads((ROOT / wf.checkpoint_dir / "card.json").read_text())
+    parent = json.loads((ROOT / wf.init_from / "card.json").read_text())
+    assert card["init_from"]["sha256"] == parent["weights"]["sha256"]
+    assert card["steps"] == wf.train.steps and card["rebuild"] == f"molfuse train workflows/molecules/train_{name}.yaml"
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. properties.png with a method without valid molecules
 def test_the_graph_workflow_runs_on_a_tiny_graph_member(tmp_path):
     """unconditional_qm9_graph.yaml pointed at tiny graph members trained here: single, OR and AND,
@@ -94,8 +108,10 @@ def test_the_graph_workflow_runs_on_a_tiny_graph_member(tmp_path):
     assert wf["models"]["graph"]["path"] == "models/molecules/qm9_graph_uncond"
     wf["models"] = {"graph": {"kind": "checkpoint", "path": ckpt["cyclic"]},
                     "acyclic": {"kind": "checkpoint", "path": ckpt["acyclic"]}}
-    wf["methods"] += [{"name": "or", "operator": "superpose", "models": ["graph", "acyclic"]},
-                      {"name": "and", "operator": "superpose", "models": ["graph", "acyclic"], "mode": "and"}]
+    assert wf["evaluation"]["valence_guard"] is True  # the shipped run reports the guard beside
+    wf["methods"] = [m for m in wf["methods"] if m["name"] == "graph"] + [
+        {"name": "or", "operator": "superpose", "models": ["graph", "acyclic"]},
+        {"name": "and", "operator": "superpose", "models": ["graph", "acyclic"], "mode": "and"}]
     wf.update(n_samples=3)
     wf["sampler"].update(steps=10, chunk_size=3)
     wf["evaluation"].update(reference_source="small", fcd=False)
@@ -108,7 +124,9 @@ def test_the_graph_workflow_runs_on_a_tiny_graph_member(tmp_path):
     assert {"validity", "connected", "uniqueness", "valid_and_unique", "novelty", "geometry_agrees",
             "connectivity_agrees"} <= set(metrics.columns)
     assert {"valid", "reason", "smiles", "fragments", "geometry_agrees", "connectivity_agrees", "rings",
-            "heteroatoms"} <= set(per.columns) and len(per) == 9
+            "heteroatoms", "bonds_lowered", "valid_guarded", "fragments_guarded"} <= set(per.columns) and len(per) == 9
+    assert {"validity_guarded", "connected_guarded", "guarded_share"} <= set(metrics.columns)
+    assert (metrics["validity_guarded"] >= metrics["validity"]).all()  # the guard only turns invalid samples valid
     assert (per.loc[~per["valid"], "reason"].str.len() > 0).all()  # every invalid sample says why
     for method in metrics.index:
         assert (res.folder / "samples" / f"{method}.sdf").is_file() and (res.folder / "samples" / f"{method}.smi").is_file()
