@@ -1,4 +1,4 @@
-"""The README "Merging" pictures from finished runs: side-by-side sample grids with titles.
+"""The docs/merging/README.md pictures from finished runs: side-by-side sample grids with titles.
 
     .venv/bin/python docs/merging/pictures.py results/dmm_fidelity_digits/seed0 results/dmm_mixing_digits/seed0
 

@@ -3,7 +3,7 @@ estimate decodes to (training objective ``objective: {kind: backbone_geometry}``
 
 An angle model learns each residue's angles, but a backbone's global shape is the NeRF product of
 every angle before it: a few degrees of error spread along a chain place residues 20 apart into
-each other (the clashes that make angle members invalid, README "Proteins"). Models of the field
+each other (the clashes that make angle members invalid, docs/proteins/README.md). Models of the field
 that train on frames or angles add losses on the structure the prediction implies (FrameDiff's
 2-D distance loss on the denoised estimate at small t). This objective does the same for angle
 states:
