@@ -155,6 +155,7 @@ def _break(wf: dict, path: str, value) -> dict:
     ("models/b/mean", [[0, 0]], r"models\.b\.mean: unknown key \(did you mean 'means'"),
     ("sampler/t_end", 2.0, r"sampler\.t_end: must be a finite number"),
     ("sampler/grid_power", 0.5, r"sampler\.grid_power: must be a finite number"),
+    ("sampler/denoise", "yes", r"sampler\.denoise: must be true or false"),
     ("n_samples", 0, r"n_samples: must be >= 1"),
 ])
 def test_malformed_fields_are_named(tmp_path, path, value, message):

@@ -88,3 +88,52 @@ def test_a_checkpoint_is_not_sampled_with_more_nodes_than_its_card_holds():
         mf.sample(Net(), sched, (2, 12, 3), steps=2, mask=big)
     ok = torch.arange(12)[None, :] < torch.tensor([[9], [4]])
     assert mf.sample(Net(), sched, (2, 12, 3), steps=2, mask=ok).x.shape == (2, 12, 3)
+
+
+def _posterior_mean(x, mean, var, t, sched):
+    """E[x_0 | x_t] for x_0 ~ N(mean, var I): mean + α var / (α² var + σ²) (x − α mean)."""
+    a, s2 = float(sched.alpha(t)), float(sched.sigma2(t))
+    return mean + a * var / (a * a * var + s2) * (x - a * mean)
+
+
+def test_denoise_ends_on_the_tweedie_mean_of_the_last_state():
+    """sample(denoise=True) = the closed-form posterior mean E[x_0 | x_t_end] of the very state the
+    sampler stopped at (same draws: the step adds no randomness); on data sharper than σ(t_end) it
+    removes the last noise (std near the data's, not sqrt(var + σ²))."""
+    sched = mf.VPSchedule()
+    mean, var, t_end = torch.tensor([1.0, -2.0], dtype=torch.float64), 1e-4, 1e-3
+    gm = mf.GaussianMixture(mean[None], [var], schedule=sched)
+    kw = dict(steps=200, t_end=t_end, grid_power=3.0, dtype=torch.float64)
+    raw = mf.sample(gm, sched, (4000, 2), generator=torch.Generator().manual_seed(0), **kw)
+    den = mf.sample(gm, sched, (4000, 2), generator=torch.Generator().manual_seed(0), denoise=True, **kw)
+    assert torch.allclose(den.x, _posterior_mean(raw.x, mean, var, t_end, sched), atol=1e-10)
+    s2 = float(sched.sigma2(t_end))
+    a = float(sched.alpha(t_end))
+    raw_sd, den_sd = float((raw.x - a * mean).std()), float((den.x - mean).std())
+    print(f"\nsd at t_end {raw_sd:.5f} (exact {(a * a * var + s2) ** 0.5:.5f}), denoised {den_sd:.5f} "
+          f"(exact {a * var / (a * a * var + s2) ** 0.5:.5f}), data {var ** 0.5:.5f}")
+    assert abs(raw_sd - (a * a * var + s2) ** 0.5) < 0.1 * (var + s2) ** 0.5
+    assert abs(den_sd - a * var / (a * a * var + s2) ** 0.5) < 0.1 * var ** 0.5  # Var E[x0|xt] = var² α² / (α² var + σ²)
+
+
+def test_denoise_of_or_is_the_mixture_tweedie_and_of_fkc_the_product_score():
+    """superpose OR at T = 1 ends on the mixture's own Tweedie mean (κ = posterior member weights);
+    fkc_sample on the product's score Σ b_i s^i; both against closed forms on the same draws."""
+    from molfuse.convert import score_fn
+    from molfuse.sampling import denoised
+    sched, t_end = mf.VPSchedule(), 1e-3
+    a = mf.GaussianMixture([[-2.0, 0.0]], [0.05], schedule=sched)
+    b = mf.GaussianMixture([[2.0, 0.5]], [0.05], schedule=sched)
+    mix = mf.GaussianMixture([[-2.0, 0.0], [2.0, 0.5]], [0.05, 0.05], [0.5, 0.5], schedule=sched)
+    kw = dict(steps=200, t_end=t_end, dtype=torch.float64)
+    raw = mf.fusion.superpose([a, b], sched, (500, 2), generator=torch.Generator().manual_seed(1), **kw)
+    den = mf.fusion.superpose([a, b], sched, (500, 2), generator=torch.Generator().manual_seed(1), denoise=True, **kw)
+    want = denoised(raw.x, mix.score(raw.x, t_end), t_end, sched)
+    assert torch.allclose(den.x, want, atol=1e-6) and not torch.allclose(den.x, raw.x, atol=1e-4)
+    assert torch.equal(den.log_q, raw.log_q)  # the density estimates stay those of x_t_end
+    raw = mf.fusion.fkc_sample([a, b], sched, (256, 2), generator=torch.Generator().manual_seed(2), **kw)
+    den = mf.fusion.fkc_sample([a, b], sched, (256, 2), generator=torch.Generator().manual_seed(2), denoise=True, **kw)
+    s = score_fn(a, sched)(raw.x, t_end, None, None) + score_fn(b, sched)(raw.x, t_end, None, None)
+    assert torch.allclose(den.x, denoised(raw.x, s, t_end, sched), atol=1e-10)
+    wrong = denoised(raw.x, s / 2, t_end, sched)  # the b-weighted mean of the members' estimates: not it
+    assert not torch.allclose(den.x, wrong, atol=1e-4)

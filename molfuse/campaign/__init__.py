@@ -29,7 +29,8 @@ Schema (``?`` = optional, default after ``=``)::
     target?: <model name>        # evaluation: exact log q under it (log_q_nats_target)
     n_samples?: int = 1000       # per method; refused when every method's samples and rows cannot fit in memory
     sampler?: {steps: 500, t_end: 0.001, chunk_size: 250, device: cpu|cuda|auto, threads: null,
-               grid_power: 1.0}   # time grid t_k = t_end + (1 - t_end)(1 - k/steps)^p; p > 1: finer near t_end
+               grid_power: 1.0,   # time grid t_k = t_end + (1 - t_end)(1 - k/steps)^p; p > 1: finer near t_end
+               denoise: false}    # true: end with one Tweedie step to E[x_0 | x_t_end] on the method's score
                                   # threads null: 1 on CPU (runs sharing cores thrash at torch's default)
     methods:                     # required, list; operators are a registry (register_operator)
       - {name: str, operator: single, models: [a]}

@@ -61,7 +61,7 @@ def _prepare_superpose(method: MethodSpec, members: list, ctx: RunContext) -> Pr
         shape, mask = ctx.layout(members, n, g, *sizes)
         r = fusion.superpose(members, ctx.schedule, shape, mode=o["mode"], temperature=o["temperature"],
                              bias=ell, steps=ctx.steps, generator=g, t_end=ctx.t_end, device=ctx.device, grid_power=ctx.grid_power,
-                             ito_correction=o["ito_correction"], mask=mask)
+                             denoise=ctx.denoise, ito_correction=o["ito_correction"], mask=mask)
         return Draw(r.x, mask=r.mask, ito=r.log_q, fallbacks=r.fallbacks)
 
     # OR at T = 1 has score grad log sum_i e^{l_i} q_i: its target is that mixture (MATH §4)
@@ -136,7 +136,7 @@ def _prepare_barycenter(method: MethodSpec, members: list, ctx: RunContext) -> P
 def _sample(ctx: RunContext, model, shape, mask, g: torch.Generator):
     """Untracked reverse-SDE samples of a fused score model with a given layout."""
     return sample(model, ctx.schedule, shape, steps=ctx.steps, t_end=ctx.t_end, grid_power=ctx.grid_power, generator=g, device=ctx.device,
-                  mask=mask)
+                  denoise=ctx.denoise, mask=mask)
 
 
 def _fit_weights(method: MethodSpec, members: list, ctx: RunContext) -> tuple[list[float], dict]:
@@ -253,7 +253,7 @@ def _fkc_draw(o: dict, members: list, ctx: RunContext,
         r = fusion.fkc_sample(members, ctx.schedule, shape, exponents=o["exponents"], steps=ctx.steps, generator=g,
                               t_end=ctx.t_end, noise_ratio=o["noise_ratio"], ess_threshold=o["ess_threshold"],
                               resampling=o["resampling"], device=ctx.device, mask=mask, grid_power=ctx.grid_power,
-                              potential=steer.get("potential"), ramp=steer.get("ramp", "alpha2"))
+                              denoise=ctx.denoise, potential=steer.get("potential"), ramp=steer.get("ramp", "alpha2"))
         ito = r.log_q if r.log_q is not None else torch.full((n, len(members)), math.nan, dtype=torch.float64)
         per_chunk = lambda v: torch.full((n,), float(v), dtype=torch.float64)  # noqa: E731
         extra = steer["columns"](r.x, r.mask) if steer else {}

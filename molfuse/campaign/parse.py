@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import plugins
-from ..base.checks import REQUIRED, as_choice, as_float, as_int, as_name, fail, fields
+from ..base.checks import REQUIRED, as_bool, as_choice, as_float, as_int, as_name, fail, fields
 from ..base.io import read_yaml
 from ..sampling import MIN_SANE_STEPS
 from ..schedules import check_schedule_spec
@@ -194,7 +194,8 @@ def parse_sampler(d: Any, device: str | None) -> SamplerSpec:
                        chunk_size=as_int(f["chunk_size"], "sampler.chunk_size", 1),
                        device=as_choice(f["device"], "sampler.device", ("cpu", "cuda", "auto")),
                        threads=None if threads is None else as_int(threads, "sampler.threads", 1),
-                       grid_power=as_float(f["grid_power"], "sampler.grid_power", 1.0, 10.0))
+                       grid_power=as_float(f["grid_power"], "sampler.grid_power", 1.0, 10.0),
+                       denoise=as_bool(f["denoise"], "sampler.denoise"))
 
 
 def parse_method(d: Any, path: str, model_names: list[str]) -> MethodSpec:

@@ -87,6 +87,7 @@ class RunContext:
     device: torch.device
     seed: int
     grid_power: float = 1.0
+    denoise: bool = False
 
     def generator(self, *parts: Any) -> torch.Generator:
         """A CPU generator seeded from (workflow seed, *parts) (portable across devices)."""
@@ -111,7 +112,7 @@ class RunContext:
         """Reverse-SDE samples of one score model (sizes from its own histogram)."""
         shape, mask = self.layout([model], n, g)
         return sample(model, self.schedule, shape, steps=self.steps, t_end=self.t_end, grid_power=self.grid_power, generator=g,
-                      track_log_density=track, device=self.device, mask=mask)
+                      denoise=self.denoise, track_log_density=track, device=self.device, mask=mask)
 
 
 @dataclass

@@ -54,7 +54,8 @@ def summary(wf: Workflow, metrics: pd.DataFrame, prov: dict, figures: list[str],
                                             if git else "") + f", torch {torch.__version__}, device {prov['device']}.",
               f"- {wf.n_samples} samples per method: reverse SDE, {wf.sampler.steps} Euler–Maruyama steps from t = 1 "
               + ("" if wf.sampler.grid_power == 1.0 else f"(grid t_k = t_end + (1 - t_end)(1 - k/steps)^{wf.sampler.grid_power}) ")
-              + f"to t_end = {wf.sampler.t_end}, seed {wf.seed}, chunks of {wf.sampler.chunk_size}.",
+              + f"to t_end = {wf.sampler.t_end}" + (", then one Tweedie step to E[x_0 | x_t_end]" if wf.sampler.denoise else "")
+              + f", seed {wf.seed}, chunks of {wf.sampler.chunk_size}.",
               "- Models: " + ", ".join(f"`{k}` ({s.kind})" for k, s in wf.models.items())
               + (f"; target `{wf.target}`." if wf.target else "."), "", "## Methods", ""]
     rows = [{"method": m["name"], "operator": m["operator"], "models": "+".join(m["models"]),

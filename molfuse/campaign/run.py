@@ -121,7 +121,8 @@ def run_workflow(source: str | Path | Mapping, out: str | Path | None = None, na
                "the default on CPU; set sampler.threads to use more") if want else "torch's default"
         say(f"molfuse: device {dev} (torch {torch.__version__}, {torch.get_num_threads()} thread(s): {why})")
         try:
-            rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed, wf.sampler.grid_power)
+            rctx = RunContext(schedule, models, wf.sampler.steps, wf.sampler.t_end, dev, wf.seed, wf.sampler.grid_power,
+                              wf.sampler.denoise)
             with warnings.catch_warnings():  # the floor is reported once, by load_workflow, naming the field
                 warnings.filterwarnings("ignore", message=r"steps=\d+ is below")
                 prepared = {m.name: _prepare(m, i, models, rctx) for i, m in enumerate(wf.methods)}  # fits run here

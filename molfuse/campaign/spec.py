@@ -34,6 +34,7 @@ class SamplerSpec:
     device: str = "cpu"
     threads: int | None = None
     grid_power: float = 1.0
+    denoise: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Workflow:
             "run_name": self.run_name, "schedule": dict(self.schedule),
             "models": {n: {"kind": m.kind, **m.params} for n, m in self.models.items()},
             "target": self.target, "n_samples": self.n_samples, "sampler": {k: v for k, v in vars(self.sampler).items()
-                                                                    if k != "grid_power" or v != 1.0},
+                                                                    if (k, v) not in (("grid_power", 1.0), ("denoise", False))},
             "methods": [{"name": m.name, "operator": m.operator, "models": list(m.models), **m.options}
                         for m in self.methods],
         } | ({"evaluation": dict(self.evaluation)} if self.evaluation else {}) \

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, check_state, reverse_step, time_grid
+from ..sampling import check_sampler_args, check_state, denoise_end, reverse_step, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, member_probe, stack_scores
@@ -190,7 +190,7 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
                final_resample: bool = True, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, mask: Tensor | None = None, space: Space | None = None,
                grid_power: float = 1.0, progress: bool = False, potential: Potential | None = None,
-               potential_scale: float = 1.0, ramp: str = "alpha2") -> FKCResult:
+               potential_scale: float = 1.0, ramp: str = "alpha2", denoise: bool = False) -> FKCResult:
     """Sample ``Π_i (q^i)^{b_i}`` (MATH §7), or with ``potential`` ``Π_i (q^i)^{b_i} exp(−λ U)`` (MATH §8),
     with Feynman–Kac weighted particles.
 
@@ -223,6 +223,10 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
         potential_scale: λ >= 0 of ``exp(−λ U)``.
         ramp: how ``λ_t`` grows to λ over the path, one of :data:`~molfuse.fusion.steer.RAMPS`
             (default ``alpha2``: ``λ α_t² / α_{t_end}²``). The end target is exact for any ramp.
+        denoise: end with the Tweedie step (:func:`~molfuse.sampling.denoise_end`) on the
+            product's score ``S = Σ b_i s^i`` at ``t_end`` (near t = 0 the score of the product's
+            noised density), after the last resampling; weights, ``log_q`` and ``energy`` stay
+            those of the particles before it.
 
     The start is ``N(0, v I / B)`` (v the prior variance): the normalised product of the B
     members' priors, so the start weights are equal (times ``exp φ_1`` with a potential).
@@ -280,6 +284,9 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
             resamples += 1
     x, ancestors, mask, log_w, log_q = _finish(log_w, groups, final_resample and resampling != "none", resampling,
                                                generator, x, ancestors, mask, log_w, log_q)
+    energy = None if tilt is None else tilt.energy(x, mask, t_end)
+    if denoise:  # Tweedie on the product's score Σ b_i s^i at t_end, after the weights are settled
+        x = denoise_end(x, fuse(stack_scores(fns, x, t_end, cond, mask)), t_end, schedule, space, mask).detach()
     return FKCResult(x=x, log_weight=log_w, log_q=log_q, ess=torch.tensor(ess_trace, dtype=torch.float64),
                      resamples=resamples, ancestors=ancestors, exponents=tuple(float(v) for v in b), t_end=t_end,
-                     mask=mask, energy=None if tilt is None else tilt.energy(x, mask, t_end))
+                     mask=mask, energy=energy)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteError, SamplerError
+from ..sampling import denoised
 from ..schedules import Schedule
 from ..spaces import Space
 
@@ -46,11 +47,6 @@ def ramp_fraction(ramp: str, t: float, t_end: float, schedule: Schedule) -> floa
     if ramp == "constant":
         return 1.0
     raise SamplerError(f"ramp must be one of {RAMPS}; got {ramp!r}")
-
-
-def denoised(x: Tensor, score: Tensor, t: float, schedule: Schedule) -> Tensor:
-    """``x̂0 = (x_t + σ_t² s) / α_t`` (Tweedie, MATH §8), same shape as ``x``, for a score ``s`` at (x, t)."""
-    return (x + float(schedule.sigma2(t)) * score) / float(schedule.alpha(t))
 
 
 class Tilt:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..convert import model_name
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, check_state, reverse_step, step_noise, time_grid
+from ..sampling import check_sampler_args, check_state, denoise_end, reverse_step, step_noise, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, member_probe, stack_scores
@@ -185,7 +185,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
               method: str = "sde", noise_scale: float = 1.0, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None, progress: bool = False, tol: float = 1e-8,
               ito_correction: bool | None = None, weights: Any = None, mask: Tensor | None = None,
-              space: Space | None = None, grid_power: float = 1.0) -> SuperpositionResult:
+              space: Space | None = None, grid_power: float = 1.0, denoise: bool = False) -> SuperpositionResult:
     """Sample the superposition of K >= 2 models (SuperDiff OR / AND, MATH §4).
 
     Each step: member scores ``s^i`` at ``x``; noise ``z`` drawn; κ from OR
@@ -216,6 +216,10 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             not shrinking with steps), so only differences of it mean anything.
         mask, space: node mask (n, N) and state space of point-cloud members (MATH §6); the
             Itô increments then use each sample's own degrees of freedom.
+        denoise: end with the Tweedie step (:func:`~molfuse.sampling.denoise_end`) on the fused
+            score ``Σ κ_i s^i`` at ``t_end``: OR's κ re-evaluated there (at T = 1 the mixture's
+            posterior member weights, which makes the step the mixture's own Tweedie estimate),
+            AND's κ those of the last step. ``log_q`` stays the estimate at the state before it.
     """
     _check_superpose_args(mode, temperature, method, noise_scale)
     check_sampler_args(steps, t_end, method)
@@ -265,5 +269,9 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
         log_q, offset = log_q - top[:, None], offset + top
         x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
         x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
+    if denoise:
+        s = stack_scores(fns, x, t_end, cond, mask)
+        k_end = or_weights(log_q, temperature, ell_t) if mode == "or" else kappa
+        x = denoise_end(x, (k_end.to(s.dtype).reshape(kshape) * s).sum(1), t_end, schedule, space, mask).detach()
     return SuperpositionResult(x=x, log_q=log_q + offset[:, None], kappa=kappa, fallbacks=fallbacks, t_end=t_end,
                                mask=mask)
