@@ -4,6 +4,7 @@
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
     molfuse replicates RUN RUN ... [--metrics a,b] [--out F.csv] [--by-n]
+    molfuse evaluate [LABEL=]PATH ... [--modality M] [--evaluation E.yaml] [--out DIR] [--name NAME] [--overwrite]
     molfuse doctor     (versions, every extra, and which shipped workflows this install can run)
 
 ``python -m molfuse`` is the same command.
@@ -110,6 +111,35 @@ def run(workflow: Path, out: str | None, name: str | None, device: str | None, s
         allow_invalid: bool, executor: str | None) -> None:
     """Run a workflow YAML file and write its results folder."""
     _run(workflow, out, name, device, seed, allow_invalid, executor)
+
+
+@main.command("evaluate")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--modality", help="The modality that judges the inputs (default: the one that reads them all).")
+@click.option("--evaluation", "evaluation", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML with the evaluation settings: a workflow's `evaluation:` block, or a workflow holding one.")
+@click.option("--out", default="results/evaluate", show_default=True, help="Base output folder.")
+@click.option("--name", help="Folder under --out (default: a timestamp).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder of that name.")
+def evaluate_command(inputs: tuple[str, ...], modality: str | None, evaluation: Path | None, out: str,
+                     name: str | None, overwrite: bool) -> None:
+    """Judge samples molfuse did not draw (an SDF / SMILES file, a folder of PDB / mmCIF files, a PNG
+    folder or .npy of images) as a workflow judges its own; several inputs side by side.
+
+    Each input is PATH or LABEL=PATH. Writes per_sample.csv (a reason per bad item), metrics.csv,
+    pictures, summary.md and provenance.json (input hashes, reference sets)."""
+    from .base.tables import markdown_table
+    from .campaign.judge import evaluate_samples
+    from .errors import WorkflowError
+    from .plugins import MissingModalityError, UnknownNameError
+
+    try:
+        result = evaluate_samples(inputs, modality, evaluation, out, name, overwrite, say=click.echo)
+    except (WorkflowError, MissingModalityError, UnknownNameError) as e:
+        raise click.ClickException(str(e)) from None
+    m = result.metrics
+    click.echo(markdown_table(m[[c for c in m if c not in ("path",) and m[c].notna().any()]]))
+    click.echo(f"results: {result.folder}  (summary.md, metrics.csv, per_sample.csv)")
 
 
 @main.command("train")

@@ -31,7 +31,7 @@ from .base.registry import Registry, UnknownNameError
 __all__ = ["Modality", "Potential", "DataKind", "TrainingData", "ModelKind", "Evaluator", "Evaluated", "EvalContext",
            "MethodRun", "Report", "register_modality", "modality", "modalities", "unavailable", "discover",
            "architecture", "data_kind", "data_kind_modality", "model_kind", "report", "register_report",
-           "register_model_kind", "MissingModalityError", "ENTRY_POINT_GROUP"]
+           "register_model_kind", "MissingModalityError", "ENTRY_POINT_GROUP", "FileJudge"]
 
 ENTRY_POINT_GROUP = "molfuse.modalities"
 
@@ -193,6 +193,34 @@ class Report:
     samples: bool = False  # True: write(..., ctx=EvalContext, runs={method: MethodRun}, modality=Modality)
 
 
+@dataclass(frozen=True)
+class FileJudge:
+    """How a modality judges samples molfuse did not draw (``molfuse evaluate``), with the same
+    ``evaluation:`` settings a workflow takes (parsed by the modality's ``Evaluator.parse``).
+
+    - ``kinds``: what it reads, e.g. ``("*.sdf", "*.smi")``, named in help and errors;
+    - ``accepts(path) -> bool``: whether ``path`` (a file or a folder) is one of them;
+    - ``judge(path, settings, folder, name) -> Evaluated``: one row per item (an unreadable item
+      is a row with its reason; an unreadable input, one row saying why), the ``metrics.csv`` row
+      and the pictures it wrote under ``folder`` (paths relative to it);
+    - ``figure(settings, folder, tables) -> [str]``: pictures across inputs (``tables``: input
+      name -> its judged rows);
+    - ``provenance(settings) -> dict`` and ``caveats(settings) -> [str]``: the settings and the
+      reference sets behind the numbers, for ``provenance.json`` and ``summary.md``;
+    - ``metric_columns``, ``sample_columns``, ``notes``: as for :class:`Evaluator`.
+    """
+
+    kinds: tuple[str, ...]
+    accepts: Callable[[Path], bool]
+    judge: Callable[..., Evaluated]
+    figure: Callable[..., list[str]] | None = None
+    provenance: Callable[[dict], dict] | None = None
+    caveats: Callable[[dict], list[str]] | None = None
+    metric_columns: tuple[str, ...] = ()
+    sample_columns: tuple[str, ...] = ()
+    notes: str = ""
+
+
 Writer = Callable[[Path, MethodRun, dict], list[str]]  # (run folder, run, normalisation) -> files written
 
 
@@ -225,7 +253,8 @@ class Modality:
     ``set_distance(ctx, a, b) -> {metric: value}`` compares two methods' sample sets (the
     ``fidelity`` report: a student's style against its teacher, a teacher against itself).
     ``potentials``: name -> :class:`Potential` (or a plain ``fn(x, mask, normalisation, **params)``),
-    the energies a workflow's ``steer`` method may name."""
+    the energies a workflow's ``steer`` method may name. ``files``: how ``molfuse evaluate`` judges
+    a user's own sample files (:class:`FileJudge`), or None."""
 
     name: str
     requires: tuple[str, ...] = ()
@@ -240,6 +269,7 @@ class Modality:
     description: str = ""
     set_distance: Callable[..., dict] | None = None
     potentials: Mapping[str, Potential | Callable[..., Any]] = field(default_factory=dict)
+    files: FileJudge | None = None
 
     def install_hint(self) -> str:
         return f"pip install 'molfuse[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"

@@ -38,6 +38,7 @@ from .graphs import geometry_agrees, graph_molecule  # noqa: E402
 from .qm9_graphs import bond_graphs  # noqa: E402
 from .elements import HEAVY, WITH_H  # noqa: E402
 from .evaluate import EVALUATOR, write_grid, write_sdf_samples, write_smiles_samples  # noqa: E402
+from .files import FILES, judge_file  # noqa: E402
 from .io import parse_smiles, read_sdf, read_smiles, write_sdf, write_smiles  # noqa: E402
 from .metrics import fcd, internal_diversity, molecule_table, summary  # noqa: E402
 from .properties import PROPERTIES, compute_properties  # noqa: E402
@@ -48,7 +49,7 @@ from .fidelity import set_distance  # noqa: E402
 __all__ = ["MODALITY", "register", "bond_orders", "stability", "to_molecule", "decode", "encode",
            "normalisation_for", "graph_table", "graph_summary", "geometry_agrees", "graph_molecule", "bond_graphs",
            "HEAVY", "WITH_H", "parse_smiles", "read_sdf", "read_smiles", "write_sdf", "write_smiles", "fcd", "internal_diversity", "molecule_table", "summary", "PROPERTIES",
-           "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics", "set_distance"]
+           "compute_properties", "QM9", "load_qm9", "load_small", "split", "reference_metrics", "set_distance", "judge_file"]
 
 
 def _net(**config: Any):
@@ -113,7 +114,7 @@ MODALITY = plugins.Modality(
     data_kinds={"qm9": DATA_KIND, "qm9_graphs": GRAPH_DATA_KIND}, evaluator=EVALUATOR,
     reports={"reference": REFERENCE},
     writers={"sdf": write_sdf_samples, "smi": write_smiles_samples, "png": write_grid}, check_card=_check_card,
-    set_distance=set_distance)
+    set_distance=set_distance, files=FILES)
 
 
 def register() -> None:

@@ -45,7 +45,8 @@ from .properties import compute_properties
 from .schema import parse_evaluation
 
 __all__ = ["EVALUATOR", "write_sdf_samples", "write_smiles_samples", "write_grid", "reference", "reference_set", "built",
-           "received"]
+           "received", "judge_table", "grid_png", "properties_png", "reference_caveat", "references", "source_info", "NOTES",
+           "BASE_NOTES"]
 
 FIGURE_REFERENCE = 2000  # properties.png draws the first this many reference test molecules
 PROPERTIES_OF = "the largest fragment (the smiles column, the .smi line), read back from its SMILES"
@@ -105,18 +106,30 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     ok = table["valid"].to_numpy() & own["valid"].to_numpy()
     table["reason"] = np.where(table["valid"], own["reason"], table["reason"])
     table["valid"] = ok
-    props = compute_properties(received(own["smiles"], ok), s["properties"])
-    table = pd.concat([table, own.drop(columns=["valid", "reason"]), props], axis=1)
-    summ = summary(table, reference(s["reference_source"], "train") if s["novelty"] else None)
-    row = {**summ, "diversity": internal_diversity(table.loc[ok, "smiles"])}
-    if "geometry_agrees" in table:  # molecule-graph states: do their coordinates carry their bonds?
-        for col in ("geometry_agrees", "connectivity_agrees"):
-            row[col] = float(table.loc[ok, col].astype(float).mean()) if ok.any() else math.nan
+    table, row = judge_table(pd.concat([table, own.drop(columns=["valid", "reason"])], axis=1), s)
     if "valid_guarded" in table:  # the valence guard, beside the unguarded numbers (a valid sample needs none)
         guarded = run.table["valid"].to_numpy(bool) & table["valid_guarded"].to_numpy(bool)
         row["validity_guarded"] = float(guarded.mean())
         row["connected_guarded"] = float((guarded & (table["fragments_guarded"].to_numpy() == 1)).mean())
         row["guarded_share"] = float((table["bonds_lowered"].to_numpy() > 0).mean())
+    return Evaluated(table, row, [f"samples/{run.name}.png"])
+
+
+def judge_table(table: pd.DataFrame, s: Mapping[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """One set of molecules judged: ``table`` has a row per molecule with ``valid``, ``reason``,
+    ``smiles`` (largest fragment) and ``fragments`` (and, for molecule-graph samples,
+    ``geometry_agrees`` / ``connectivity_agrees``); returns it with the property columns of
+    ``s["properties"]`` added, and the ``metrics.csv`` row (validity, uniqueness, novelty,
+    connectivity, diversity, geometry agreement, per target mean / MAE / hit rate, the joint
+    hit rate, FCD) under the evaluation settings ``s``. Workflows and ``molfuse evaluate`` share it."""
+    ok = table["valid"].to_numpy(bool)
+    props = compute_properties(received(table["smiles"], ok), s["properties"])
+    table = pd.concat([table.reset_index(drop=True), props.reset_index(drop=True)], axis=1)
+    summ = summary(table, reference(s["reference_source"], "train") if s["novelty"] else None)
+    row = {**summ, "diversity": internal_diversity(table.loc[ok, "smiles"])}
+    if "geometry_agrees" in table:  # molecule-graph states: do their coordinates carry their bonds?
+        for col in ("geometry_agrees", "connectivity_agrees"):
+            row[col] = float(table.loc[ok, col].astype(float).mean()) if ok.any() else math.nan
     hits = []
     for name, t in s["targets"].items():
         v = table[name].to_numpy(float)
@@ -129,7 +142,7 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
         row["joint_hit"] = float(np.logical_and.reduce(hits).mean())
     if s["fcd"]:
         row["fcd"] = fcd(table.loc[ok, "smiles"].tolist(), list(reference(s["reference_source"], "test")))
-    return Evaluated(table, row, [f"samples/{run.name}.png"])
+    return table, row
 
 
 def write_sdf_samples(folder: Path, run: MethodRun, normalisation: Mapping[str, Any]) -> list[str]:
@@ -150,33 +163,43 @@ def write_smiles_samples(folder: Path, run: MethodRun, normalisation: Mapping[st
 
 def write_grid(folder: Path, run: MethodRun, normalisation: Mapping[str, Any], n: int = 24) -> list[str]:
     """``samples/<method>.png``: up to ``n`` valid molecules drawn in 2-D (RDKit)."""
+    table, _ = _built(run, normalisation)
+    return [grid_png(Path(folder), f"samples/{run.name}.png", table.loc[table["valid"], "smiles"].head(n))]
+
+
+def grid_png(folder: Path, rel: str, smiles: Sequence[str]) -> str:
+    """``folder / rel``: the molecules of ``smiles`` drawn in 2-D on a grid of 6 per row; returns ``rel``."""
     from rdkit import Chem
     from rdkit.Chem import Draw
 
-    table, mols = _built(run, normalisation)
-    shown = [Chem.MolFromSmiles(s) for s in table.loc[table["valid"], "smiles"].head(n)]
+    shown = [Chem.MolFromSmiles(s) for s in smiles]
     shown = [m for m in shown if m is not None] or [Chem.MolFromSmiles("")]
     img = Draw.MolsToGridImage(shown, molsPerRow=6, subImgSize=(160, 130),
                                legends=[f"{i}" for i in range(len(shown))])
-    atomic_write(Path(folder) / "samples" / f"{run.name}.png", lambda fh: img.save(fh, format="PNG"))
-    return [f"samples/{run.name}.png"]
+    atomic_write(Path(folder) / rel, lambda fh: img.save(fh, format="PNG"))
+    return rel
 
 
 def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
     """properties.png: each property's distribution per method against the reference test molecules."""
+    tables = {}
+    for name, run in runs.items():
+        table, _ = _built(run, ctx.models[run.members[0]].normalisation, ctx.settings)
+        tables[name] = compute_properties(received(table["smiles"], table["valid"]), ctx.settings["properties"])
+    return properties_png(ctx.folder, ctx.settings, tables)
+
+
+def properties_png(folder: Path, s: Mapping[str, Any], tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """``folder/properties.png``: each property of ``s["properties"]`` per set (``tables``: name ->
+    property columns of its valid molecules, NaN elsewhere) against the reference test molecules."""
     from matplotlib.figure import Figure
 
     from .io import parse_smiles
 
-    s = ctx.settings
     ref_mols, _ = parse_smiles(list(reference(s["reference_source"], "test"))[:FIGURE_REFERENCE])
     ref = compute_properties(ref_mols, s["properties"])
     fig = Figure(figsize=(3.6 * len(s["properties"]), 3.2))
     axes = fig.subplots(1, len(s["properties"]), squeeze=False)[0]
-    tables = {}
-    for name, run in runs.items():
-        table, _ = _built(run, ctx.models[run.members[0]].normalisation, s)
-        tables[name] = compute_properties(received(table["smiles"], table["valid"]), s["properties"])
     for ax, prop in zip(axes, s["properties"]):
         data = ref[prop].dropna()
         bins = np.histogram_bin_edges(data, bins=20)
@@ -189,9 +212,8 @@ def _figure(ctx: EvalContext, runs: dict[str, MethodRun]) -> list[str]:
         ax.set_title(prop)
     axes[-1].legend(fontsize=6)
     fig.tight_layout()
-    atomic_write(ctx.folder / "properties.png", lambda fh: fig.savefig(fh, format="png", dpi=100))
+    atomic_write(Path(folder) / "properties.png", lambda fh: fig.savefig(fh, format="png", dpi=100))
     return ["properties.png"]
-
 
 
 def reference_set(source: str, part: str, first: int | None = None) -> str:
@@ -203,7 +225,7 @@ def reference_set(source: str, part: str, first: int | None = None) -> str:
     return f"{kind} {part} split ({count})"
 
 
-def _references(s: Mapping[str, Any]) -> dict[str, str]:
+def references(s: Mapping[str, Any]) -> dict[str, str]:
     """Metric -> the reference molecules it was measured against (only those the settings use)."""
     out = {"novelty_reference": reference_set(s["reference_source"], "train")} if s["novelty"] else {}
     if s["fcd"]:
@@ -212,7 +234,7 @@ def _references(s: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _source(s: Mapping[str, Any]) -> dict[str, Any]:
+def source_info(s: Mapping[str, Any]) -> dict[str, Any]:
     """The reference source asked for, the one used here, and whether ``auto`` fell back to the subset."""
     used = resolve_source(s["reference_source"])
     out = {"requested": s["reference_source"], "used": used,
@@ -250,15 +272,15 @@ def _provenance(ctx: EvalContext) -> dict:
     out = {"settings": infos.get("point_cloud") or infos.get("molecule_graph")}
     if len(infos) > 1:
         out["graph_settings"] = infos["molecule_graph"]
-    return {**out, "reference_source": _source(s), **_references(s)}
+    return {**out, "reference_source": source_info(s), **references(s)}
 
 
 _LABELS = {"novelty_reference": "novelty", "fcd_reference": "FCD", "properties_png_reference": "properties.png"}
 
 
-def _reference_caveat(s: Mapping[str, Any]) -> str:
+def reference_caveat(s: Mapping[str, Any]) -> str:
     """One line naming every reference; in bold, saying why, when ``auto`` fell back to the subset."""
-    src, refs = _source(s), _references(s)
+    src, refs = source_info(s), references(s)
     named = "; ".join(f"{_LABELS[k]} against the {v}" for k, v in refs.items())
     if not src["fallback"]:
         return f"Reference molecules (`reference_source: {s['reference_source']}`): {named}."
@@ -269,7 +291,7 @@ def _reference_caveat(s: Mapping[str, Any]) -> str:
 
 
 def _caveats(ctx: EvalContext, metrics: pd.DataFrame) -> list[str]:
-    out, infos = [_reference_caveat(ctx.settings)], _infos(ctx)
+    out, infos = [reference_caveat(ctx.settings)], _infos(ctx)
     if "point_cloud" in infos:
         info = infos["point_cloud"]
         out.append(f"Molecules from 3-D atoms: bonds {info['bonds']} (margins {info['margins_pm']} pm), hydrogens "
@@ -297,11 +319,12 @@ def _check(ctx: EvalContext) -> None:
                                  f"carry their bonds in the state and are judged by them; use edm (the default)")
 
 
-NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
-         "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
-         "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
-         "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
-         "those of the largest fragment, the molecule in the `smiles` column and the `.smi` file. Molecule-graph members: "
+BASE_NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
+              "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
+              "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
+              "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
+              "those of the largest fragment, the molecule in the `smiles` column")
+NOTES = (BASE_NOTES + " and the `.smi` file. Molecule-graph members: "
          "`geometry_agrees` / `connectivity_agrees`: share of valid molecules whose bond orders / bonded pairs the EDM "
          "distance rule recovers from their coordinates; with `valence_guard`, `validity_guarded` / `connected_guarded` "
          "judge each sample after its over-valent atoms' least certain bonds are lowered (`guarded_share`: share of "
