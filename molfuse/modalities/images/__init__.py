@@ -30,6 +30,7 @@ from .data import (  # noqa: E402
     mnist_population_dataset, population_from_spec, split_indices, to_model, to_unit,
 )
 from .evaluate import EVALUATOR, evaluate_images, memorisation_row, unit_images, write_npy, write_png  # noqa: E402
+from .files import FILES, judge_images  # noqa: E402
 from .memorisation import (  # noqa: E402
     heldout_weights, memorisation_summary, nearest_distances, seen_training_set, training_images,
 )
@@ -44,7 +45,7 @@ from .unet import UNet  # noqa: E402
 from .fidelity import set_distance  # noqa: E402
 
 __all__ = [
-    "UNet", "DigitClassifier", "DigitMLP",
+    "UNet", "DigitClassifier", "DigitMLP", "FILES", "judge_images",
     "DEFAULT_CLASSIFIER_DIR", "DEFAULT_JUDGE_DIR", "accuracy", "as_unit_images", "classify", "features",
     "load_classifier", "load_judge", "save_classifier", "train_classifier",
     "heldout_weights", "memorisation_summary", "memorisation_row", "nearest_distances", "seen_training_set",
@@ -85,7 +86,7 @@ MODALITY = plugins.Modality(
     architectures={"unet": UNet, "digit_classifier": DigitClassifier},
     data_kinds={"mnist_population": plugins.DataKind(_population_data)},
     evaluator=EVALUATOR, reports={"class_share": CLASS_SHARE}, writers={"npy": write_npy, "png": write_png},
-    check_card=_check_card, set_distance=set_distance)
+    check_card=_check_card, set_distance=set_distance, files=FILES)
 
 
 def register() -> None:

@@ -57,7 +57,7 @@ from .metrics import class_coverage, class_histogram, class_mixture_tv, feature_
 from .schema import parse_evaluation
 
 __all__ = ["evaluate_images", "reference_features", "reference_images", "memorisation_row", "EVALUATOR",
-           "write_npy", "write_png"]
+           "write_npy", "write_png", "judge_setting"]
 
 
 @lru_cache(maxsize=8)
@@ -248,7 +248,7 @@ def _evaluate(ctx: EvalContext, run: MethodRun) -> Evaluated:
     size = ctx.models[run.members[0]].sample_shape[-1]
     specs, origin = _seen(ctx, run, size) if ev.get("memorisation", True) else (None, None)
     own, row = evaluate_images(unit, ev.get("target_classes"), ev.get("reference_classes"), ev.get("classifier"),
-                               _judge_setting(ev, size), specs)
+                               judge_setting(ev, size), specs)
     if origin:
         row["train_seen_from"] = origin
     table = run.table.copy()
@@ -277,7 +277,7 @@ def write_png(folder: Path, run: MethodRun, normalisation: Mapping[str, Any]) ->
     return [f"samples/{run.name}.png"]
 
 
-def _judge_setting(ev: Mapping[str, Any], size: int) -> str | bool | None:
+def judge_setting(ev: Mapping[str, Any], size: int) -> str | bool | None:
     """The judge to use: the one given, else the shipped MLP when it reads this size, else none."""
     if ev.get("judge") is not None:
         return ev["judge"]

@@ -63,6 +63,7 @@ from .angle_data import ANGLE_DATA_KIND, angle_data, piece_windows  # noqa: E402
 from .data import (ANGSTROM_PER_UNIT, DATA_KIND, NORMALISATION, POPULATIONS, SHIPPED, Backbones,  # noqa: E402
                    backbone_data, decode, encode, load_backbones, point_clouds, population)
 from .evaluate import build_evaluator, score_backbones, write_cif_samples, write_pdb_samples  # noqa: E402
+from .files import build_files, judge_structures  # noqa: E402
 from .hooks import HookContext, MetricHook, metric_hooks, register_metric_hook, unregister_metric_hook  # noqa: E402
 from . import designability_hook, diversity_hook  # noqa: E402
 from .designability import ESMFoldBackend, Folder, mpnn_self_consistency  # noqa: E402
@@ -80,7 +81,8 @@ from .sources import SOURCES, available_sources, source_files  # noqa: E402
 from .structures import (Backbone, backbone_atoms, read_structure, read_structures, write_backbones,  # noqa: E402
                          write_mmcif, write_pdb)
 
-__all__ = ["MODALITY", "EVALUATOR", "register", "check_card", "build_evaluator", "score_backbones", "write_cif_samples",
+__all__ = ["MODALITY", "EVALUATOR", "FILES", "build_files", "judge_structures", "register", "check_card",
+           "build_evaluator", "score_backbones", "write_cif_samples",
            "STEERING", "write_pdb_samples", "HookContext", "MetricHook", "metric_hooks", "register_metric_hook",
            "unregister_metric_hook", "ESMFoldBackend", "Folder", "mpnn_self_consistency", "diversity_table",
            "tm_matrix", "tm_score", "CAProteinMPNN", "load_mpnn", "random_walks", "reference_rows", "set_distance",
@@ -164,6 +166,7 @@ register_metric_hook(designability_hook.PROXY_HOOK)
 register_metric_hook(designability_hook.PROTOCOL_HOOK)
 
 EVALUATOR = build_evaluator()
+FILES = build_files(EVALUATOR)
 
 
 def _angle_range(params: dict, path: str) -> dict:
@@ -189,7 +192,7 @@ MODALITY = plugins.Modality(
     architectures={"protein_se3": _net, "protein_angles": _angle_net},
     data_kinds={"protein_backbones": DATA_KIND, "protein_angles": ANGLE_DATA_KIND}, evaluator=EVALUATOR,
     reports={"backbone_reference": REFERENCE}, writers={"pdb": write_pdb_samples, "cif": write_cif_samples},
-    check_card=check_card, set_distance=set_distance, potentials=STEERING)
+    check_card=check_card, set_distance=set_distance, potentials=STEERING, files=FILES)
 
 
 def register() -> None:
