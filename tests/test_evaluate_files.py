@@ -206,3 +206,21 @@ def test_real_digit_images_score_as_real_and_bad_images_are_rows(tmp_path):
         evaluate_samples([tmp_path / "wide.npy"], out=tmp_path / "out", name="j")
     with pytest.raises(WorkflowError, match="bits_per_dim"):
         evaluate_samples([tmp_path / "real.npy"], evaluation={"bits_per_dim": {"steps": 5}}, out=tmp_path, name="k")
+
+
+def test_the_shipped_examples_are_what_their_card_rebuilds(tmp_path):
+    """data/examples (the README's evaluate commands) is rebuilt byte for byte by its command."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "data" / "examples"
+    argv, sys.argv = sys.argv, ["build.py", "--out", str(tmp_path)]
+    try:
+        runpy.run_path(str(root / "build.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    built = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert built == sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.suffix not in (".py", ".md"))
+    for rel in built:
+        assert (tmp_path / rel).read_bytes() == (root / rel).read_bytes(), rel
