@@ -54,7 +54,7 @@ def test_bits_per_dim_at_bin_centres_is_exact(sched):
     x = a * v.reshape(4, -1) + b
     logp = norm.logpdf(x, MEAN, math.sqrt(VAR)).sum(1)
     expected = -(logp + d * math.log(a)) / (d * math.log(2))
-    # 0.03 nats: the ODE estimator's own accuracy on Gaussians (tests/test_density.py, 0.02 in 4-D)
+    # 0.03 nats: the ODE estimator's own accuracy on Gaussians (tests/core/test_density.py, 0.02 in 4-D)
     np.testing.assert_allclose(df["log_p_model_nats"], logp, atol=0.03)
     np.testing.assert_allclose(df["bits_per_dim"], expected, atol=0.03 / (d * math.log(2)))
     assert df["valid"].all() and not df["dequantized"].any()

@@ -28,7 +28,7 @@ from molfuse.base.seeds import derive_seed
 from molfuse.campaign import run_workflow
 from molfuse.errors import FolderLockedError, NonFiniteError, WorkflowError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(tmp_path, **top) -> dict:

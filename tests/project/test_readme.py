@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def test_readme_python_example_runs():
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has no python example"
     scope: dict = {}

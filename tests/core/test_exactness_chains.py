@@ -44,7 +44,7 @@ class NoisyTrims(Chain):
 
 
 def _band(bias, dof):
-    # The band of tests/test_exactness_clouds.py, unchanged. Measured on chains over seeds 0-4, 200
+    # The band of tests/core/test_exactness_clouds.py, unchanged. Measured on chains over seeds 0-4, 200
     # paths per length: 0.83-1.11 / 2.04-2.33 / 3.50-4.03 nats at D = 10 / 22 / 38 (0.083-0.111 D)
     # for the right space; -18.6..-17.6 / -11.3..-10.4 / -1.5..-0.8 with noise everywhere;
     # -4.1..-3.9 / -3.1..-2.6 / -1.5..-0.8 with noise on the trimmed ends; about -58 with D = 4n.

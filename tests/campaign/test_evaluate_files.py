@@ -214,7 +214,7 @@ def test_the_shipped_examples_are_what_their_card_rebuilds(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "data" / "examples"
+    root = Path(__file__).resolve().parents[2] / "data" / "examples"
     argv, sys.argv = sys.argv, ["build.py", "--out", str(tmp_path)]
     try:
         runpy.run_path(str(root / "build.py"), run_name="__main__")
