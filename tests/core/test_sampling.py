@@ -118,7 +118,8 @@ def test_denoise_ends_on_the_tweedie_mean_of_the_last_state():
 
 def test_denoise_of_or_is_the_mixture_tweedie_and_of_fkc_the_product_score():
     """superpose OR at T = 1 ends on the mixture's own Tweedie mean (κ = posterior member weights);
-    fkc_sample on the product's score Σ b_i s^i; both against closed forms on the same draws."""
+    AND on the members' mean score (its last κ is huge on a fine grid and is not used); fkc_sample on
+    the product's score Σ b_i s^i; all against closed forms on the same draws."""
     from molfuse.convert import score_fn
     from molfuse.sampling import denoised
     sched, t_end = mf.VPSchedule(), 1e-3
@@ -131,6 +132,13 @@ def test_denoise_of_or_is_the_mixture_tweedie_and_of_fkc_the_product_score():
     want = denoised(raw.x, mix.score(raw.x, t_end), t_end, sched)
     assert torch.allclose(den.x, want, atol=1e-6) and not torch.allclose(den.x, raw.x, atol=1e-4)
     assert torch.equal(den.log_q, raw.log_q)  # the density estimates stay those of x_t_end
+    kw3 = {**kw, "grid_power": 3.0}  # AND: the members' mean score, never the last step's κ (~ 1 / sqrt(Δτ))
+    raw = mf.fusion.superpose([a, b], sched, (300, 2), mode="and", generator=torch.Generator().manual_seed(3), **kw3)
+    den = mf.fusion.superpose([a, b], sched, (300, 2), mode="and", generator=torch.Generator().manual_seed(3),
+                              denoise=True, **kw3)
+    mean = 0.5 * (a.score(raw.x, t_end) + b.score(raw.x, t_end))
+    assert torch.allclose(den.x, denoised(raw.x, mean, t_end, sched), atol=1e-10)
+    assert float((den.x - raw.x).norm(dim=1).max()) < 0.05 and float(raw.kappa.abs().max()) > 10
     raw = mf.fusion.fkc_sample([a, b], sched, (256, 2), generator=torch.Generator().manual_seed(2), **kw)
     den = mf.fusion.fkc_sample([a, b], sched, (256, 2), generator=torch.Generator().manual_seed(2), denoise=True, **kw)
     s = score_fn(a, sched)(raw.x, t_end, None, None) + score_fn(b, sched)(raw.x, t_end, None, None)
