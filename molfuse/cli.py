@@ -4,6 +4,7 @@
     molfuse demo [--out DIR] [--name NAME]
     molfuse train WORKFLOW.yaml [--out DIR] [--device cpu|cuda|auto]   (a `sweep:` trains each run)
     molfuse replicates RUN RUN ... [--metrics a,b] [--out F.csv] [--by-n]
+    molfuse report RUN RUN ... --metrics a,b [--methods m,n] [--digits 3]
     molfuse evaluate [LABEL=]PATH ... [--modality M] [--evaluation E.yaml] [--out DIR] [--name NAME] [--overwrite]
     molfuse doctor     (versions, every extra, and which shipped workflows this install can run)
 
@@ -111,6 +112,24 @@ def run(workflow: Path, out: str | None, name: str | None, device: str | None, s
         allow_invalid: bool, executor: str | None) -> None:
     """Run a workflow YAML file and write its results folder."""
     _run(workflow, out, name, device, seed, allow_invalid, executor)
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metrics", "metric_list", required=True, help="Comma-separated metric columns of metrics.csv.")
+@click.option("--methods", "method_list", help="Comma-separated methods, in the order wanted (default: all).")
+@click.option("--digits", type=click.IntRange(1, 8), default=3, show_default=True, help="Significant digits.")
+def report(runs: tuple[Path, ...], metric_list: str, method_list: str | None, digits: int) -> None:
+    """A markdown table of replicate runs for the documentation: cells "seed 0 / seed 1", then the
+    command and the run folders it came from (so a table in the docs can be regenerated, not copied)."""
+    from .campaign.replicates import seed_table
+    from .errors import WorkflowError
+
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()]  # noqa: E731
+    try:
+        click.echo(seed_table(runs, split(metric_list), split(method_list) if method_list else None, digits))
+    except WorkflowError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command("evaluate")

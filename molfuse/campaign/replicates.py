@@ -26,7 +26,7 @@ from ..base.io import parse_yaml
 from ..errors import WorkflowError
 from .reports import by_n_name
 
-__all__ = ["by_n_replicate_table", "by_n_replicates", "combine_replicates", "replicate_table"]
+__all__ = ["by_n_replicate_table", "by_n_replicates", "combine_replicates", "replicate_table", "seed_table"]
 
 
 def _read(folder: Path) -> tuple[dict, pd.DataFrame]:
@@ -174,3 +174,59 @@ def replicate_table(combined: pd.DataFrame, metrics: Sequence[str], digits: int 
         raise WorkflowError(f"no such metric in these runs: {missing}; available: {sorted(set(combined['metric']))}")
     methods = list(dict.fromkeys(combined["method"]))
     return _mean_sd_grid(combined.set_index(["method", "metric"]), "method", methods, list(metrics), digits)
+
+
+def seed_table(folders: Sequence[str | Path], metrics: Sequence[str], methods: Sequence[str] | None = None,
+               digits: int = 3) -> str:
+    """Markdown for the documentation, written from the runs themselves so it cannot drift: one row
+    per method, one column per metric, each cell the runs' values in the order given ("0.938 /
+    0.928" for seeds 0 and 1), then a line naming the command and each run's folder, seed and commit.
+
+    The runs must be of one workflow with different seeds (as for :func:`combine_replicates`);
+    ``methods`` picks and orders rows (default: all, in the workflow's order).
+
+    Raises:
+        WorkflowError: a run folder that is not a finished run, runs of different workflows or
+            the same seed twice, or a metric / method no run has (the message lists what exists).
+    """
+    runs, seeds, all_methods, cols = _replicate_runs(folders)
+    missing = [m for m in metrics if m not in cols]
+    if missing:
+        raise WorkflowError(f"no such metric in these runs: {missing}; available: {cols}")
+    rows = list(methods) if methods else all_methods
+    unknown = [m for m in rows if m not in all_methods]
+    if unknown:
+        raise WorkflowError(f"no such method in these runs: {unknown}; available: {all_methods}")
+    lines = ["| method | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+    for method in rows:
+        cells = []
+        for metric in metrics:
+            vals = [float(m.loc[m["method"] == method, metric].iloc[0]) for _, _, m in runs]
+            cells.append(" / ".join(_cell(v, digits) for v in vals))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    where = "; ".join(f"`{f}` (seed {s}{_commit(f)})" for (f, _, _), s in zip(runs, seeds))
+    command = (f"molfuse report {' '.join(str(f) for f, _, _ in runs)} --metrics {','.join(metrics)}"
+               + (f" --methods {','.join(rows)}" if methods else ""))
+    return "\n".join(lines) + f"\n\nCells: {' / '.join(f'seed {s}' for s in seeds)}. Written by `{command}` from {where}."
+
+
+def _cell(v: float, digits: int) -> str:
+    """A count as an integer, any other number to ``digits`` significant figures with trailing zeros
+    kept (0.950, 1.47); "–" for a missing value."""
+    if not math.isfinite(v):
+        return "–"
+    if v == round(v) and abs(v) >= 1:
+        return str(int(round(v)))
+    return f"{v:#.{digits}g}".rstrip(".")
+
+
+def _commit(folder: Path) -> str:
+    """", commit <10 hex>" from a run's provenance.json (", dirty" when it was), or ""."""
+    import json
+
+    try:
+        git = json.loads((Path(folder) / "provenance.json").read_text()).get("git") or {}
+    except (OSError, ValueError):
+        return ""
+    commit = git.get("commit") or ""
+    return f", commit {commit[:10]}{' dirty' if git.get('dirty') else ''}" if commit else ""

@@ -93,3 +93,23 @@ def test_a_garbage_config_yaml_is_named(tmp_path):
     (bad / "config.yaml").write_text("- just\n- a list\n")
     with pytest.raises(WorkflowError, match=r"config.yaml: expected a run's config \(a mapping\), got list"):
         combine_replicates([good, bad])
+
+
+def test_seed_table_for_the_docs_names_its_command_and_runs(tmp_path):
+    """molfuse report: cells "seed 0 / seed 1" (trailing zeros kept, counts as integers), rows picked and
+    ordered, the command and each run's folder and seed under the table; unknown names refused."""
+    from molfuse.campaign.replicates import seed_table
+
+    runs = [_run(tmp_path / "s0", 0, [0.95, 57.0]), _run(tmp_path / "s1", 1, [0.9623, 52.0])]
+    text = seed_table(runs, ["tv"], ["b", "a"])
+    lines = text.splitlines()
+    assert lines[0] == "| method | tv |" and lines[2] == "| b | 57 / 52 |" and lines[3] == "| a | 0.950 / 0.962 |"
+    assert "Cells: seed 0 / seed 1." in text and f"molfuse report {runs[0]} {runs[1]} --metrics tv --methods b,a" in text
+    with pytest.raises(WorkflowError, match="no such metric.*available"):
+        seed_table(runs, ["fid"])
+    with pytest.raises(WorkflowError, match="no such method"):
+        seed_table(runs, ["tv"], ["z"])
+    out = CliRunner().invoke(main, ["report", str(runs[0]), str(runs[1]), "--metrics", "tv"])
+    assert out.exit_code == 0 and "| a | 0.950 / 0.962 |" in out.output
+    out = CliRunner().invoke(main, ["report", str(runs[0]), str(runs[0]), "--metrics", "tv"])
+    assert out.exit_code == 1 and "same seed" in out.output

@@ -139,7 +139,9 @@ def judge_table(table: pd.DataFrame, s: Mapping[str, Any]) -> tuple[pd.DataFrame
                     f"{name}_mae": float(np.nanmean(np.abs(v - t["value"]))) if np.isfinite(v).any() else math.nan,
                     f"{name}_hit": float(hit.mean())})
     if len(hits) > 1:
-        row["joint_hit"] = float(np.logical_and.reduce(hits).mean())
+        joint = np.logical_and.reduce(hits)
+        row["joint_hit"] = float(joint.mean())
+        row["joint_hits_distinct"] = int(table.loc[joint & ok, "smiles"].nunique())  # distinct molecules hitting all
     if s["fcd"]:
         row["fcd"] = fcd(table.loc[ok, "smiles"].tolist(), list(reference(s["reference_source"], "test")))
     return table, row
@@ -322,7 +324,8 @@ def _check(ctx: EvalContext) -> None:
 BASE_NOTES = ("`validity`: share of samples whose molecule sanitises in RDKit; `uniqueness`: distinct valid SMILES / "
               "valid; `novelty`: distinct valid SMILES absent from the training split / distinct valid; `connected`: "
               "share made of one fragment; `diversity`: 1 − mean pairwise Tanimoto of distinct valid molecules; "
-              "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); properties are "
+              "`<prop>_hit`: share within the target's tolerance (invalid samples count as misses); "
+              "`joint_hits_distinct`: distinct valid molecules within every target's tolerance; properties are "
               "those of the largest fragment, the molecule in the `smiles` column")
 NOTES = (BASE_NOTES + " and the `.smi` file. Molecule-graph members: "
          "`geometry_agrees` / `connectivity_agrees`: share of valid molecules whose bond orders / bonded pairs the EDM "
@@ -335,7 +338,7 @@ EVALUATOR = Evaluator(
     provenance=_provenance,
     metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "geometry_agrees",
                     "connectivity_agrees", "validity_guarded", "connected_guarded", "guarded_share", "atom_stability",
-                    "mol_stability", "diversity", "joint_hit", "fcd"),
+                    "mol_stability", "diversity", "joint_hit", "joint_hits_distinct", "fcd"),
     sample_columns=("smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees", "bonds_lowered",
                     "valid_guarded", "fragments_guarded", "smiles_guarded", "atom_stability", "mol_stable"),
     headline=("validity", "uniqueness", "novelty", "connected", "geometry_agrees", "diversity", "atom_stability",

@@ -106,5 +106,5 @@ FILES = FileJudge(
     kinds=tuple(f"*{s}" for s in (*SDF, *SMILES)), accepts=_accepts, judge=judge_file, figure=_figure,
     provenance=_provenance, caveats=_caveats, notes=BASE_NOTES + ".",
     metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "diversity", "joint_hit",
-                    "fcd"),
+                    "joint_hits_distinct", "fcd"),
     sample_columns=("smiles", "n_atoms", "fragments"))
