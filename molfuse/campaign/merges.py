@@ -18,7 +18,8 @@ import torch
 from .. import plugins
 from ..base.checks import REQUIRED, fields
 from ..base.seeds import derive_seed
-from ..fusion.merge import RULES, choose_by_heldout, merge, rule_options
+from ..fusion.merge import RULES, merge, rule_options
+from ..fusion.selection import choose_by_heldout
 from ..models import bind
 from ..nets import build
 from ..schedules import Schedule

@@ -179,7 +179,7 @@ def _check_rank(o: dict, path: str) -> dict:
 def rank_agreement_table(metrics: pd.DataFrame, x: str, ys: list[str], methods: list[str]) -> pd.DataFrame:
     """Spearman ρ and Kendall τ_b between column ``x`` and each column of ``ys`` over ``methods``
     (all rows when empty); +1: the two criteria order the methods the same way."""
-    from ..fusion.merge import kendall_tau, rank_correlation
+    from ..evaluation.ranks import kendall_tau, rank_correlation
 
     df = metrics.set_index("method")
     df = df.loc[[m for m in methods if m in df.index]] if methods else df

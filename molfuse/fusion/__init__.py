@@ -5,8 +5,8 @@ from .barycenter import (Barycenter, BarycenterFit, LinearCombination, fit_baryc
 from .distill import Distillation, FeatureTap, style_errors, x0_from_score
 from .ensemble import RULES, Ensemble, aggregate
 from .fkc import FKCResult, fkc_log_weight_rate, fkc_sample
-from .merge import (RULES as MERGE_RULES, choose_by_heldout, dare, heldout_dsm, heldout_losses, kendall_tau, merge,
-                    rank_correlation, rule_options, task_arithmetic, task_vectors, ties, weighted_sum)
+from .merge import RULES as MERGE_RULES, dare, merge, rule_options, task_arithmetic, task_vectors, ties, weighted_sum
+from .selection import choose_by_heldout, heldout_dsm, heldout_losses
 from .soup import Soup, check_mergeable, soup
 from .steer import RAMPS, Tilt, denoised, ramp_fraction
 from .superposition import SuperpositionResult, and_weights, or_weights, superpose
@@ -18,6 +18,6 @@ __all__ = ["Distillation", "FeatureTap", "style_errors", "x0_from_score",
     "Ensemble", "RULES", "aggregate", "FKCResult", "fkc_log_weight_rate", "fkc_sample", "Soup", "check_mergeable", "soup",
     "RAMPS", "Tilt", "denoised", "ramp_fraction",
     "SuperpositionResult", "and_weights", "or_weights", "superpose", "LogWeights", "as_weights", "stack_scores",
-    "MERGE_RULES", "choose_by_heldout", "dare", "heldout_dsm", "heldout_losses", "kendall_tau", "merge",
-    "rank_correlation", "rule_options", "task_arithmetic", "task_vectors", "ties", "weighted_sum",
+    "MERGE_RULES", "choose_by_heldout", "dare", "heldout_dsm", "heldout_losses", "merge",
+    "rule_options", "task_arithmetic", "task_vectors", "ties", "weighted_sum",
 ]

@@ -14,8 +14,8 @@ must equal the parent's and are copied from it; key order and ``_metadata`` are 
 - ``dare``: DARE (Yu et al., "Language models are Super Mario", ICML 2024, Eq. 2): drop each
   delta entry with probability p, rescale the survivors by 1 / (1 − p), then sum or TIES.
 
-A merge is only trustworthy if it scores well: :func:`heldout_dsm` compares candidates on the
-same held-out noise draws, and :func:`rank_correlation` checks a cheap proxy against a metric.
+A merge is only trustworthy if it scores well: :mod:`.selection` compares candidates on the same
+held-out noise draws, and :mod:`molfuse.evaluation.ranks` checks a cheap proxy against a metric.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from torch import Tensor
 
 from ..base.seeds import seeded_generator
 from ..errors import MergeError
-from ..losses import dsm_loss
-from ..schedules import Schedule
-from ..spaces import Space, resolve_space
 from .soup import acc_dtype, averageable, merge_problems, new_like
 from .weights import as_weights
 
 __all__ = ["RULES", "COMBINES", "weighted_sum", "task_vectors", "task_arithmetic", "ties", "dare", "merge",
-           "rule_options", "heldout_losses", "heldout_dsm", "choose_by_heldout", "rank_correlation", "kendall_tau"]
+           "rule_options"]
 
 StateDict = Mapping[str, Tensor]
 Deltas = dict[str, Tensor]  # key -> float64 / complex128 tensor, floating keys only
@@ -326,147 +323,3 @@ def merge(rule: str, parent: StateDict | None, children: Sequence[StateDict], **
         raise MergeError(f"{rule} needs the parent state dict (task vectors are θ_i − θ_parent); "
                          "only weighted_sum takes parent=None")
     return _RULE_FNS[rule](parent, children, **options)
-
-
-# ------------------------------------------------------------------ choosing a merge
-def _named(models: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
-    if isinstance(models, Mapping):
-        return dict(models)
-    out = {}
-    for i, m in enumerate(models):
-        name = getattr(m, "name", None) or f"model {i}"
-        if name in out:
-            raise ValueError(f"two candidates are named {name!r}; pass a mapping name -> model")
-        out[name] = m
-    return out
-
-
-@torch.no_grad()
-def heldout_losses(models: Mapping[str, Any] | Sequence[Any], x0: Tensor, schedule: Schedule, n_t: int = 4,
-                   seed: int = 0, cond: Tensor | None = None, mask: Tensor | None = None, space: Space | None = None,
-                   batch_size: int = 256, t_min: float = 1e-3) -> dict[str, Tensor]:
-    """Per-sample σ²-weighted DSM loss per degree of freedom (MATH §2, §6) of each candidate.
-
-    Common random numbers: for each repetition j < n_t and batch starting at sample s, one
-    generator seeded with ``derive_seed(seed, "heldout_dsm", j, s)`` draws ``t = t_min +
-    (1 − t_min) u`` and ``ε ~ space.noise``; every candidate sees the same (t, ε), so their
-    differences carry none of the noise's variance. The draws depend only on (seed, n_t,
-    batch_size, x0), so calls for one candidate at a time (large nets, built one by one) share
-    them too.
-
-    Args:
-        models: name -> score model, or a sequence (named by ``.name``, else ``"model i"``).
-        x0: held-out data in model space (n, ...).
-        schedule: the noising convention of every candidate.
-        n_t: (t, ε) draws per sample.
-        seed: integer seed; the draws also depend on ``batch_size``, never on the candidates.
-        cond: per-sample conditions (n, ...) or None (bind fixed conditions with molfuse.bind).
-        mask, space: node mask (n, N) and state space of point clouds (MATH §6).
-        batch_size: samples per model call.
-        t_min: lower end of the time window.
-
-    Returns:
-        name -> (n,) float64: ``mean_j dsm_loss / dof``.
-    """
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (n_t, batch_size)):
-        raise ValueError(f"n_t and batch_size must be integers >= 1; got n_t={n_t!r}, batch_size={batch_size!r}")
-    models, n = _named(models), x0.shape[0]
-    space = resolve_space(list(models.values()), space)
-    out = {name: torch.zeros(n, dtype=torch.float64) for name in models}
-    for j in range(n_t):
-        for s in range(0, n, batch_size):
-            sl = slice(s, min(n, s + batch_size))
-            xb, mb, cb = x0[sl], None if mask is None else mask[sl], None if cond is None else cond[sl]
-            g = seeded_generator(seed, "heldout_dsm", j, s)
-            t = t_min + (1.0 - t_min) * torch.rand(xb.shape[0], generator=g, dtype=torch.float64)
-            eps = space.noise(xb.shape, mb, g, x0.device, x0.dtype)
-            dof = space.dof(xb.shape, mb).cpu()
-            for name, m in models.items():
-                loss = dsm_loss(m, xb, schedule, t.to(x0), eps, cond=cb, mask=mb, space=space)
-                out[name][sl] += loss.detach().double().cpu() / dof / n_t
-    return out
-
-
-def heldout_dsm(models: Mapping[str, Any] | Sequence[Any], x0: Tensor, schedule: Schedule,
-                **kwargs: Any) -> dict[str, tuple[float, float]]:
-    """Held-out DSM per degree of freedom of each candidate: name -> (mean, standard error).
-
-    Same arguments as :func:`heldout_losses` (common random numbers across candidates). The
-    standard error is each candidate's own, over samples; differences between candidates are
-    much more precise than it suggests because the draws are shared.
-    """
-    table = {}
-    for name, v in heldout_losses(models, x0, schedule, **kwargs).items():
-        se = float(v.std(correction=1) / math.sqrt(v.numel())) if v.numel() > 1 else math.nan
-        table[name] = (float(v.mean()), se)
-    return table
-
-
-def choose_by_heldout(models: Mapping[str, Any] | Sequence[Any], x0: Tensor, schedule: Schedule,
-                      **kwargs: Any) -> tuple[str, dict[str, tuple[float, float]]]:
-    """The candidate with the lowest :func:`heldout_dsm` mean (NaN counts as worst; the first
-    listed wins a tie), and the whole table."""
-    table = heldout_dsm(models, x0, schedule, **kwargs)
-    best = min(table, key=lambda k: table[k][0] if math.isfinite(table[k][0]) else math.inf)
-    return best, table
-
-
-# ------------------------------------------------------------------ rank agreement
-def _copy(a: Any) -> Any:
-    """A writable copy of array-likes (read-only NumPy views, pandas columns) before torch reads them."""
-    import numpy as np
-
-    return np.array(a, dtype=np.float64) if not isinstance(a, Tensor) else a
-
-
-def _pair(a: Sequence[float], b: Sequence[float], what: str) -> tuple[Tensor, Tensor]:
-    x = torch.as_tensor(_copy(a), dtype=torch.float64).flatten()
-    y = torch.as_tensor(_copy(b), dtype=torch.float64).flatten()
-    if x.numel() != y.numel():
-        raise ValueError(f"{what}: the two sequences have different lengths ({x.numel()} vs {y.numel()})")
-    if x.numel() < 3:
-        raise ValueError(f"{what}: needs at least 3 pairs; got {x.numel()}")
-    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise ValueError(f"{what}: values must be finite")
-    return x, y
-
-
-def _average_ranks(x: Tensor) -> Tensor:
-    """Ranks 1..n; tied values share the mean of the ranks they span."""
-    order = torch.argsort(x, stable=True)
-    _, inverse, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
-    avg = counts.cumsum(0).double() - (counts.double() - 1.0) / 2.0
-    ranks = torch.empty_like(x)
-    ranks[order] = avg[inverse]
-    return ranks
-
-
-def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's ρ: the Pearson correlation of average ranks (ties share their mean rank).
-
-    Returns:
-        ρ in [-1, 1]; NaN when either sequence is constant (like scipy.stats.spearmanr).
-
-    Raises:
-        ValueError: different lengths, fewer than 3 pairs, or non-finite values.
-    """
-    x, y = (r - r.mean() for r in map(_average_ranks, _pair(a, b, "rank_correlation")))
-    den = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum()) / den if den > 0 else math.nan
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's τ_b ``(P − Q) / sqrt((n0 − n_x)(n0 − n_y))`` (ties in x, y: n_x, n_y pairs).
-
-    O(n²) memory (pairwise signs); NaN when either sequence is constant.
-
-    Raises:
-        ValueError: different lengths, fewer than 3 pairs, or non-finite values.
-    """
-    x, y = _pair(a, b, "kendall_tau")
-    iu = torch.triu_indices(x.numel(), x.numel(), 1)
-    dx = torch.sign(x[:, None] - x[None, :])[iu[0], iu[1]]
-    dy = torch.sign(y[:, None] - y[None, :])[iu[0], iu[1]]
-    n0 = float(dx.numel())
-    den = math.sqrt((n0 - float((dx == 0).sum())) * (n0 - float((dy == 0).sum())))
-    return float((dx * dy).sum()) / den if den > 0 else math.nan

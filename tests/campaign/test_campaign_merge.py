@@ -137,7 +137,7 @@ def test_merge_checkpoints_writes_a_loadable_checkpoint(family, tmp_path):
 
 
 def test_select_picks_the_scale_with_the_lowest_heldout_dsm_loss(family, tmp_path):
-    from molfuse.fusion.merge import heldout_dsm
+    from molfuse.fusion.selection import heldout_dsm
     from molfuse.training.data import build_data, check_data_spec
 
     data_spec = {"kind": "gaussian_mixture_samples", "means": [[0.0, 0.0]], "covs": [1.0], "n": 64, "seed": 3}

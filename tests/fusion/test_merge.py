@@ -11,8 +11,9 @@ import torch
 
 from molfuse import CentredGaussianMixture, GaussianMixture, MergeError, PointCloud, VPSchedule, WeightsError
 from molfuse.base.seeds import derive_seed
-from molfuse.fusion.merge import (RULES, choose_by_heldout, dare, heldout_dsm, heldout_losses, kendall_tau, merge,
-                                  rank_correlation, task_arithmetic, task_vectors, ties, weighted_sum)
+from molfuse.evaluation.ranks import kendall_tau, rank_correlation
+from molfuse.fusion.merge import RULES, dare, merge, task_arithmetic, task_vectors, ties, weighted_sum
+from molfuse.fusion.selection import choose_by_heldout, heldout_dsm, heldout_losses
 
 F32 = torch.float32
 
