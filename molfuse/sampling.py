@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from .schedules import Schedule
 from .spaces import Space, resolve_space
 
 __all__ = ["SampleResult", "sample", "time_grid", "reverse_step", "step_noise", "check_sampler_args", "check_state",
-           "denoised", "denoise_end", "MIN_SANE_STEPS"]
+           "denoised", "denoise_end", "Step", "reverse_path", "advance", "MIN_SANE_STEPS"]
 
 # Below this many steps Euler-Maruyama is far from the target: on the 2-D demo mixture the Itô
 # log q at t_end is -194 nats with 1 step against -2.1 with 300 (exact -2.0).
@@ -75,6 +75,38 @@ def check_sampler_args(steps: int, t_end: float, method: str, methods: Sequence[
     if steps < MIN_SANE_STEPS:
         warnings.warn(f"steps={steps} is below {MIN_SANE_STEPS}: so few Euler steps land far from the target "
                       "(the 2-D demo's Itô log q is -194 nats at 1 step, -2.1 at 300)", stacklevel=3)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the reverse path from ``t`` to ``tn < t``: ``dtau = t − tn``, the schedule's
+    ``dlog_alpha`` and ``g2`` at ``t``, its index ``i`` and whether it is the ``last``."""
+
+    t: float
+    tn: float
+    dtau: float
+    dlog_alpha: float
+    g2: float
+    i: int
+    last: bool
+
+
+def reverse_path(schedule: Schedule, steps: int, t_end: float, grid_power: float = 1.0, progress: bool = False,
+                 desc: str = "sample") -> Iterator[Step]:
+    """The one reverse-time loop every sampler runs (``sample``, ``superpose``, ``fkc_sample``): the
+    steps of :func:`time_grid` from 1 to ``t_end`` with the schedule's quantities at each, behind a
+    progress bar when ``progress``."""
+    ts = time_grid(steps, t_end, grid_power)
+    for i, (t, tn) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=desc)):
+        yield Step(t, tn, t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t)), i, i == len(ts) - 2)
+
+
+def advance(x: Tensor, dx: Tensor, t: float, models: Sequence[Any], scores: Tensor,
+            probe: Callable[[Any], Tensor] | None, space: Space, mask: Tensor | None) -> Tensor:
+    """``x + dx`` checked (:func:`check_state`: a NaN / inf names the model), detached and put back
+    on the space's subspace (no float drift off zero centre of mass): every sampler's state update."""
+    x = check_state(x + dx, t, models, scores, probe).detach()
+    return x if space.trivial else space.project(x, mask)
 
 
 def denoised(x: Tensor, score: Tensor, t: float, schedule: Schedule) -> Tensor:
@@ -184,9 +216,8 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
     x = space.noise(shape, mask, generator, device, dtype) * schedule.prior_std()
     dof = space.dof(shape, mask).to(device)
     logq = prior_log_prob(x, schedule, dof) if track_log_density else None
-    ts = time_grid(steps, t_end, grid_power)
-    for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"sample[{method}]"):
-        dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
+    for st in reverse_path(schedule, steps, t_end, grid_power, progress, f"sample[{method}]"):
+        t, dtau, dla, g2 = st.t, st.dtau, st.dlog_alpha, st.g2
         if method == "sde":
             s = fn(x, t, cond, mask)
             dx = reverse_step(x, s, dla, g2, dtau, step_noise(space, x.shape, mask, g2, dtau, generator, device, dtype))
@@ -200,8 +231,7 @@ def sample(model: Any, schedule: Schedule, shape: Sequence[int], steps: int = 50
                 s = fn(x, t, cond, mask)
             dx = reverse_step(x, s, dla, 0.5 * g2, dtau)
         probe = lambda m, x=x, t=t: score_fn(m, schedule, space)(x, t, cond, mask)  # noqa: E731
-        x = check_state(x + dx, t, [model], s[:, None], probe).detach()
-        x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
+        x = advance(x, dx, t, [model], s[:, None], probe, space, mask)
     if denoise:
         x = denoise_end(x, fn(x, t_end, cond, mask), t_end, schedule, space, mask).detach()
     return SampleResult(x=x, log_density=logq, t_end=t_end, mask=mask)

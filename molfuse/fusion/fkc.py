@@ -25,11 +25,10 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, check_state, denoise_end, reverse_step, time_grid
+from ..sampling import advance, check_sampler_args, denoise_end, reverse_path, reverse_step, time_grid
 from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, member_probe, stack_scores
@@ -257,21 +256,20 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
     ess_trace, resamples = [], 0
     b_dev = b.to(device)
     fuse = lambda s: (b_dev.to(s.dtype).reshape(1, k, *([1] * (s.dim() - 2))) * s).sum(1)  # noqa: E731  S = Σ b_i s^i
-    ts = time_grid(steps, t_end, grid_power)
-    s = stack_scores(fns, x, ts[0], cond, mask)  # (n, K, ...) at the particles' current (x, t)
-    phi = None if tilt is None else tilt.phi(x, fuse(s) / big_b, ts[0], mask)
+    t0 = time_grid(steps, t_end, grid_power)[0]  # where reverse_path starts
+    s = stack_scores(fns, x, t0, cond, mask)  # (n, K, ...) at the particles' current (x, t)
+    phi = None if tilt is None else tilt.phi(x, fuse(s) / big_b, t0, mask)
     log_w = torch.zeros(n, dtype=torch.float64, device=device) if phi is None else phi.clone()  # §8: + φ_1(x_1)
-    for i, (t, tn) in enumerate(tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc="fkc")):
-        dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
+    for st in reverse_path(schedule, steps, t_end, grid_power, progress, "fkc"):
+        t, tn, dtau, dla, g2 = st.t, st.tn, st.dtau, st.dlog_alpha, st.g2
         sigma2 = noise_ratio * g2
         noise = (sigma2 * dtau) ** 0.5 * space.noise(x.shape, mask, generator, device, dtype) if sigma2 > 0 else None
         dx = reverse_step(x, fuse(s), dla, 0.5 * (g2 + sigma2), dtau, noise)
         log_w = log_w + fkc_log_weight_rate(s, b_dev, dla, g2, dof) * dtau
         if track:
             log_q = log_q + ito_increment(x, dx, s, dtau, dla, g2, dof)
-        x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
-        x = x if space.trivial else space.project(x, mask)
-        last = i == steps - 1
+        x = advance(x, dx, t, models, s, member_probe(schedule, space, x, t, cond, mask), space, mask)
+        last = st.last
         s = None if last else stack_scores(fns, x, tn, cond, mask)
         if tilt is not None:  # §8: + φ_{t−Δτ}(x_{t−Δτ}) − φ_t(x_t); the last φ is −λ U(x) on x itself
             phi_new = tilt.final(x, mask) if last else tilt.phi(x, fuse(s) / big_b, tn, mask)

@@ -11,12 +11,11 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..convert import model_name
 from ..density import ito_increment, prior_log_prob
 from ..errors import SamplerError
-from ..sampling import check_sampler_args, check_state, denoise_end, reverse_step, step_noise, time_grid
+from ..sampling import advance, check_sampler_args, denoise_end, reverse_path, reverse_step, step_noise
 from ..schedules import Schedule
 from ..spaces import Space
 from ._common import check_members, member_fns, member_probe, stack_scores
@@ -247,9 +246,8 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
     fallbacks = torch.zeros(x.shape[0], dtype=torch.long, device=device)
     kappa = torch.full((x.shape[0], k), 1.0 / k, dtype=torch.float64, device=device)
     kshape = (x.shape[0], k, *([1] * (x.dim() - 1)))
-    ts = time_grid(steps, t_end, grid_power)
-    for t, tn in tqdm(list(zip(ts[:-1], ts[1:])), disable=not progress, desc=f"superpose[{mode}]"):
-        dtau, dla, g2 = t - tn, float(schedule.dlog_alpha(t)), float(schedule.g2(t))
+    for st in reverse_path(schedule, steps, t_end, grid_power, progress, f"superpose[{mode}]"):
+        t, dtau, dla, g2 = st.t, st.dtau, st.dlog_alpha, st.g2
         corr = None
         if mode == "and" and ito_correction:
             s, corr = and_ito_correction(x, fns, t, cond, dtau, g2, mask, [model_name(m) for m in models])
@@ -271,8 +269,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             log_q = log_q + (dof * dtau * dla)[:, None] + inc  # the Itô increment from the Gram matrix (MATH §3)
         top = log_q.amax(1)
         log_q, offset = log_q - top[:, None], offset + top
-        x = check_state(x + dx, t, models, s, member_probe(schedule, space, x, t, cond, mask)).detach()
-        x = x if space.trivial else space.project(x, mask)  # no float drift off the subspace
+        x = advance(x, dx, t, models, s, member_probe(schedule, space, x, t, cond, mask), space, mask)
     if denoise:
         s = stack_scores(fns, x, t_end, cond, mask)
         k_end = or_weights(log_q, temperature, ell_t) if mode == "or" else torch.full_like(kappa, 1.0 / k)
