@@ -22,7 +22,13 @@ class MergeError(ValueError):
 
 
 class SamplerError(ValueError):
-    """Sampler settings that are invalid, or that break an estimator the caller asked for."""
+    """Sampler settings that are invalid, or that break an estimator the caller asked for.
+    ``field`` names the offending option when one does (``"temperature"``), so a workflow can
+    report it under its own path."""
+
+    def __init__(self, message: str = "", field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class NonFiniteError(SamplerError):

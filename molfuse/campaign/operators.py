@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .. import fusion, plugins
 from ..base.checks import REQUIRED, as_bool, as_choice, as_float, as_floats, as_int, as_simplex, fail, fields
 from ..base.seeds import derive_seed
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, SamplerError
 from ..sampling import sample
 from ..training.data import build_data, check_data_spec, check_states, data_source
 from .registry import Draw, Prepared, RunContext, register_operator, sample_shape
@@ -33,9 +33,8 @@ def _prepare_single(method: MethodSpec, members: list, ctx: RunContext) -> Prepa
 
 def _check_superpose(o: dict, k: int, names: Sequence[str], path: str) -> dict:
     o["mode"] = as_choice(o["mode"], f"{path}.mode", fusion.superposition.MODES)
-    o["temperature"] = as_float(o["temperature"], f"{path}.temperature", 0.0, open_lo=True)
-    if o["mode"] == "and" and o["temperature"] != 1.0:
-        fail(f"{path}.temperature", "temperature only enters mode 'or' (κ = softmax(T log q + ℓ)); drop it for 'and'")
+    o["temperature"] = as_float(o["temperature"], f"{path}.temperature")
+    _fusion_rule(path, fusion.superposition.check_superpose_options, o["mode"], o["temperature"])
     if o["bias"] is not None and o["weights"] is not None:
         fail(path, "give bias or weights (bias = log weights), not both")
     if o["bias"] is not None:
@@ -231,12 +230,21 @@ def _prepare_random_choice(method: MethodSpec, members: list, ctx: RunContext) -
 
 def _check_fkc(o: dict, k: int, names: Sequence[str], path: str) -> dict:
     o["exponents"] = [1.0] * k if o["exponents"] is None else as_floats(o["exponents"], f"{path}.exponents", k)
-    if not sum(o["exponents"]) > 0:
-        fail(f"{path}.exponents", f"must sum to B > 0 (the target ∝ Π q^b must be normalisable); got {o['exponents']}")
-    o["noise_ratio"] = as_float(o["noise_ratio"], f"{path}.noise_ratio", 0.0)
-    o["ess_threshold"] = as_float(o["ess_threshold"], f"{path}.ess_threshold", 0.0, 1.0)
+    o["noise_ratio"] = as_float(o["noise_ratio"], f"{path}.noise_ratio")
+    o["ess_threshold"] = as_float(o["ess_threshold"], f"{path}.ess_threshold")
     o["resampling"] = as_choice(o["resampling"], f"{path}.resampling", fusion.fkc.RESAMPLING)
+    _fusion_rule(path, fusion.fkc.check_fkc_options, k, o["exponents"], o["noise_ratio"], o["ess_threshold"],
+                 o["resampling"])
     return o
+
+
+def _fusion_rule(path: str, check: Callable[..., Any], *args: Any) -> None:
+    """Run a fusion operator's own option check (each rule lives there once) while the workflow is
+    read; its SamplerError becomes a WorkflowError under the option's path."""
+    try:
+        check(*args)
+    except SamplerError as e:
+        fail(f"{path}.{e.field}" if e.field else path, str(e))
 
 
 _FKC_METRICS = ("fkc_ess_min", "fkc_ess_final", "fkc_resamples", "fkc_ancestors")

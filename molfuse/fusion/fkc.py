@@ -34,7 +34,8 @@ from ..spaces import Space
 from ._common import check_members, member_fns, member_probe, stack_scores
 from .steer import Potential, Tilt
 
-__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "normalised_ess", "resample_indices", "size_groups"]
+__all__ = ["FKCResult", "RESAMPLING", "fkc_log_weight_rate", "fkc_sample", "normalised_ess", "resample_indices", "size_groups",
+           "check_fkc_options"]
 
 RESAMPLING = ("systematic", "multinomial", "none")
 
@@ -127,22 +128,29 @@ def _take(v: Any, idx: Tensor, n: int) -> Any:
     return v[idx] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v
 
 
-def _check_options(k: int, exponents: Sequence[float] | None, noise_ratio: float, ess_threshold: float,
-                   resampling: str) -> Tensor:
-    """The exponents ``b`` (K,) float64, after refusing what cannot be sampled (SamplerError)."""
+def check_fkc_options(k: int, exponents: Sequence[float] | None, noise_ratio: float, ess_threshold: float,
+                      resampling: str) -> Tensor:
+    """The one check of the Feynman–Kac sampler's options, for the Python API and workflows alike:
+    the exponents ``b`` (K,) float64, after refusing what cannot be sampled.
+
+    Raises:
+        SamplerError: naming the option (``.field``).
+    """
     b = torch.ones(k, dtype=torch.float64) if exponents is None else torch.as_tensor(exponents, dtype=torch.float64)
     if b.shape != (k,) or not torch.isfinite(b).all():
-        raise SamplerError(f"fkc_sample: exponents must be {k} finite numbers, one per member; got {exponents!r}")
+        raise SamplerError(f"fkc_sample: exponents must be {k} finite numbers, one per member; got {exponents!r}",
+                           "exponents")
     big_b = float(b.sum())
     if not big_b > 0:
         raise SamplerError(f"fkc_sample: the exponents must sum to B > 0 (the target ∝ Π q^b must be normalisable); "
-                           f"got B = {big_b}")
+                           f"got B = {big_b}", "exponents")
     if not (noise_ratio >= 0 and math.isfinite(noise_ratio)):
-        raise SamplerError(f"fkc_sample: noise_ratio = σ²/g² must be a finite number >= 0; got {noise_ratio}")
+        raise SamplerError(f"fkc_sample: noise_ratio = σ²/g² must be a finite number >= 0; got {noise_ratio}",
+                           "noise_ratio")
     if not 0.0 <= ess_threshold <= 1.0:
-        raise SamplerError(f"fkc_sample: ess_threshold must lie in [0, 1]; got {ess_threshold}")
+        raise SamplerError(f"fkc_sample: ess_threshold must lie in [0, 1]; got {ess_threshold}", "ess_threshold")
     if resampling not in RESAMPLING:
-        raise SamplerError(f"fkc_sample: resampling must be one of {RESAMPLING}; got {resampling!r}")
+        raise SamplerError(f"fkc_sample: resampling must be one of {RESAMPLING}; got {resampling!r}", "resampling")
     if noise_ratio == 0 and abs(big_b - 1.0) > 1e-12:
         warnings.warn("fkc_sample: noise_ratio = 0 (no proposal noise) with B ≠ 1: resampled duplicates never "
                       "separate and the particle set collapses (MATH §7)", stacklevel=3)
@@ -239,7 +247,7 @@ def fkc_sample(models: Sequence[Any], schedule: Schedule | None, shape: Sequence
     fns, schedule, space = member_fns(models, schedule, space)
     space.check(shape, mask)
     k = len(models)
-    b = _check_options(k, exponents, noise_ratio, ess_threshold, resampling)
+    b = check_fkc_options(k, exponents, noise_ratio, ess_threshold, resampling)
     tilt = None if potential is None else Tilt(potential, potential_scale, ramp, schedule, space, t_end)
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()

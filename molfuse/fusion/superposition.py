@@ -22,6 +22,7 @@ from ._common import check_members, member_fns, member_probe, stack_scores
 from .weights import LogWeights
 
 __all__ = ["SuperpositionResult", "superpose", "or_weights", "and_weights", "and_ito_correction", "ito_correction_for",
+           "check_superpose_options",
            "MODES"]
 
 MODES = ("or", "and")
@@ -163,19 +164,27 @@ def and_ito_correction(x: Tensor, fns: Sequence[Any], t: float, cond: Any, dtau:
     return s.detach(), -0.5 * g2 * dtau * trace
 
 
-def _check_superpose_args(mode: str, temperature: float, method: str, noise_scale: float) -> None:
+def check_superpose_options(mode: str, temperature: float, method: str = "sde", noise_scale: float = 1.0) -> None:
+    """The one check of superposition's options, for the Python API and workflows alike.
+
+    Raises:
+        SamplerError: naming the option (``.field``): an unknown mode, a method or noise scale that
+            breaks the Itô estimator, a temperature that is not positive and finite, or one set
+            for AND (it only enters OR).
+    """
     if mode not in MODES:
-        raise SamplerError(f"mode must be one of {MODES}; got {mode!r}")
+        raise SamplerError(f"mode must be one of {MODES}; got {mode!r}", "mode")
     if method != "sde":
         raise SamplerError("superposition tracks densities with the Itô estimator, which holds only on the "
-                           f"reverse SDE (MATH §3); method={method!r} is refused, use method='sde'")
+                           f"reverse SDE (MATH §3); method={method!r} is refused, use method='sde'", "method")
     if noise_scale != 1.0:
         raise SamplerError(f"noise_scale={noise_scale} rescales the injected noise and breaks the Itô density "
-                           "estimator (MATH §3): it needs exactly g sqrt(dτ) z")
+                           "estimator (MATH §3): it needs exactly g sqrt(dτ) z", "noise_scale")
     if not (temperature > 0 and torch.isfinite(torch.tensor(float(temperature)))):
-        raise SamplerError(f"temperature must be a positive finite number; got {temperature}")
+        raise SamplerError(f"temperature must be a positive finite number; got {temperature}", "temperature")
     if mode == "and" and temperature != 1.0:
-        raise SamplerError("temperature only enters OR (κ = softmax(T log q + ℓ)); AND has none")
+        raise SamplerError("temperature only enters mode 'or' (κ = softmax(T log q + ℓ)); AND has none: drop it",
+                           "temperature")
 
 
 def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], mode: str = "or",
@@ -224,7 +233,7 @@ def superpose(models: Sequence[Any], schedule: Schedule, shape: Sequence[int], m
             sample far off (measured: geometry agreement 0.18 instead of 0.86 on molecule graphs).
             ``log_q`` stays the estimate at the state before the step.
     """
-    _check_superpose_args(mode, temperature, method, noise_scale)
+    check_superpose_options(mode, temperature, method, noise_scale)
     check_sampler_args(steps, t_end, method)
     ito_correction = ito_correction_for(mode, ito_correction)
     models = check_members(models, "superpose", minimum=2)
