@@ -118,6 +118,6 @@ def test_the_check_fails_on_an_upward_import_and_a_private_name(tmp_path):
 
 @pytest.mark.parametrize("module, expected", [("molfuse.errors", "base"), ("molfuse.plugins", "core"),
                                               ("molfuse.campaign.run", "face"),
-                                              ("molfuse.modalities.images.unet", "modalities")])
+                                              ("molfuse.modalities.images.net", "modalities")])
 def test_layer_map(module, expected):
     assert layer(module) == expected

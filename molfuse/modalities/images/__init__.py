@@ -41,7 +41,7 @@ from .metrics import (  # noqa: E402
     class_coverage, class_histogram, class_mixture_tv, feature_frechet_distance, sample_metrics,
 )
 from .reports import CLASS_SHARE  # noqa: E402
-from .unet import UNet  # noqa: E402
+from .net import UNet  # noqa: E402
 from .fidelity import set_distance  # noqa: E402
 
 __all__ = [

@@ -4,7 +4,7 @@ from torch import nn
 
 import molfuse as mf
 from molfuse import nets
-from molfuse.modalities.images.unet import UNet
+from molfuse.modalities.images.net import UNet
 
 
 def _randomised(net: UNet) -> UNet:
