@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
                                       + "\n".join(smiles) + "\n")
 
     from molfuse.modalities.proteins.data import load_backbones
-    from molfuse.modalities.proteins.structures import write_mmcif, write_pdb
+    from molfuse.modalities.proteins.io import write_mmcif, write_pdb
 
     folder = out / "backbones"
     folder.mkdir(exist_ok=True)

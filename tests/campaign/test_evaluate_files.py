@@ -144,7 +144,7 @@ def test_real_backbone_files_score_as_real_and_bad_files_are_rows(tmp_path):
     import numpy as np
 
     from molfuse.modalities.proteins.data import load_backbones
-    from molfuse.modalities.proteins.structures import write_mmcif, write_pdb
+    from molfuse.modalities.proteins.io import write_mmcif, write_pdb
 
     real = load_backbones().select("test", 64).traces()[:30]
     folder = tmp_path / "designs"

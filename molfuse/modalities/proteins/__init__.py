@@ -78,7 +78,7 @@ from .geometry import (RG_LAW, THRESHOLDS, bond_angles, bond_lengths, count_clas
                        expected_rg, geometry_table, helical_dihedral, histograms, radius_of_gyration,
                        sse_codes, sse_fractions, summary, virtual_dihedrals)
 from .sources import SOURCES, available_sources, source_files  # noqa: E402
-from .structures import (Backbone, backbone_atoms, read_structure, read_structures, write_backbones,  # noqa: E402
+from .io import (Backbone, backbone_atoms, read_structure, read_structures, write_backbones,  # noqa: E402
                          write_mmcif, write_pdb)
 
 __all__ = ["MODALITY", "EVALUATOR", "FILES", "build_files", "judge_structures", "register", "check_card",

@@ -29,7 +29,7 @@ import pandas as pd
 from ...base.io import atomic_write
 from .geometry import sse_codes
 from .sources import SOURCES, source_files, source_root, source_version
-from .structures import Backbone, read_structure
+from .io import Backbone, read_structure
 
 __all__ = ["Piece", "break_chain", "collect", "deduplicate", "window_starts", "assign_splits", "cut_fragments",
            "families", "build", "SPLITS", "SPLIT_FRACTIONS", "AMINO", "SSE_ORDER", "DEFAULTS"]

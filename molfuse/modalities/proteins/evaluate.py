@@ -54,7 +54,7 @@ from .references import (
     reference_traces,
 )
 from .schema import parse_evaluation
-from .structures import write_mmcif, write_pdb
+from .io import write_mmcif, write_pdb
 
 __all__ = ["build_evaluator", "score_backbones", "reference_histogram", "reference_traces", "reference_fragments",
            "reference_stats", "reference_file", "decoded_traces", "hook_columns", "write_pdb_samples",

@@ -21,7 +21,7 @@ import pandas as pd
 from ...base.checks import fail
 from ...plugins import Evaluated, Evaluator, FileJudge
 from .evaluate import score_backbones
-from .structures import FORMATS, read_structures, structure_format
+from .io import FORMATS, read_structures, structure_format
 
 __all__ = ["build_files", "judge_structures", "structure_files"]
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .structures import backbone_atoms
+from .io import backbone_atoms
 
 __all__ = ["bond_lengths", "bond_angles", "virtual_dihedrals", "radius_of_gyration", "expected_rg", "count_clashes",
            "sse_codes", "sse_fractions", "helix_dihedrals", "helical_dihedral", "traces", "backbone_row", "geometry_table",

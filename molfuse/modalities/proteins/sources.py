@@ -17,7 +17,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .structures import structure_format
+from .io import structure_format
 
 __all__ = ["Source", "SOURCES", "source_root", "source_files", "source_version", "available_sources"]
 

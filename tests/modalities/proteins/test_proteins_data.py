@@ -10,7 +10,7 @@ pytest.importorskip("biotite")
 
 from molfuse.modalities.proteins import data as pdata  # noqa: E402
 from molfuse.modalities.proteins import dataset  # noqa: E402
-from molfuse.modalities.proteins.structures import Backbone  # noqa: E402
+from molfuse.modalities.proteins.io import Backbone  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from molfuse import plugins  # noqa: E402
 from molfuse.campaign import run_workflow  # noqa: E402
 from molfuse.errors import CheckpointError, WorkflowError  # noqa: E402
 from molfuse.modalities import proteins as prot  # noqa: E402
-from molfuse.modalities.proteins.structures import read_structure  # noqa: E402
+from molfuse.modalities.proteins.io import read_structure  # noqa: E402
 from molfuse.spaces import PointCloud  # noqa: E402
 from molfuse.base.provenance import REPO_ROOT as REPO  # noqa: E402
 from molfuse.training import load_model, train_from_workflow  # noqa: E402
