@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/molfuse demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
