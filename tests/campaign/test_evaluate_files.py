@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -224,3 +226,38 @@ def test_the_shipped_examples_are_what_their_card_rebuilds(tmp_path):
     assert built == sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.suffix not in (".py", ".md"))
     for rel in built:
         assert (tmp_path / rel).read_bytes() == (root / rel).read_bytes(), rel
+
+
+def test_a_3d_sdf_is_checked_against_its_own_coordinates(tmp_path):
+    """3-D records get geometry_agrees / connectivity_agrees (the EDM distance rule on the file's own
+    coordinates against its bonds): real molecules embedded by RDKit agree, the same molecules with
+    one bond stretched to 2.5 Å do not; 2-D records have none."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mols = []
+    for s in _real_test(30):
+        m = Chem.AddHs(Chem.MolFromSmiles(s))
+        if AllChem.EmbedMolecule(m, randomSeed=0) == 0:
+            AllChem.MMFFOptimizeMolecule(m)
+            mols.append(m)
+    w = Chem.SDWriter(str(tmp_path / "good.sdf"))
+    for m in mols:
+        w.write(m)
+    w.close()
+    w = Chem.SDWriter(str(tmp_path / "stretched.sdf"))
+    for m in mols:
+        m = Chem.Mol(m)
+        b = m.GetBondWithIdx(0)
+        Chem.rdMolTransforms.SetBondLength(m.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx(), 2.5) \
+            if not b.IsInRing() else None
+        w.write(m)
+    w.close()
+    _sdf(tmp_path / "flat.sdf", _real_test(5))
+    r = evaluate_samples([tmp_path / "good.sdf", tmp_path / "stretched.sdf", tmp_path / "flat.sdf"], evaluation=SMALL,
+                         out=tmp_path / "out", name="g")
+    m = r.metrics.set_index("input")
+    assert len(mols) >= 25 and m.loc["good", "validity"] == 1.0
+    assert m.loc["good", "connectivity_agrees"] > 0.9 and m.loc["good", "geometry_agrees"] > 0.7
+    assert m.loc["stretched", "connectivity_agrees"] < m.loc["good", "connectivity_agrees"] - 0.3
+    assert np.isnan(m.loc["flat", "geometry_agrees"])

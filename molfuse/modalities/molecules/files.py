@@ -12,15 +12,18 @@ molecule's largest fragment.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ...base.checks import fail
 from ...plugins import Evaluated, FileJudge
 from .evaluate import (BASE_NOTES, grid_png, judge_table, properties_png, received, reference_caveat, references,
                        source_info)
+from .graphs import geometry_agrees
 from .metrics import FINGERPRINT
 from .properties import compute_properties
 from .schema import DEFAULTS
@@ -44,28 +47,54 @@ def _check(s: Mapping[str, Any]) -> None:
     if s["valence_guard"]:
         fail("evaluation.valence_guard", "applies to molecule-graph samples drawn by molfuse; a file's bonds are "
                                          "judged as they are")
-    if s["bonds"] != DEFAULTS["bonds"] or list(s["margins"]) != list(DEFAULTS["margins"]):
-        fail("evaluation.bonds", "bonds and margins set how molfuse reads bonds from its own 3-D samples; a file's "
-                                 "bonds are its own (SDF bond block or SMILES)")
+    if s["bonds"] != DEFAULTS["bonds"]:
+        fail("evaluation.bonds", "sets how molfuse reads bonds from its own 3-D samples; a file's bonds are its own "
+                                 "(SDF bond block or SMILES)")
 
 
-def _rows(mols: list, read: pd.DataFrame) -> pd.DataFrame:
-    """Per molecule: valid, reason, smiles (largest fragment, canonical, no stereo), n_atoms (heavy), fragments."""
+def _rows(mols: list, read: pd.DataFrame, margins: Sequence[float]) -> pd.DataFrame:
+    """Per molecule: valid, reason, smiles (largest fragment, canonical, no stereo), n_atoms (heavy),
+    fragments; for a 3-D record, ``geometry_agrees`` / ``connectivity_agrees`` (does the EDM
+    distance rule with ``margins`` recover its Kekulé bond orders / bonded pairs from its own
+    coordinates; NaN for 2-D records and elements the rule does not know)."""
     from rdkit import Chem
 
     rows = []
     for mol, (_, r) in zip(mols, read.iterrows()):
         if mol is None:
             rows.append({"index": int(r["index"]), "valid": False, "reason": r["reason"], "smiles": "", "n_atoms": 0,
-                         "fragments": 0})
+                         "fragments": 0, "geometry_agrees": math.nan, "connectivity_agrees": math.nan})
             continue
         heavy = Chem.RemoveHs(mol, sanitize=False)
         frags = Chem.GetMolFrags(heavy, asMols=True, sanitizeFrags=False)
         largest = max(frags, key=lambda m: m.GetNumAtoms())
+        geometry, connectivity = _geometry(mol, margins)
         rows.append({"index": int(r["index"]), "valid": True, "reason": "",
                      "smiles": Chem.MolToSmiles(largest, isomericSmiles=False), "n_atoms": heavy.GetNumAtoms(),
-                     "fragments": len(frags)})
-    return pd.DataFrame(rows, columns=["index", "valid", "reason", "smiles", "n_atoms", "fragments"])
+                     "fragments": len(frags), "geometry_agrees": geometry, "connectivity_agrees": connectivity})
+    return pd.DataFrame(rows, columns=["index", "valid", "reason", "smiles", "n_atoms", "fragments", "geometry_agrees",
+                                       "connectivity_agrees"])
+
+
+def _geometry(mol: Any, margins: Sequence[float]) -> tuple[float, float]:
+    """(geometry, connectivity agreement) of a molecule with 3-D coordinates, as floats; NaN when it
+    has none, or holds an element or a bond order the EDM rule does not know."""
+    from rdkit import Chem
+
+    if not mol.GetNumConformers() or not mol.GetConformer().Is3D():
+        return math.nan, math.nan
+    kek = Chem.Mol(mol)
+    try:
+        Chem.Kekulize(kek, clearAromaticFlags=True)
+        orders = np.zeros((kek.GetNumAtoms(),) * 2)
+        for b in kek.GetBonds():
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            orders[i, j] = orders[j, i] = b.GetBondTypeAsDouble()
+        symbols = [a.GetSymbol() for a in kek.GetAtoms()]
+        agree = geometry_agrees(symbols, kek.GetConformer().GetPositions(), orders, margins)
+    except (ValueError, KeyError, Chem.rdchem.KekulizeException):
+        return math.nan, math.nan
+    return float(agree[0]), float(agree[1])
 
 
 def judge_file(path: str | Path, settings: Mapping[str, Any], folder: Path, name: str) -> Evaluated:
@@ -79,7 +108,7 @@ def judge_file(path: str | Path, settings: Mapping[str, Any], folder: Path, name
     if kind is None:
         fail(f"input {name}", f"{path}: not an SDF ({', '.join(SDF)}) or SMILES ({', '.join(SMILES)}) file")
     mols, read = read_sdf(path) if kind == "sdf" else read_smiles(path)
-    table, row = judge_table(_rows(mols, read), settings)
+    table, row = judge_table(_rows(mols, read, settings["margins"]), settings)
     pictures = [grid_png(folder, f"samples/{name}.png", table.loc[table["valid"], "smiles"].head(24))]
     return Evaluated(table, row, pictures)
 
@@ -99,12 +128,15 @@ def _provenance(settings: Mapping[str, Any]) -> dict:
 def _caveats(settings: Mapping[str, Any]) -> list[str]:
     return [reference_caveat(settings),
             "Bonds are the file's own (the SDF bond block or the SMILES): a molecule is valid when RDKit parses and "
-            "sanitises it; SMILES, properties and hits are those of its largest fragment."]
+            "sanitises it; SMILES, properties and hits are those of its largest fragment. `geometry_agrees` / "
+            f"`connectivity_agrees` (3-D SDF records only): share of valid molecules whose Kekulé bond orders / bonded "
+            f"pairs the EDM distance rule (margins {list(settings['margins'])} pm) recovers from their coordinates."]
 
 
 FILES = FileJudge(
     kinds=tuple(f"*{s}" for s in (*SDF, *SMILES)), accepts=_accepts, judge=judge_file, figure=_figure,
     provenance=_provenance, caveats=_caveats, notes=BASE_NOTES + ".",
-    metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "diversity", "joint_hit",
+    metric_columns=("validity", "uniqueness", "valid_and_unique", "novelty", "connected", "geometry_agrees",
+                    "connectivity_agrees", "diversity", "joint_hit",
                     "joint_hits_distinct", "fcd"),
-    sample_columns=("smiles", "n_atoms", "fragments"))
+    sample_columns=("smiles", "n_atoms", "fragments", "geometry_agrees", "connectivity_agrees"))
