@@ -211,11 +211,11 @@ def seed_table(folders: Sequence[str | Path], metrics: Sequence[str], methods: S
 
 
 def _cell(v: float, digits: int) -> str:
-    """A count as an integer, any other number to ``digits`` significant figures with trailing zeros
-    kept (0.950, 1.47); "–" for a missing value."""
+    """A whole number as an integer (57, 0, 1), any other to ``digits`` significant figures with
+    trailing zeros kept (0.950, 1.47); "–" for a missing value."""
     if not math.isfinite(v):
         return "–"
-    if v == round(v) and abs(v) >= 1:
+    if v == round(v):
         return str(int(round(v)))
     return f"{v:#.{digits}g}".rstrip(".")
 
