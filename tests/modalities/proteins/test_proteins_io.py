@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("biotite")
 
-from molfuse.modalities.proteins import structures as st  # noqa: E402
+from molfuse.modalities.proteins import io as st  # noqa: E402
 from molfuse.modalities.proteins.data import load_backbones  # noqa: E402
 
 MDA = importlib.util.find_spec("MDAnalysisTests")
