@@ -38,7 +38,8 @@ def _tiny(name: str) -> dict:
                                   "or_cyclic_acyclic.yaml",
                                   "barycenter_rings.yaml", "unconditional_qm9_graph.yaml", "prompts_qm9_graph.yaml",
                                   "and_rings_heteroatoms_graph.yaml", "or_cyclic_acyclic_graph.yaml",
-                                  "barycenter_rings_graph.yaml", "and_rings_heteroatoms_graph_guided.yaml"])
+                                  "barycenter_rings_graph.yaml", "and_rings_heteroatoms_graph_guided.yaml",
+                                  "prompts_qm9_graph_long.yaml"])
 def test_molecule_workflow_tiny(tmp_path, name):
     wf = _tiny(name)
     res = run_workflow(wf, out=tmp_path, name="tiny", progress=False, verbose=False)
@@ -76,14 +77,17 @@ def test_the_graph_training_workflow_validates():
     assert GraphScoreNet(**wf.architecture["config"]).space.config() == space_for().config()  # defaults fit the data
 
 
-@pytest.mark.parametrize("name", ["qm9_graph_cyclic", "qm9_graph_acyclic", "qm9_graph_uncond_120k"])
-def test_the_fine_tuned_graph_members_descend_from_the_shipped_parent(name):
-    """Each member fine-tuned from qm9_graph_uncond: its workflow names the parent, and its card holds
+@pytest.mark.parametrize("name, parent", [("qm9_graph_cyclic", "qm9_graph_uncond"), ("qm9_graph_acyclic", "qm9_graph_uncond"),
+                                          ("qm9_graph_uncond_120k", "qm9_graph_uncond"),
+                                          ("qm9_graph_rings_long", "qm9_graph_rings"),
+                                          ("qm9_graph_heteroatoms_long", "qm9_graph_heteroatoms")])
+def test_the_fine_tuned_graph_members_descend_from_the_shipped_parent(name, parent):
+    """Each member fine-tuned from a shipped graph member: its workflow names the parent, and its card holds
     the hash of the parent as shipped (so `molfuse train` on the workflow rebuilds it from these weights)."""
     from molfuse.training.workflow import load_train_workflow
 
     wf = load_train_workflow(ROOT / "workflows" / "molecules" / f"train_{name}.yaml")
-    assert wf.init_from == "models/molecules/qm9_graph_uncond" and wf.checkpoint_dir == f"models/molecules/{name}"
+    assert wf.init_from == f"models/molecules/{parent}" and wf.checkpoint_dir == f"models/molecules/{name}"
     card = json.loads((ROOT / wf.checkpoint_dir / "card.json").read_text())
     parent = json.loads((ROOT / wf.init_from / "card.json").read_text())
     assert card["init_from"]["sha256"] == parent["weights"]["sha256"]
