@@ -195,10 +195,15 @@ def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: Tra
     except CheckpointError as e:
         raise WorkflowError(f"init_from: {e}") from None
     card, norm = src.card, data.normalisation
+    resized = None
     try:  # e.g. 12-node clouds on a model of 9 nodes
         check_states(data.x, data.mask, schedule, f"data ({data_source(data.description)})", card["shape"])
     except DataError as e:
-        raise WorkflowError(f"init_from: {wf.init_from}: {e}") from None
+        # a net whose weights do not depend on the node count (relative positions only) may
+        # continue on longer states; any other net is refused here, naming both shapes
+        if not _resizable(src, net, card["shape"], list(data.x.shape[1:])):
+            raise WorkflowError(f"init_from: {wf.init_from}: {e}") from None
+        resized = list(card["shape"])
     mismatch = [what for what, a, b in (
         ("modality", card["modality"], modality),
         ("architecture", {"name": card["architecture"]["name"], "config": card["architecture"]["config"]},
@@ -210,7 +215,17 @@ def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: Tra
                             "fine-tuning needs the same modality, architecture, schedule and normalisation")
     net.load_state_dict(src.state_dict(), strict=True)
     return {"path": wf.init_from, "name": card.get("name"), "sha256": card["weights"]["sha256"],
-            "steps": card.get("steps")}
+            "steps": card.get("steps"), **({"shape": resized} if resized else {})}
+
+
+def _resizable(src: torch.nn.Module, net: torch.nn.Module, shape: list, new_shape: list) -> bool:
+    """Whether ``src`` (a checkpoint of one-sample ``shape``) can continue on states of
+    ``new_shape``: the same trailing (per-node) dimensions, more nodes, and every weight of the
+    new ``net`` of the same name and shape as the checkpoint's."""
+    if len(shape) != len(new_shape) or shape[1:] != new_shape[1:] or new_shape[0] < shape[0]:
+        return False
+    theirs, ours = src.state_dict(), net.state_dict()
+    return theirs.keys() == ours.keys() and all(theirs[k].shape == ours[k].shape for k in ours)
 
 
 def _write_config(wf: TrainWorkflow) -> None:

@@ -368,7 +368,9 @@ def test_a_mask_with_more_nodes_than_the_model_is_refused(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_fine_tuning_a_model_of_fewer_nodes_is_refused_naming_both(tmp_path):
+def test_fine_tuning_onto_more_nodes_continues_a_net_that_reads_relative_positions_only(tmp_path):
+    """cloud_mlp's weights do not depend on the node count: a 9-node parent continues on 12-node
+    clouds with every weight copied, and the card records the parent's shape."""
     import toyclouds
 
     toyclouds.register()
@@ -378,10 +380,28 @@ def test_fine_tuning_a_model_of_fewer_nodes_is_refused_naming_both(tmp_path):
                                   "data": {"kind": "toy_clouds", "n": 16, "sizes": [4, 5], "max_nodes": 9}},
                                  progress=False, verbose=False)
     wf = {**base, "name": "twelve", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
-          "data": {"kind": "toy_clouds", "n": 16, "sizes": [11, 12], "max_nodes": 12}}
-    with pytest.raises(WorkflowError, match=rf"^init_from: {parent.checkpoint}: data \(toy_clouds\): states of shape "
-                                            r"\[12, 3\] do not fit the model's shape \[9, 3\]: masks of up to 12 real "
-                                            r"nodes \(padded to 12\) on a model of 9 nodes$"):
+          "train": {**base["train"], "steps": 1, "checkpoint_every": 1, "lr": 1e-4}}
+    child = train_from_workflow({**wf, "data": {"kind": "toy_clouds", "n": 16, "sizes": [11, 12], "max_nodes": 12}},
+                                progress=False, verbose=False)
+    card = load_model(child.checkpoint).card
+    assert card["shape"] == [12, 3] and card["init_from"]["shape"] == [9, 3]
+    a, b = load_model(parent.checkpoint).state_dict(), load_model(child.checkpoint).state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3  # one small step from the parent's weights
+
+
+def test_fine_tuning_a_net_whose_weights_depend_on_the_state_size_is_refused_naming_both(tmp_path):
+    """An MLP on flattened 2-vectors cannot continue on 3-vectors: refused before training."""
+    base = {"seed": 0, "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1}}
+    parent = train_from_workflow({**base, "name": "two", "output": str(tmp_path / "a"), "architecture": ARCH,
+                                  "data": {"kind": "gaussian_mixture_samples", "means": [[-2, 0], [2, 0]],
+                                           "covs": [0.3, 0.3], "n": 64}},
+                                 progress=False, verbose=False)
+    arch3 = {"name": "mlp", "config": {**ARCH["config"], "dim": 3}}
+    wf = {**base, "name": "three", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
+          "architecture": arch3, "data": {"kind": "gaussian_mixture_samples", "means": [[-2, 0, 0], [2, 0, 0]], "covs": [0.3, 0.3],
+                                         "n": 64}}
+    with pytest.raises(WorkflowError, match=rf"^init_from: {parent.checkpoint}: data \(gaussian_mixture_samples\): states of shape "
+                                            r"\[3\] do not fit the model's shape \[2\]$"):
         train_from_workflow(wf, progress=False, verbose=False)
     assert not (tmp_path / "b").exists()
 
