@@ -24,9 +24,18 @@ class PropertyEmbedding(nn.Module):
     Each finite target ``c_p`` is normalised, ``z_p = (c_p - mean_p) / std_p``, and embedded as
     ``z_p w_p + b_p``; a NaN target uses the learned null vector ``n_p``. The k embeddings are
     concatenated and passed through a two-layer MLP.
+
+    With ``centres`` (k lists of increasing values in physical units, e.g. the ring counts
+    0 … 6), each finite target also adds ``Σ_j g_j(c_p) v_pj``: Gaussian bumps
+    ``g_j = exp(-((c_p - μ_j) / Δ)² / 2)`` at the centres ``μ_j`` (``Δ`` the smallest spacing),
+    so that each value, not only the direction of larger values, has its own embedding (a
+    count read as "exactly 3", not "more rings"). The MLP's output layer then starts at zero:
+    the embedding adds nothing until trained, so a net initialised from an unconditional parent
+    starts as that parent exactly.
     """
 
-    def __init__(self, k: int, width: int, out: int, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, k: int, width: int, out: int, mean: Sequence[float], std: Sequence[float],
+                 centres: Sequence[Sequence[float]] | None = None):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
@@ -34,12 +43,30 @@ class PropertyEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.zeros(k, width))
         self.null = nn.Parameter(torch.randn(k, width))
         self.mlp = nn.Sequential(nn.Linear(k * width, out), nn.SiLU(), nn.Linear(out, out))
+        self.centres = None if centres is None else [[float(v) for v in c] for c in centres]
+        if self.centres is not None:
+            if len(self.centres) != k or any(len(c) < 2 or any(b <= a for a, b in zip(c, c[1:])) or
+                                             not all(math.isfinite(v) for v in c) for c in self.centres):
+                raise ValueError(f"centres must be {k} lists of at least 2 increasing finite values; got {centres}")
+            self.bumps = nn.ModuleList(nn.Linear(len(c), width, bias=False) for c in self.centres)
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, cond: Tensor) -> Tensor:
         z = (cond - self.mean.to(cond.dtype)) / self.std.to(cond.dtype)
         missing = torch.isnan(z)[..., None]
-        feat = torch.where(missing, self.null, torch.nan_to_num(z)[..., None] * self.weight + self.bias)
+        value = torch.nan_to_num(z)[..., None] * self.weight + self.bias
+        if self.centres is not None:
+            value = value + torch.stack([self._bumps(torch.nan_to_num(cond[:, p]), p)
+                                         for p in range(len(self.centres))], 1)
+        feat = torch.where(missing, self.null, value)
         return self.mlp(feat.flatten(1))
+
+    def _bumps(self, c: Tensor, p: int) -> Tensor:
+        """(batch, width): the Gaussian bumps of property p's targets ``c`` (batch,), embedded."""
+        mu = torch.tensor(self.centres[p], dtype=c.dtype, device=c.device)
+        spread = float(min(b - a for a, b in zip(self.centres[p], self.centres[p][1:])))
+        return self.bumps[p](torch.exp(-0.5 * ((c[:, None] - mu) / spread) ** 2))
 
 
 def property_targets(cond: Any, k: int, batch: int, like: Tensor, owner: str) -> Tensor | None:

@@ -204,18 +204,45 @@ def _init_from(wf: TrainWorkflow, net: torch.nn.Module, schedule: Any, data: Tra
         if not _resizable(src, net, card["shape"], list(data.x.shape[1:])):
             raise WorkflowError(f"init_from: {wf.init_from}: {e}") from None
         resized = list(card["shape"])
+    fresh = wf.init_fresh
+    arch = ({"name": card["architecture"]["name"]}, {"name": wf.architecture["name"]}) if fresh else (
+        {"name": card["architecture"]["name"], "config": card["architecture"]["config"]},
+        json.loads(json.dumps(wf.architecture)))
     mismatch = [what for what, a, b in (
         ("modality", card["modality"], modality),
-        ("architecture", {"name": card["architecture"]["name"], "config": card["architecture"]["config"]},
-         json.loads(json.dumps(wf.architecture))),
+        ("architecture", *arch),
         ("schedule", card["schedule"], schedule.config()),
         ("normalisation", {k: card["normalisation"].get(k) for k in norm}, dict(norm))) if a != b]
     if mismatch:
         raise WorkflowError(f"init_from: {wf.init_from} differs from this workflow in {', '.join(mismatch)}; "
                             "fine-tuning needs the same modality, architecture, schedule and normalisation")
-    net.load_state_dict(src.state_dict(), strict=True)
+    if fresh:
+        _load_all_but(net, src.state_dict(), fresh, wf.init_from)
+    else:
+        net.load_state_dict(src.state_dict(), strict=True)
     return {"path": wf.init_from, "name": card.get("name"), "sha256": card["weights"]["sha256"],
-            "steps": card.get("steps"), **({"shape": resized} if resized else {})}
+            "steps": card.get("steps"), **({"shape": resized} if resized else {}),
+            **({"fresh": list(fresh), "architecture": card["architecture"]} if fresh else {})}
+
+
+def _load_all_but(net: torch.nn.Module, theirs: Mapping[str, torch.Tensor], fresh: tuple, parent: str) -> None:
+    """Copy every weight of ``theirs`` into ``net`` except those under the module names ``fresh``;
+    every other weight must exist on both sides with the same shape (WorkflowError naming them)."""
+    def kept(key: str) -> bool:
+        return not any(key == f or key.startswith(f + ".") for f in fresh)
+
+    ours = net.state_dict()
+    missing = sorted(k for k in ours if kept(k) and k not in theirs)
+    extra = sorted(k for k in theirs if kept(k) and k not in ours)
+    shapes = sorted(k for k in ours if kept(k) and k in theirs and ours[k].shape != theirs[k].shape)
+    if not any(not kept(k) for k in ours):
+        raise WorkflowError(f"init_fresh: {', '.join(fresh)} names no weight of this workflow's net")
+    if missing or extra or shapes:
+        parts = [f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" for what, keys in (
+            ("not in the parent", missing), ("only in the parent", extra), ("of another shape", shapes)) if keys]
+        raise WorkflowError(f"init_from: {parent}: beyond init_fresh ({', '.join(fresh)}) the weights differ ("
+                            + "; ".join(parts) + ")")
+    net.load_state_dict({k: v for k, v in theirs.items() if kept(k)}, strict=False)
 
 
 def _resizable(src: torch.nn.Module, net: torch.nn.Module, shape: list, new_shape: list) -> bool:

@@ -9,6 +9,10 @@ Schema (``?`` = optional, default after ``=``)::
     checkpoint_dir?: str = <output>/<name>/checkpoint   # e.g. models/images/<name>
     init_from?: str               # a checkpoint folder to fine-tune: same architecture, schedule and
                                   # normalisation (refused otherwise); its sha256 goes into the card
+    init_fresh?: [str] = []       # with init_from: weights under these module names (e.g. prop_emb)
+                                  # start from this workflow's initialisation, so the architecture's
+                                  # config may differ there (a conditioning added to an
+                                  # unconditional parent); every other weight is the parent's
     sweep?: {key: [v1, v2, ...]}  # one run per combination (product); key = a top-level field or a
                                   # dotted path (data.n); "{key}" in any string is replaced by the
                                   # value (a string that is exactly "{key}" takes the value's type)
@@ -56,7 +60,7 @@ from .data import check_data_spec
 __all__ = ["TrainWorkflow", "load_train_workflow", "expand_sweep", "TOP_FIELDS"]
 
 TOP_FIELDS = {"name": REQUIRED, "description": "", "seed": 0, "output": "results", "checkpoint_dir": None,
-        "init_from": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None,
+        "init_from": None, "init_fresh": None, "schedule": None, "architecture": REQUIRED, "data": REQUIRED, "train": None,
         "objective": None}
 
 
@@ -128,6 +132,7 @@ class TrainWorkflow:
     data: dict
     train: TrainConfig
     objective: dict | None = None
+    init_fresh: tuple = ()
 
     @property
     def folder(self) -> Path:
@@ -136,7 +141,8 @@ class TrainWorkflow:
     def to_config(self) -> dict:
         train = {k: v for k, v in recorded(self.train).items() if k != "seed"}
         return {"name": self.name, "description": self.description, "seed": self.seed, "output": self.output,
-                "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from, "schedule": dict(self.schedule),
+                "checkpoint_dir": self.checkpoint_dir, "init_from": self.init_from,
+                **({"init_fresh": list(self.init_fresh)} if self.init_fresh else {}), "schedule": dict(self.schedule),
                 "architecture": self.architecture, "data": self.data, "train": train,
                 **({"objective": self.objective} if self.objective else {})}
 
@@ -179,7 +185,18 @@ def load_train_workflow(source: str | Path | Mapping, output: str | Path | None 
         init_from=None if top["init_from"] is None else str(top["init_from"]),
         schedule=check_schedule_spec(top["schedule"]), architecture={"name": arch["name"], "config": dict(arch["config"])},
         data=data, train=TrainConfig.from_dict(train, "train", seed=top["seed"]),
-        objective=_objective(top["objective"]))
+        objective=_objective(top["objective"]), init_fresh=_init_fresh(top["init_fresh"], top["init_from"]))
+
+
+def _init_fresh(spec: Any, init_from: Any) -> tuple:
+    """``init_fresh`` as a tuple of module names (dotted, e.g. ``prop_emb``); needs ``init_from``."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, (list, tuple)) or not spec or not all(isinstance(v, str) and v for v in spec):
+        fail("init_fresh", f"expected a list of module names (e.g. [prop_emb]), got {spec!r}")
+    if init_from is None:
+        fail("init_fresh", "names weights that do not come from the parent: it needs init_from")
+    return tuple(v.rstrip(".") for v in spec)
 
 
 def _objective(spec: Any) -> dict | None:

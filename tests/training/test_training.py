@@ -406,6 +406,54 @@ def test_fine_tuning_a_net_whose_weights_depend_on_the_state_size_is_refused_nam
     assert not (tmp_path / "b").exists()
 
 
+def test_init_fresh_adds_a_conditioning_to_an_unconditional_parent_and_copies_the_rest(tmp_path):
+    """``init_fresh: [prop]``: the property layer a conditional child has and its unconditional
+    parent lacks starts fresh; every other weight is the parent's; the card names both."""
+    import toyclouds
+
+    toyclouds.register()
+    base = {"seed": 0, "data": {"kind": "toy_clouds", "n": 16, "sizes": [4, 5], "max_nodes": 6},
+            "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1}}
+    parent = train_from_workflow({**base, "name": "plain", "output": str(tmp_path / "a"),
+                                  "architecture": {"name": "cloud_mlp", "config": {"hidden": 8}}},
+                                 progress=False, verbose=False)
+    child_arch = {"name": "cloud_mlp", "config": {"hidden": 8, "properties": 1}}
+    wf = {**base, "name": "cond", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
+          "architecture": child_arch, "train": {**base["train"], "steps": 1, "checkpoint_every": 1, "lr": 1e-4}}
+    with pytest.raises(WorkflowError, match=r"differs from this workflow in architecture"):
+        train_from_workflow(wf, progress=False, verbose=False)  # without init_fresh: refused as before
+    child = train_from_workflow({**wf, "init_fresh": ["prop"]}, progress=False, verbose=False)
+    card = load_model(child.checkpoint).card
+    assert card["init_from"]["fresh"] == ["prop"] and card["init_from"]["architecture"]["config"] == {"hidden": 8}
+    a, b = load_model(parent.checkpoint).state_dict(), load_model(child.checkpoint).state_dict()
+    assert set(b) - set(a) == {"prop.weight", "prop.bias"}
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"init_fresh": ["prop"], "init_from": None}, r"^init_fresh: names weights that do not come from the parent: "
+                                                 r"it needs init_from$"),
+    ({"init_fresh": "prop"}, r"^init_fresh: expected a list of module names"),
+    ({"init_fresh": ["nothing_here"]}, r"^init_fresh: nothing_here names no weight of this workflow's net$"),
+    ({"init_fresh": ["prop"], "architecture": {"name": "cloud_mlp", "config": {"hidden": 16, "properties": 1}}},
+     r"beyond init_fresh \(prop\) the weights differ \(of another shape: embed.0.bias, embed.0.weight"),
+])
+def test_init_fresh_refusals_name_the_problem(tmp_path, change, message):
+    import toyclouds
+
+    toyclouds.register()
+    base = {"seed": 0, "data": {"kind": "toy_clouds", "n": 16, "sizes": [4, 5], "max_nodes": 6},
+            "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1}}
+    parent = train_from_workflow({**base, "name": "plain", "output": str(tmp_path / "a"),
+                                  "architecture": {"name": "cloud_mlp", "config": {"hidden": 8}}},
+                                 progress=False, verbose=False)
+    wf = {**base, "name": "cond", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
+          "architecture": {"name": "cloud_mlp", "config": {"hidden": 8, "properties": 1}}, **change}
+    with pytest.raises(WorkflowError, match=message):
+        train_from_workflow(wf, progress=False, verbose=False)
+    assert not (tmp_path / "b").exists()
+
+
 def test_molecules_of_more_atoms_than_the_normalisation_allows_are_refused_before_training(tmp_path):
     pytest.importorskip("e3nn")
     pytest.importorskip("rdkit")

@@ -132,12 +132,16 @@ class GraphScoreNet(nn.Module):
         radial_basis: Gaussians on [0, max_radius] Å featurising each layer's distances.
         max_radius: Å, range of the radial basis (the graph itself is fully connected).
         prediction: ``"eps"`` or ``"x0"`` (see the module docstring).
+        property_centres: k lists of increasing values (physical units) at which each property
+            also gets a Gaussian-bump embedding (:class:`~molfuse.nets.conditions.PropertyEmbedding`),
+            e.g. ``[[0, 1, 2, 3, 4, 5, 6]]`` for a ring count; None: the linear embedding only.
     """
 
     def __init__(self, node_channels: int = 7, pair_channels: int = 4, width: int = 64, pair_width: int = 32,
                  layers: int = 4, time_dim: int = 32, num_properties: int = 0,
                  property_mean: list[float] | None = None, property_std: list[float] | None = None,
-                 radial_basis: int = 16, max_radius: float = 6.0, prediction: str = "eps"):
+                 radial_basis: int = 16, max_radius: float = 6.0, prediction: str = "eps",
+                 property_centres: list[list[float]] | None = None):
         super().__init__()
         mean = [float(v) for v in (property_mean if property_mean is not None else [0.0] * num_properties)]
         std = [float(v) for v in (property_std if property_std is not None else [1.0] * num_properties)]
@@ -145,6 +149,8 @@ class GraphScoreNet(nn.Module):
                "pair_width": pair_width, "layers": layers, "time_dim": time_dim, "num_properties": num_properties,
                "property_mean": mean, "property_std": std, "radial_basis": radial_basis,
                "max_radius": max_radius, "prediction": prediction}
+        if property_centres is not None:  # recorded only when used: older cards stay as they were
+            cfg["property_centres"] = property_centres
         _check_config(cfg)
         cfg["max_radius"] = float(max_radius)
         self.architecture = {"name": "molecule_graph_egnn", "config": cfg}
@@ -156,7 +162,8 @@ class GraphScoreNet(nn.Module):
         self.type_emb = nn.Linear(node_channels - 3, width)
         self.pair_emb = nn.Linear(pair_channels, pair_width)
         self.time_emb = _mlp(time_dim, width, width)
-        self.prop_emb = PropertyEmbedding(num_properties, time_dim, width, mean, std) if num_properties else None
+        self.prop_emb = (PropertyEmbedding(num_properties, time_dim, width, mean, std, property_centres)
+                         if num_properties else None)
         self.layers = nn.ModuleList(_Layer(width, pair_width, radial_basis) for _ in range(layers))
         self.type_out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, node_channels - 3))
         self.pair_out = nn.Sequential(nn.LayerNorm(pair_width), nn.Linear(pair_width, pair_channels))
@@ -234,5 +241,12 @@ def _check_config(cfg: dict) -> None:
         v = cfg[name]
         if k is not None and (len(v) != k or not all(math.isfinite(u) and (u > 0 or not positive) for u in v)):
             bad.append(f"{name}={v} ({k} finite values{', > 0' if positive else ''})")
+    c = cfg.get("property_centres")
+    if c is not None and k is not None and not (
+            isinstance(c, (list, tuple)) and len(c) == k and all(
+                isinstance(v, (list, tuple)) and len(v) >= 2
+                and all(isinstance(u, (int, float)) and not isinstance(u, bool) and math.isfinite(u) for u in v)
+                and all(b > a for a, b in zip(v, v[1:])) for v in c)):
+        bad.append(f"property_centres={c!r} ({k} lists of at least 2 increasing finite values)")
     if bad:
         raise ValueError("molecule_graph_egnn config: " + "; ".join(bad) + " (node_channels counts the 3 positions)")

@@ -175,11 +175,41 @@ def test_conditioning_null_broadcast_and_refusal():
     ("node_channels", 3, "node_channels=3"), ("pair_channels", 0, "pair_channels=0"), ("width", 0, "width=0"),
     ("layers", 1.5, "layers=1.5"), ("time_dim", 7, "time_dim=7"), ("radial_basis", 1, "radial_basis=1"),
     ("max_radius", 0.0, "max_radius=0.0"), ("prediction", "v", "prediction='v'"),
-    ("property_std", [0.0], r"property_std=\[0.0\]")])
+    ("property_std", [0.0], r"property_std=\[0.0\]"),
+    ("property_centres", [[0, 1], [2, 3]], r"property_centres=\[\[0, 1\], \[2, 3\]\] \(1 lists"),
+    ("property_centres", [[1, 1, 2]], r"property_centres=.*increasing"), ("property_centres", [[3]], "at least 2")])
 def test_bad_config_names_the_field(field, value, named):
     cfg = {"num_properties": 1, field: value}
     with pytest.raises(ValueError, match=f"molecule_graph_egnn config: .*{named}"):
         GraphScoreNet(**cfg)
+
+
+def test_count_bumps_start_as_the_unconditional_parent_and_then_tell_each_count_apart():
+    """``property_centres``: with the parent's weights and a fresh embedding the net is the
+    unconditional parent exactly, for every target; once the embedding's weights move, 2, 3 and
+    4 give three different outputs, and the learned null stays the parent's "no condition"."""
+    parent, (x, t, mask) = make_net(), make_batch()
+    torch.manual_seed(1)
+    child = GraphScoreNet(node_channels=3 + TYPES, pair_channels=BONDS, width=16, pair_width=8, layers=2,
+                          time_dim=16, num_properties=1, property_mean=[1.75], property_std=[1.22], radial_basis=8,
+                          property_centres=[[0, 1, 2, 3, 4, 5, 6]]).to(F64)
+    assert child.architecture["config"]["property_centres"] == [[0, 1, 2, 3, 4, 5, 6]]
+    assert "property_centres" not in parent.architecture["config"]  # older cards unchanged
+    missing = child.load_state_dict(parent.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("prop_emb.") for k in missing)
+    with torch.no_grad():
+        base = parent(x, t, None, mask)
+        for c in (0.0, 3.0, 4.5, float("nan")):
+            torch.testing.assert_close(child(x, t, torch.tensor([[c]], dtype=F64), mask), base, atol=0, rtol=0)
+        for p in child.prop_emb.mlp[-1].parameters():
+            p.normal_(0.0, 0.3)
+        out = [child(x, t, torch.tensor([[c]], dtype=F64), mask) for c in (2.0, 3.0, 4.0)]
+    assert min((a - b).abs().max() for a, b in [(out[0], out[1]), (out[1], out[2]), (out[0], out[2])]) > 1e-6
+    # the bumps alone separate counts: with the linear term zeroed, 3 still differs from 2 and 4
+    with torch.no_grad():
+        child.prop_emb.weight.zero_()
+        z = [child.prop_emb(torch.tensor([[c]], dtype=F64)) for c in (2.0, 3.0, 4.0)]
+    assert (z[0] - z[1]).abs().max() > 1e-6 and (z[2] - z[1]).abs().max() > 1e-6
 
 
 def test_bad_inputs_name_the_expected_shape():
