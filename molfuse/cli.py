@@ -119,7 +119,8 @@ def run(workflow: Path, out: str | None, name: str | None, device: str | None, s
 @click.option("--metrics", "metric_list", required=True, help="Comma-separated metric columns of metrics.csv.")
 @click.option("--methods", "method_list", help="Comma-separated methods, in the order wanted (default: all).")
 @click.option("--digits", type=click.IntRange(1, 8), default=3, show_default=True, help="Significant digits.")
-def report(runs: tuple[Path, ...], metric_list: str, method_list: str | None, digits: int) -> None:
+@click.option("--reference", is_flag=True, help="Append the rows of each run's reference.csv (real data, random walks).")
+def report(runs: tuple[Path, ...], metric_list: str, method_list: str | None, digits: int, reference: bool) -> None:
     """A markdown table of replicate runs for the documentation: cells "seed 0 / seed 1", then the
     command and the run folders it came from (so a table in the docs can be regenerated, not copied)."""
     from .campaign.replicates import seed_table
@@ -127,7 +128,7 @@ def report(runs: tuple[Path, ...], metric_list: str, method_list: str | None, di
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()]  # noqa: E731
     try:
-        click.echo(seed_table(runs, split(metric_list), split(method_list) if method_list else None, digits))
+        click.echo(seed_table(runs, split(metric_list), split(method_list) if method_list else None, digits, reference))
     except WorkflowError as e:
         raise click.ClickException(str(e)) from None
 

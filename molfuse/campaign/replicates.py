@@ -177,17 +177,20 @@ def replicate_table(combined: pd.DataFrame, metrics: Sequence[str], digits: int 
 
 
 def seed_table(folders: Sequence[str | Path], metrics: Sequence[str], methods: Sequence[str] | None = None,
-               digits: int = 3) -> str:
+               digits: int = 3, reference: bool = False) -> str:
     """Markdown for the documentation, written from the runs themselves so it cannot drift: one row
     per method, one column per metric, each cell the runs' values in the order given ("0.938 /
     0.928" for seeds 0 and 1), then a line naming the command and each run's folder, seed and commit.
 
     The runs must be of one workflow with different seeds (as for :func:`combine_replicates`);
-    ``methods`` picks and orders rows (default: all, in the workflow's order).
+    ``methods`` picks and orders rows (default: all, in the workflow's order). ``reference``
+    appends the rows of each run's ``reference.csv`` (a workflow's reports: real held-out data,
+    random walks), matched by their label; a row or metric a run lacks is "–".
 
     Raises:
         WorkflowError: a run folder that is not a finished run, runs of different workflows or
-            the same seed twice, or a metric / method no run has (the message lists what exists).
+            the same seed twice, or a metric / method no run has (the message lists what exists),
+            or ``reference`` with a run that wrote no ``reference.csv``.
     """
     runs, seeds, all_methods, cols = _replicate_runs(folders)
     missing = [m for m in metrics if m not in cols]
@@ -204,10 +207,33 @@ def seed_table(folders: Sequence[str | Path], metrics: Sequence[str], methods: S
             vals = [float(m.loc[m["method"] == method, metric].iloc[0]) for _, _, m in runs]
             cells.append(" / ".join(_cell(v, digits) for v in vals))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if reference:
+        lines += _reference_rows([f for f, _, _ in runs], metrics, digits, skip=all_methods)
     where = "; ".join(f"`{f}` (seed {s}{_commit(f)})" for (f, _, _), s in zip(runs, seeds))
     command = (f"molfuse report {' '.join(str(f) for f, _, _ in runs)} --metrics {','.join(metrics)}"
-               + (f" --methods {','.join(rows)}" if methods else ""))
+               + (f" --methods {','.join(rows)}" if methods else "") + (" --reference" if reference else ""))
     return "\n".join(lines) + f"\n\nCells: {' / '.join(f'seed {s}' for s in seeds)}. Written by `{command}` from {where}."
+
+
+def _reference_rows(folders: Sequence[Path], metrics: Sequence[str], digits: int, skip: Sequence[str] = ()) -> list[str]:
+    """Markdown rows of the runs' ``reference.csv`` tables, one per label (in first-seen order),
+    except the labels in ``skip`` (the runs' own methods, which a report may repeat)."""
+    tables = []
+    for f in folders:
+        path = Path(f) / "reference.csv"
+        if not path.is_file():
+            raise WorkflowError(f"{f}: no reference.csv (the workflow has no reports); drop --reference")
+        tables.append(pd.read_csv(path))
+    labels = [label for label in dict.fromkeys(label for t in tables for label in t["method"]) if label not in skip]
+    out = []
+    for label in labels:
+        cells = []
+        for metric in metrics:
+            vals = [float(t.loc[t["method"] == label, metric].iloc[0]) if metric in t and (t["method"] == label).any()
+                    else math.nan for t in tables]
+            cells.append(" / ".join(_cell(v, digits) for v in vals))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _cell(v: float, digits: int) -> str:

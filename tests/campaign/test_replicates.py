@@ -113,3 +113,21 @@ def test_seed_table_for_the_docs_names_its_command_and_runs(tmp_path):
     assert out.exit_code == 0 and "| a | 0.950 / 0.962 |" in out.output
     out = CliRunner().invoke(main, ["report", str(runs[0]), str(runs[0]), "--metrics", "tv"])
     assert out.exit_code == 1 and "same seed" in out.output
+
+
+def test_seed_table_appends_the_runs_reference_rows(tmp_path):
+    """--reference: each run's reference.csv rows (real data) after the methods, matched by label;
+    the run's own methods, which a report repeats, are not listed twice; a run without one is named."""
+    import pandas as pd
+
+    from molfuse.campaign.replicates import seed_table
+
+    runs = [_run(tmp_path / "s0", 0, [0.95, 57.0]), _run(tmp_path / "s1", 1, [0.9623, 52.0])]
+    with pytest.raises(WorkflowError, match=r"s0: no reference.csv"):
+        seed_table(runs, ["tv"], reference=True)
+    pd.DataFrame({"method": ["a", "real test (8)"], "tv": [0.95, 0.125]}).to_csv(runs[0] / "reference.csv", index=False)
+    pd.DataFrame({"method": ["real test (8)", "walks"], "tv": [0.25, 2.0]}).to_csv(runs[1] / "reference.csv", index=False)
+    lines = seed_table(runs, ["tv"], reference=True).splitlines()
+    assert lines[2:6] == ["| a | 0.950 / 0.962 |", "| b | 57 / 52 |", "| real test (8) | 0.125 / 0.250 |",
+                          "| walks | – / 2 |"]
+    assert lines[-1].endswith("(seed 1).") and "--metrics tv --reference`" in lines[-1]
