@@ -13,7 +13,9 @@ Schema (``?`` = optional, default after ``=``)::
       a: {kind: gaussian_mixture, means: [[x, y], ...], covs: [...], weights?: [...]}
       b: {kind: checkpoint, path: models/images/<name>, cond?: <class label | [property values] |
           style index or name | [style weights] | {style: weight}> | null,
-          guidance?: <w >= 0>}     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
+          guidance?: <w >= 0>,     # classifier-free guidance (1 + w) s(.|cond) - w s(.|null)
+          sizes?: {n: weight}}     # node counts to draw (e.g. {128: 1}: 128-residue chains only)
+                                 # instead of the card's histogram; within the model's capacity
                                  # path: absolute, or relative to the repository root (not the
                                  # workflow file's folder); the card must match `schedule`; cond is
                                  # checked against the card's conditioning kind (property values: one

@@ -32,7 +32,8 @@ class CheckpointModel:
 
     Attributes: ``sample_shape`` (the card's ``shape``), ``space`` and ``node_counts`` (MATH §6:
     the card's size histogram given ``cond`` when it has one for that value, else the marginal;
-    ``node_counts_given`` names the condition or is None),
+    ``node_counts_given`` names the condition, or is ``"workflow"`` for a workflow's own ``sizes``,
+    or None),
     ``modality``, ``normalisation`` (the modality's), ``card``, ``checkpoint`` (weights file,
     hashed into provenance).
     """
@@ -54,7 +55,9 @@ class CheckpointModel:
     def __repr__(self) -> str:
         cond = "" if self.cond is None else f", cond={self.cond!r}"
         cond += "" if self.guidance is None else f", guidance={self.guidance!r}"
-        if self.node_counts:
+        if self.node_counts and self.node_counts_given == "workflow":
+            cond += f", sizes={self.node_counts}"
+        elif self.node_counts:
             cond += f", sizes=p(n | {self.node_counts_given})" if self.node_counts_given else ", sizes=p(n)"
         return f"CheckpointModel({str(self.checkpoint.parent)!r}{cond}, shape={self.sample_shape})"
 
@@ -202,7 +205,34 @@ def _checkpoint(spec: dict, schedule: Schedule) -> CheckpointModel:
     model = bind(net, cond) if cond is not None else net
     if spec["guidance"] is not None:
         model = _guided(net, cond, spec["guidance"], schedule)
-    return CheckpointModel(model, net.card, net.checkpoint, spec["cond"], spec["guidance"])
+    out = CheckpointModel(model, net.card, net.checkpoint, spec["cond"], spec["guidance"])
+    if spec["sizes"] is not None:
+        out.node_counts, out.node_counts_given = _own_sizes(spec["sizes"], out), "workflow"
+    return out
+
+
+def _own_sizes(sizes: Any, model: CheckpointModel) -> dict[int, float]:
+    """A workflow's ``sizes: {n: weight}`` for a checkpoint whose card draws node counts (e.g.
+    ``{128: 1}``: 128-residue chains only), checked against the model's node capacity."""
+    if not model.node_counts:
+        raise ValueError("sizes: this checkpoint has a fixed size (its card has no node_counts)")
+    if not isinstance(sizes, Mapping) or not sizes:
+        raise ValueError(f"sizes: expected a mapping {{node count: weight}}, e.g. {{128: 1}}; got {sizes!r}")
+    out = {}
+    for k, v in sizes.items():
+        try:
+            n = int(k)
+        except (TypeError, ValueError):
+            n = None
+        if n is None or str(k).strip() != str(n) or not 1 <= n <= model.sample_shape[0]:
+            raise ValueError(f"sizes: node count {k!r} is not a whole number in 1 .. {model.sample_shape[0]} "
+                             "(the model's capacity)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"sizes: weight of {n} must be a finite number >= 0; got {v!r}")
+        out[n] = float(v)
+    if sum(out.values()) <= 0:
+        raise ValueError("sizes: the weights sum to 0")
+    return out
 
 
 def _guided(net: Any, cond: Any, scale: Any, schedule: Schedule) -> Any:
@@ -293,7 +323,7 @@ def _soup_modality(spec: dict) -> str:
 
 
 plugins.register_model_kind("checkpoint", plugins.ModelKind(
-    _checkpoint, {"path": REQUIRED, "cond": None, "guidance": None},
+    _checkpoint, {"path": REQUIRED, "cond": None, "guidance": None, "sizes": None},
     lambda spec: _card_modality(spec["path"], cond=spec.get("cond"))))
 plugins.register_model_kind("soup", plugins.ModelKind(
     _soup, {"paths": REQUIRED, "remove": None, "weights": None, "cond": None},

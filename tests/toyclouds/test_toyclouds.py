@@ -81,6 +81,28 @@ def test_a_superposition_workflow_runs_with_the_modality_s_own_evaluator(clouds)
         run_workflow({**wf, "run_name": "bad", "evaluation": {"target_rod_share": 2}}, progress=False, verbose=False)
 
 
+def test_a_workflow_can_choose_the_sizes_a_checkpoint_draws(clouds):
+    """``sizes: {7: 1}`` draws 7-node rings only (a size inside the model's capacity that its own
+    histogram never draws), and fusion combines the chosen histogram like a card's; sizes beyond the
+    capacity, malformed or all-zero are refused naming the model and the field."""
+    out, ckpts = clouds
+    ring = {"kind": "checkpoint", "path": str(ckpts["ring"].checkpoint)}
+    wf = {"name": "toy_sizes", "output": str(out / "runs"), "run_name": "r", "n_samples": 6,
+          "sampler": {"steps": 10, "chunk_size": 6, "threads": 1},
+          "models": {"ring7": {**ring, "sizes": {7: 1}}, "ring": ring,
+                     "rod": {"kind": "checkpoint", "path": str(ckpts["rod"].checkpoint), "sizes": {"6": 1, "7": 3}}},
+          "methods": [{"name": "ring7", "operator": "single", "models": ["ring7"]},
+                      {"name": "and", "operator": "superpose", "models": ["ring", "rod"], "mode": "and"}]}
+    res = run_workflow(wf, progress=False, verbose=False)
+    nodes = pd.read_csv(res.folder / "per_sample.csv").groupby("method")["nodes"].apply(set)
+    assert nodes["ring7"] == {7} and nodes["and"] == {6}  # {4, 5, 6} x {6, 7}: 6 only
+    for sizes, said in (({9: 1}, r"node count 9 is not a whole number in 1 \.\. 8"), ({7: -1}, "weight of 7"),
+                        ({7: 0}, "sum to 0"), ([7], "expected a mapping"), ({"7.5": 1}, "'7.5' is not a whole")):
+        bad = {**wf, "run_name": "bad", "models": {"ring7": {**ring, "sizes": sizes}}, "methods": wf["methods"][:1]}
+        with pytest.raises(WorkflowError, match=rf"models.ring7: sizes: .*{said}"):
+            run_workflow(bad, progress=False, verbose=False)
+
+
 def test_the_modality_is_found_by_name_and_an_unknown_one_is_named():
     toyclouds.register()
     assert plugins.modality("toyclouds") is toyclouds.MODALITY
