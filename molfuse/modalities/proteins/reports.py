@@ -77,16 +77,23 @@ def reference_rows(settings: dict, n: int = 64, split: str = "test", lengths: tu
     ``where`` SSE ranges if given) and, with ``walks``, as many random walks of each length, scored
     by :func:`.evaluate.score_backbones` with ``settings`` (metric hooks included, on ``threads``)."""
     rng = np.random.default_rng(seed)
-    real = []
+    real, by_length = [], {}
     for L in lengths:
         frags = reference_fragments({"split": split, "population": "all", "where": where}, L)
         idx = np.sort(rng.choice(len(frags), min(n, len(frags)), replace=False)) if len(frags) else []
-        real += [frags.traces()[i] for i in idx]
+        by_length[L] = [frags.traces()[i] for i in idx]
+        real += by_length[L]
     label = "/".join(map(str, lengths)) + (f", {where}" if where else "")
     rows = []
     if real:
         _, row = score_backbones(real, settings, f"real_{split}", seed, threads=threads)
         rows.append({"method": f"real {split} fragments ({len(real)}, L = {label})", "n": len(real), **row})
+    if len(lengths) > 1:  # each length alone too: a member drawn at one length is compared with its own row
+        for L, traces in by_length.items():
+            if traces:
+                _, row = score_backbones(traces, settings, f"real_{split}_L{L}", seed, threads=threads)
+                rows.append({"method": f"real {split} fragments ({len(traces)}, L = {L}"
+                                       + (f", {where}" if where else "") + ")", "n": len(traces), **row})
     if walks:
         rw = [w for L in lengths for w in random_walks(n, L, seed + L)]
         _, row = score_backbones(rw, settings, "random_walk", seed, threads=threads)

@@ -172,6 +172,8 @@ def test_the_reference_report_scores_real_fragments_valid_and_random_walks_inval
     walk = ref[ref["method"].str.startswith("random walks")].iloc[0]
     assert real["validity"] == 1.0 and walk["validity"] == 0.0 and real["n"] == 6
     assert real["right_handed_share"] == 1.0 and real["dihedral_w1"] < walk["dihedral_w1"]
+    each = ref[ref["method"].str.match(r"real test fragments \(3, L = (64|128)\)$")]  # and each length alone
+    assert len(each) == 2 and (each["validity"] == 1.0).all() and (each["n"] == 3).all()
     assert "Against real fragments" in (res.folder / "summary.md").read_text()
 
 
