@@ -80,7 +80,8 @@ def test_the_graph_training_workflow_validates():
 @pytest.mark.parametrize("name, parent", [("qm9_graph_cyclic", "qm9_graph_uncond"), ("qm9_graph_acyclic", "qm9_graph_uncond"),
                                           ("qm9_graph_uncond_120k", "qm9_graph_uncond"),
                                           ("qm9_graph_rings_long", "qm9_graph_rings"),
-                                          ("qm9_graph_heteroatoms_long", "qm9_graph_heteroatoms")])
+                                          ("qm9_graph_heteroatoms_long", "qm9_graph_heteroatoms"),
+                                          ("qm9_graph_rings_counts", "qm9_graph_uncond_120k")])
 def test_the_fine_tuned_graph_members_descend_from_the_shipped_parent(name, parent):
     """Each member fine-tuned from a shipped graph member: its workflow names the parent, and its card holds
     the hash of the parent as shipped (so `molfuse train` on the workflow rebuilds it from these weights)."""
