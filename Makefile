@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/molfuse demo
 
+# Two test processes (pytest-xdist), each file's tests in one of them so module fixtures are built
+# once; every process runs torch on one thread (tests/conftest.py). TEST_WORKERS=1 runs serially.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q --durations=12
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
