@@ -20,7 +20,7 @@ from molfuse.training.workflow import expand_sweep, load_train_workflow  # noqa:
 
 WORKFLOWS = REPO / "workflows" / "proteins"
 SHIPPED = REPO / "models" / "proteins"
-EXPERIMENTS = ["members_angles", "members_angles_geom", "members_angles_helix_rich", "members_angles_strand_rich", "steer_weights_angles", "members_angles128", "members_angles_clash", "superdiff_angles", "barycenter_angles", "dmm_angles"]  # the experiments whose members are shipped
+EXPERIMENTS = ["members_angles", "members_angles_geom", "members_angles_helix_rich", "members_angles_strand_rich", "steer_weights_angles", "members_angles128", "members_angles_clash", "steer_weights_angles128", "superdiff_angles", "barycenter_angles", "dmm_angles"]  # the experiments whose members are shipped
 TRAINING = ["train_angles_all", "train_angles_all_geom", "train_angles_all_clash", "train_angles_helix_geom", "train_angles_strand_geom", "train_angles_all128", "train_angles_helix", "train_angles_strand",
             "train_angles_bary_scratch", "train_angles_bary_finetune", "train_angles_dmm"]
 
