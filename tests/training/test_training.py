@@ -406,9 +406,8 @@ def test_fine_tuning_a_net_whose_weights_depend_on_the_state_size_is_refused_nam
     assert not (tmp_path / "b").exists()
 
 
-def test_init_fresh_adds_a_conditioning_to_an_unconditional_parent_and_copies_the_rest(tmp_path):
-    """``init_fresh: [prop]``: the property layer a conditional child has and its unconditional
-    parent lacks starts fresh; every other weight is the parent's; the card names both."""
+def _unconditional_cloud_parent(tmp_path):
+    """(workflow base, trained checkpoint) of a tiny unconditional cloud_mlp parent, for init_fresh."""
     import toyclouds
 
     toyclouds.register()
@@ -417,6 +416,13 @@ def test_init_fresh_adds_a_conditioning_to_an_unconditional_parent_and_copies_th
     parent = train_from_workflow({**base, "name": "plain", "output": str(tmp_path / "a"),
                                   "architecture": {"name": "cloud_mlp", "config": {"hidden": 8}}},
                                  progress=False, verbose=False)
+    return base, parent
+
+
+def test_init_fresh_adds_a_conditioning_to_an_unconditional_parent_and_copies_the_rest(tmp_path):
+    """``init_fresh: [prop]``: the property layer a conditional child has and its unconditional
+    parent lacks starts fresh; every other weight is the parent's; the card names both."""
+    base, parent = _unconditional_cloud_parent(tmp_path)
     child_arch = {"name": "cloud_mlp", "config": {"hidden": 8, "properties": 1}}
     wf = {**base, "name": "cond", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
           "architecture": child_arch, "train": {**base["train"], "steps": 1, "checkpoint_every": 1, "lr": 1e-4}}
@@ -439,14 +445,7 @@ def test_init_fresh_adds_a_conditioning_to_an_unconditional_parent_and_copies_th
      r"beyond init_fresh \(prop\) the weights differ \(of another shape: embed.0.bias, embed.0.weight"),
 ])
 def test_init_fresh_refusals_name_the_problem(tmp_path, change, message):
-    import toyclouds
-
-    toyclouds.register()
-    base = {"seed": 0, "data": {"kind": "toy_clouds", "n": 16, "sizes": [4, 5], "max_nodes": 6},
-            "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1}}
-    parent = train_from_workflow({**base, "name": "plain", "output": str(tmp_path / "a"),
-                                  "architecture": {"name": "cloud_mlp", "config": {"hidden": 8}}},
-                                 progress=False, verbose=False)
+    base, parent = _unconditional_cloud_parent(tmp_path)
     wf = {**base, "name": "cond", "output": str(tmp_path / "b"), "init_from": str(parent.checkpoint),
           "architecture": {"name": "cloud_mlp", "config": {"hidden": 8, "properties": 1}}, **change}
     with pytest.raises(WorkflowError, match=message):
