@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .embeddings import sinusoidal_embedding
 
-__all__ = ["PropertyEmbedding", "property_targets", "time_and_condition"]
+__all__ = ["PropertyEmbedding", "centres_fit", "property_targets", "time_and_condition"]
 
 
 class PropertyEmbedding(nn.Module):
@@ -43,11 +43,10 @@ class PropertyEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.zeros(k, width))
         self.null = nn.Parameter(torch.randn(k, width))
         self.mlp = nn.Sequential(nn.Linear(k * width, out), nn.SiLU(), nn.Linear(out, out))
+        if centres is not None and not centres_fit(centres, k):
+            raise ValueError(f"centres must be {k} lists of at least 2 increasing finite values; got {centres}")
         self.centres = None if centres is None else [[float(v) for v in c] for c in centres]
         if self.centres is not None:
-            if len(self.centres) != k or any(len(c) < 2 or any(b <= a for a, b in zip(c, c[1:])) or
-                                             not all(math.isfinite(v) for v in c) for c in self.centres):
-                raise ValueError(f"centres must be {k} lists of at least 2 increasing finite values; got {centres}")
             self.bumps = nn.ModuleList(nn.Linear(len(c), width, bias=False) for c in self.centres)
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
@@ -67,6 +66,14 @@ class PropertyEmbedding(nn.Module):
         mu = torch.tensor(self.centres[p], dtype=c.dtype, device=c.device)
         spread = float(min(b - a for a, b in zip(self.centres[p], self.centres[p][1:])))
         return self.bumps[p](torch.exp(-0.5 * ((c[:, None] - mu) / spread) ** 2))
+
+
+def centres_fit(centres: Any, k: int) -> bool:
+    """Whether ``centres`` are k lists of at least 2 strictly increasing finite numbers (bools refused)."""
+    return (isinstance(centres, (list, tuple)) and len(centres) == k and all(
+        isinstance(c, (list, tuple)) and len(c) >= 2
+        and all(isinstance(u, (int, float)) and not isinstance(u, bool) and math.isfinite(u) for u in c)
+        and all(b > a for a, b in zip(c, c[1:])) for c in centres))
 
 
 def property_targets(cond: Any, k: int, batch: int, like: Tensor, owner: str) -> Tensor | None:

@@ -71,7 +71,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from molfuse.nets.conditions import PropertyEmbedding, time_and_condition
+from molfuse.nets.conditions import PropertyEmbedding, centres_fit, time_and_condition
 from molfuse.pairs import unpack
 from molfuse.spaces import MoleculeGraph
 
@@ -242,11 +242,7 @@ def _check_config(cfg: dict) -> None:
         if k is not None and (len(v) != k or not all(math.isfinite(u) and (u > 0 or not positive) for u in v)):
             bad.append(f"{name}={v} ({k} finite values{', > 0' if positive else ''})")
     c = cfg.get("property_centres")
-    if c is not None and k is not None and not (
-            isinstance(c, (list, tuple)) and len(c) == k and all(
-                isinstance(v, (list, tuple)) and len(v) >= 2
-                and all(isinstance(u, (int, float)) and not isinstance(u, bool) and math.isfinite(u) for u in v)
-                and all(b > a for a, b in zip(v, v[1:])) for v in c)):
+    if c is not None and k is not None and not centres_fit(c, k):
         bad.append(f"property_centres={c!r} ({k} lists of at least 2 increasing finite values)")
     if bad:
         raise ValueError("molecule_graph_egnn config: " + "; ".join(bad) + " (node_channels counts the 3 positions)")
